@@ -1,0 +1,3 @@
+"""pbx-bridge: Asterisk AMI to CRM bridge."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,30 @@
+"""An AMI event as plain data: what the reader hands to the queue and what the tracker reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class AmiEvent:
+    pbx: str
+    name: str  # the `Event:` header, e.g. "Newchannel"
+    headers: dict[str, str]  # every other header, last value wins
+    # `ChanVariable: NAME=value` lines, one per variable in manager.conf `channelvars`.
+    variables: dict[str, str] = field(default_factory=dict)
+    # Wall-clock epoch seconds when the bridge read it; used where `Timestamp` is absent.
+    received_at: float = 0.0
+
+    @property
+    def timestamp(self) -> float:
+        """Event time: Asterisk's `Timestamp` (timestampevents=yes), else arrival time."""
+        raw = self.headers.get("Timestamp")
+        if raw:
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        return self.received_at
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.headers.get(key, default)

@@ -1,0 +1,64 @@
+"""The `pbx-bridge` command line: one parser, one module per command group under commands/.
+
+Errors a user can fix print one line and exit non-zero (2 for configuration), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from pbx_bridge import __version__
+from pbx_bridge.commands import COMMAND_MODULES
+from pbx_bridge.config import ConfigError
+from pbx_bridge.db.engine import DatabaseUrlError
+
+
+class UserError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+def build_parser(modules: Sequence[ModuleType] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbx-bridge",
+        description="Asterisk to CRM bridge: call log, recordings, transcripts, client cards.",
+    )
+    parser.add_argument("--version", action="version", version=f"pbx-bridge {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $PBX_BRIDGE_CONFIG or config/pbx-bridge.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in modules:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except ConfigError as exc:
+        print(f"pbx-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUrlError as exc:
+        print(f"pbx-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"pbx-bridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        logging.getLogger("pbx_bridge").debug("os error", exc_info=True)
+        print(f"pbx-bridge: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,388 @@
+"""Configuration: one TOML file, every key overridable from the environment, validated up front.
+
+The file is described by the dataclasses below; the loader walks them, so a key that is not a
+field is an error, a value of the wrong type is an error, and the message names the key and the
+file. Environment overrides: ``PBX_BRIDGE_<SECTION>__<KEY>`` (``PBX_BRIDGE_DATABASE__URL``); for
+the ``[[pbx]]`` list, ``PBX_BRIDGE_PBX__<NAME or index>__<KEY>`` (``PBX_BRIDGE_PBX__MAIN__SECRET``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_CONFIG_PATH = Path("config/pbx-bridge.toml")
+ENV_PREFIX = "PBX_BRIDGE_"
+SECRET_KEYS = frozenset({"secret", "password", "url", "token", "hmac_secret", "signing_key"})
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as the one line the operator needs to fix it."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Where the SQLite database, recordings and other state live by default.
+    data_dir: str = "var"
+    # Public base URL used in signed links handed to a CRM; empty = derived from the request.
+    public_url: str = ""
+
+
+@dataclass
+class DatabaseConfig:
+    # Empty = SQLite file <data_dir>/pbx-bridge.sqlite3.
+    url: str = ""
+    # serve refuses an out-of-date schema unless this is true.
+    auto_upgrade: bool = False
+    echo: bool = False
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass
+class PhoneConfig:
+    default_region: str = "RU"
+    # Numbers this short or shorter are internal extensions: never E.164, never matched.
+    max_extension_length: int = 5
+
+
+@dataclass
+class PbxConfig:
+    name: str = "main"
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "bridge"
+    secret: str = ""
+    # Which channels are operators' phones; the named group `ext` is the extension.
+    operator_channel: str = r"^(?:PJSIP|SIP)/(?P<ext>\d{2,5})-"
+    # Dialplan contexts where customers' calls from the public network arrive.
+    inbound_contexts: list[str] = field(default_factory=lambda: ["from-trunk", "from-pstn"])
+    # Keepalive: a Ping every interval; no answer within timeout = connection dead.
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    # Reconnect backoff: min doubling to max, with jitter.
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+    # Click-to-call: the operator's phone is dialled with this string ({ext} replaced) ...
+    operator_dial_string: str = "PJSIP/{ext}"
+    # ... and the customer's number is then dialled in this context.
+    outbound_context: str = "from-internal"
+    # Asterisk version the recording options depend on ("" = ask the PBX with CoreSettings).
+    asterisk_version: str = ""
+
+
+@dataclass
+class SimulatorConfig:
+    # Run the built-in simulated PBX when no [[pbx]] is configured (the demo default).
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5039
+    username: str = "bridge"
+    secret: str = "simulator"  # noqa: S105 - the demo PBX's own password
+    calls_per_second: float = 0.2
+    operators: list[str] = field(default_factory=lambda: ["101", "102", "103"])
+    # Folder with the real AMI traces the generator rewrites; "" = the bundled copies.
+    traces_dir: str = ""
+
+
+@dataclass
+class EventsConfig:
+    # Keep raw AMI events this many days for debugging (0 = do not keep them).
+    keep_raw_days: int = 0
+
+
+@dataclass
+class Settings:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    phone: PhoneConfig = field(default_factory=PhoneConfig)
+    pbx: list[PbxConfig] = field(default_factory=list)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    # Where the settings came from, for error messages; not a config key.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{self.data_path / 'pbx-bridge.sqlite3'}"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def config_path_from(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    if environ.get("PBX_BRIDGE_CONFIG"):
+        return Path(environ["PBX_BRIDGE_CONFIG"])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None, *, required: bool = True
+) -> Settings:
+    """Read, override from the environment, validate. Raises ConfigError with one clear line."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            if required:
+                raise ConfigError(f"{path}: configuration file not found") from None
+        except PermissionError:
+            raise ConfigError(f"{path}: configuration file is not readable") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    _apply_environment(raw, environ, source)
+    settings = _build(Settings, raw, "", source)
+    settings.source = source
+    _check(settings, source)
+    return settings
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "PBX_BRIDGE_CONFIG":
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        where = f"environment variable {name}"
+        if len(parts) == 3 and parts[0] == "pbx":
+            pbx_list = raw.setdefault("pbx", [])
+            if not isinstance(pbx_list, list):
+                raise ConfigError(f"{where}: 'pbx' must be a list of [[pbx]] tables")
+            target = _find_pbx(pbx_list, parts[1])
+            if target is None:
+                raise ConfigError(f"{where}: no [[pbx]] named or numbered '{parts[1]}' in {source}")
+            target[parts[2]] = _env_value(value)
+        elif len(parts) == 2:
+            section = raw.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: '{parts[0]}' is not a section")
+            section[parts[1]] = _env_value(value)
+        else:
+            raise ConfigError(f"{where}: expected PBX_BRIDGE_<SECTION>__<KEY>")
+
+
+def _find_pbx(pbx_list: list[Any], key: str) -> dict[str, Any] | None:
+    if key.isdigit() and int(key) < len(pbx_list):
+        item = pbx_list[int(key)]
+        return item if isinstance(item, dict) else None
+    for item in pbx_list:
+        if isinstance(item, dict) and str(item.get("name", "")).lower() == key:
+            return item
+    return None
+
+
+def _env_value(text: str) -> Any:
+    """Environment values are strings; TOML syntax (numbers, booleans, arrays) is accepted too."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(cls: type[Any], raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
+    kwargs = {key: _convert(hints[key], value, f"{prefix}{key}", source) for key, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value, f"{key}.", source)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {_kind(value)}")
+        return [_convert(item_type, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        _key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a table, got {_kind(value)}")
+        return {str(k): _convert(value_type, v, f"{key}.{k}", source) for k, v in value.items()}
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{source}: '{key}' must be one of {choices}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, source)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {_kind(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {_kind(value)}")
+        return value
+    raise ConfigError(f"{source}: '{key}' has an unsupported type")  # pragma: no cover
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check(settings: Settings, source: str) -> None:
+    """Cross-field checks that types alone cannot express."""
+    names = [p.name for p in settings.pbx]
+    for i, pbx in enumerate(settings.pbx):
+        where = f"pbx[{i}] ({pbx.name})"
+        if not pbx.secret:
+            raise ConfigError(
+                f"{source}: '{where}.secret' is missing "
+                f"(set it in the file or PBX_BRIDGE_PBX__{pbx.name.upper()}__SECRET)"
+            )
+        try:
+            pattern = re.compile(pbx.operator_channel)
+        except re.error as exc:
+            raise ConfigError(f"{source}: '{where}.operator_channel' is not a regex: {exc}") from None
+        if "ext" not in pattern.groupindex:
+            raise ConfigError(f"{source}: '{where}.operator_channel' needs a (?P<ext>...) group")
+        if not 0 < pbx.port < 65536:
+            raise ConfigError(f"{source}: '{where}.port' must be 1-65535")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: two [[pbx]] entries have the same name")
+    if not 0 < settings.server.port < 65536:
+        raise ConfigError(f"{source}: 'server.port' must be 1-65535")
+    url = settings.database.url
+    if url and not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://", url):
+        raise ConfigError(
+            f"{source}: 'database.url' must start with sqlite+aiosqlite:// or "
+            "postgresql+asyncpg://"
+        )
+    if url:
+        import sqlalchemy as sa  # local: only needed for this check
+
+        try:
+            sa.engine.make_url(url).port  # noqa: B018 - parsing the port validates it
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigError(f"{source}: 'database.url' is not a valid URL ({exc})") from None
+    import phonenumbers  # local: only needed for this check
+
+    if settings.phone.default_region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"{source}: 'phone.default_region' {settings.phone.default_region!r} "
+            "is not a region code such as RU"
+        )
+
+
+# --- showing -------------------------------------------------------------------------------
+
+
+def mask_secret(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    if key == "url" and "://" in value:
+        # Keep the scheme and host: useful to see; hide credentials.
+        return re.sub(r"://[^@/]*@", "://***@", value)
+    if key in SECRET_KEYS or key.endswith("secret") or key.endswith("password"):
+        return "***"
+    return value
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked, for `config check`."""
+
+    def walk(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            out = {}
+            for f in dataclasses.fields(obj):
+                if f.metadata.get("internal"):
+                    continue
+                value = walk(getattr(obj, f.name))
+                out[f.name] = value if isinstance(value, list | dict) else mask_secret(f.name, value)
+            return out
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        return obj
+
+    result: dict[str, Any] = walk(settings)
+    return result
+
+
+def dump_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for `config check` output (tables, arrays of tables, scalars)."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list) or (
+        isinstance(v, list) and not any(isinstance(i, dict) for i in v))}
+    for k, v in scalars.items():
+        lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            for k2, v2 in v.items():
+                lines.append(f"{_toml_key(k2)} = {_toml_value(v2)}")
+        elif isinstance(v, list) and any(isinstance(i, dict) for i in v):
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                for k2, v2 in item.items():
+                    lines.append(f"{_toml_key(k2)} = {_toml_value(v2)}")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)

@@ -1,0 +1,12 @@
+"""Every MetaData whose tables the migrations create (the application's and the libraries')."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pbx_bridge.db.schema import metadata as core_metadata
+
+
+def all_metadata() -> list[sa.MetaData]:
+    # Features append their library's MetaData here as they land.
+    return [core_metadata]

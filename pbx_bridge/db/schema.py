@@ -1,0 +1,92 @@
+"""The application's own tables: calls, their legs, raw AMI events.
+
+Libraries (crm_sync, recordings) define their tables on their own MetaData; the migrations in
+pbx_bridge/db/migrations create them all. Cross-library links are plain ids.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pbx_bridge.db.types import UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pbx", sa.String(64), nullable=False),
+    sa.Column("linkedid", sa.String(128), nullable=False),
+    # live while the PBX has channels for it, ended once finalized.
+    sa.Column("state", sa.String(16), nullable=False, server_default="live"),
+    sa.Column("direction", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("missed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("customer_number", sa.String(32), nullable=True),
+    sa.Column("customer_name", sa.String(255), nullable=True),
+    sa.Column("did", sa.String(32), nullable=True),
+    sa.Column("dialled", sa.String(64), nullable=True),
+    sa.Column("operator", sa.String(16), nullable=True),
+    sa.Column("operators_rung", sa.JSON, nullable=False, default=list),
+    sa.Column("queue", sa.String(64), nullable=True),
+    sa.Column("transfers", sa.JSON, nullable=False, default=list),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("answered_at", UtcDateTime, nullable=True),
+    sa.Column("ended_at", UtcDateTime, nullable=True),
+    sa.Column("wait_seconds", sa.Float, nullable=True),
+    sa.Column("talk_seconds", sa.Float, nullable=True),
+    sa.Column("click_to_call_id", sa.String(64), nullable=True),
+    sa.Column("client_id", sa.Integer, nullable=True),
+    sa.Column("client_ambiguous", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The call ended while the bridge was not connected: end time is the last one known.
+    sa.Column("ended_during_outage", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tags", sa.JSON, nullable=False, default=list),
+    sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("pbx", "linkedid", name="uq_calls_pbx_linkedid"),
+)
+sa.Index("ix_calls_started_at_id", calls.c.started_at, calls.c.id)
+sa.Index("ix_calls_state", calls.c.state)
+sa.Index("ix_calls_customer_number", calls.c.customer_number)
+sa.Index("ix_calls_operator", calls.c.operator)
+sa.Index("ix_calls_client_id", calls.c.client_id)
+sa.Index("ix_calls_click_to_call_id", calls.c.click_to_call_id)
+
+call_legs = sa.Table(
+    "call_legs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.Integer, sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("uniqueid", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(255), nullable=False),
+    # operator | customer | local | other
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("extension", sa.String(16), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("answered_at", UtcDateTime, nullable=True),
+    sa.Column("hungup_at", UtcDateTime, nullable=True),
+    sa.Column("hangup_cause", sa.String(64), nullable=True),
+    sa.UniqueConstraint("call_id", "uniqueid", name="uq_call_legs_call_uniqueid"),
+)
+
+raw_events = sa.Table(
+    "raw_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pbx", sa.String(64), nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("linkedid", sa.String(128), nullable=True),
+    sa.Column("headers", sa.JSON, nullable=False),
+)
+sa.Index("ix_raw_events_received_at", raw_events.c.received_at)
+sa.Index("ix_raw_events_linkedid", raw_events.c.linkedid)

@@ -1,0 +1,1 @@
+"""Call recordings and their transcription. A library: never imports pbx_bridge."""

@@ -1,0 +1,86 @@
+"""Phone numbers: E.164 normalization (phonenumbers), extensions, digit-suffix keys.
+
+Russian formats are the common case: "8 916 123-45-67", "+7 (495) 111-00-00", "89161234567",
+"74951110000" (no plus, as Asterisk often presents it) all become "+7...".
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+_DIGITS = re.compile(r"\D+")
+
+
+class InvalidPhoneNumber(ValueError):
+    """A number that cannot be a customer's phone; the message says why."""
+
+
+def digits(text: str) -> str:
+    return _DIGITS.sub("", text or "")
+
+
+def is_extension(text: str | None, max_extension_length: int = 5) -> bool:
+    """Short all-digit numbers are internal extensions (101, 2005), never customers."""
+    d = digits(text or "")
+    return bool(d) and len(d) <= max_extension_length and d == (text or "").strip()
+
+
+def normalize(text: str | None, region: str = "RU", max_extension_length: int = 5) -> str | None:
+    """E.164 ("+79161234567") for a valid phone number, else None (extensions, junk, empty)."""
+    if not text:
+        return None
+    raw = text.strip()
+    if raw in ("<unknown>", "anonymous", "Anonymous", "unknown"):
+        return None
+    d = digits(raw)
+    if not d or len(d) <= max_extension_length:
+        return None
+    candidates = [raw]
+    # Asterisk often gives international numbers without the "+" (74951110000).
+    if not raw.startswith("+") and not raw.startswith("00"):
+        candidates.append("+" + d)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def parse_or_raise(text: str, region: str = "RU", max_extension_length: int = 5) -> str:
+    """Like normalize, but an invalid number raises InvalidPhoneNumber with the reason."""
+    if not text or not text.strip():
+        raise InvalidPhoneNumber("the number is empty")
+    if is_extension(text.strip(), max_extension_length):
+        raise InvalidPhoneNumber(f"{text!r} is an internal extension, not a phone number")
+    result = normalize(text, region, max_extension_length)
+    if result is None:
+        raise InvalidPhoneNumber(f"{text!r} is not a valid phone number for region {region}")
+    return result
+
+
+def format_national(e164: str) -> str:
+    """"+79161234567" -> "8 (916) 123-45-67" style national format, for names and display."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+
+
+def format_international(e164: str) -> str:
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def suffix_key(text: str, length: int = 10) -> str | None:
+    """The last `length` digits: the fallback match key for numbers that did not parse."""
+    d = digits(text)
+    return d[-length:] if len(d) >= min(length, 7) else None

@@ -1,0 +1,27 @@
+"""What the tracker reports as a call progresses, and what the pipeline's hooks receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pbx_bridge.calls.record import CallRecord
+
+ChangeKind = Literal["started", "ringing", "answered", "transferred", "updated", "ended"]
+
+
+@dataclass
+class CallChange:
+    kind: ChangeKind
+    record: CallRecord  # a snapshot: hooks may read it; later changes carry new snapshots
+    # ringing: the operator's extension being rung; answered: the one who answered;
+    # transferred: the new operator.
+    extension: str | None = None
+    # Filled by the CRM hook before notifications go out (the screen pop's card).
+    client: dict[str, Any] | None = None
+
+
+class CallHook(Protocol):
+    """A stage of the call pipeline, run in order for every change, after the record is saved."""
+
+    async def on_change(self, change: CallChange) -> None: ...

@@ -28,3 +28,34 @@ class AmiEvent:
 
     def get(self, key: str, default: str = "") -> str:
         return self.headers.get(key, default)
+
+
+# --- control items the connection puts in the same queue, in order with the events ----------
+
+
+@dataclass(slots=True)
+class ConnectionUp:
+    """Logged in (first time or after a reconnect); a ChannelsSnapshot follows."""
+
+    pbx: str
+    at: float
+
+
+@dataclass(slots=True)
+class ConnectionLost:
+    pbx: str
+    at: float
+    reason: str
+
+
+@dataclass(slots=True)
+class ChannelsSnapshot:
+    """The answer to CoreShowChannels after a (re)login: one CoreShowChannel event per live
+    channel. Calls the bridge thought live that are not in it ended during the outage."""
+
+    pbx: str
+    at: float
+    channels: list[AmiEvent]
+
+
+QueueItem = AmiEvent | ConnectionUp | ConnectionLost | ChannelsSnapshot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.runtime import Runtime
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
@@ -14,7 +15,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     return app

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(f"bench.{name}")
             for row in module.run(quick=args.quick):
                 rows.append({"benchmark": name.removeprefix("bench_"), **row})
-        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
+        except Exception:  # one broken benchmark must not hide the others
             traceback.print_exc()
             failed.append(name)
         print(f"   {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)

@@ -841,10 +841,19 @@ class CallTracker:
         if at > call.last_ts:
             call.last_ts = at
         if not known:
-            # Nothing tells how the call began but the snapshot: a dialled operator is rung.
+            # Nothing tells how the call began but the snapshot: a dialled operator is rung;
+            # on an operator's call, the other party is the customer.
+            origin = call.channels.get(call.origin_uid or "")
             for ch in list(call.channels.values()):
-                if ch.ext is not None and ch.uid != call.origin_uid and not ch.name.endswith(";2"):
+                if ch is origin or ch.name.endswith(";2") or (origin and ch.leg is origin.leg):
+                    continue
+                if ch.ext is not None:
+                    call.operator_dest = True
                     self._ring(call, ch)
+                elif origin is not None and origin.ext is not None:
+                    call.external_dest = True
+                    if call.customer_uid is None:
+                        call.customer_uid = ch.uid
         if call.answered_at is None:
             for bridge in set(call.bridges.values()):
                 members = [call.channels[u] for u, b in call.bridges.items() if b == bridge]
@@ -912,7 +921,7 @@ class CallTracker:
                 if customer.inbound_exten:
                     did = self._norm(customer.inbound_exten)
         elif direction == "outbound":
-            dialled = call.dialled_raw
+            dialled = call.dialled_raw or self._dialled_fallback(origin)
             customer = call.channels.get(call.customer_uid or "")
             number = self._norm(dialled)
             if customer is not None:
@@ -928,9 +937,8 @@ class CallTracker:
             if (cname not in UNKNOWN_NAMES and cname != customer.cid_num
                     and self._norm(cname) != number):
                 name = cname
-        if dialled is None and direction in ("outbound", "internal") and origin is not None:
-            if origin.exten.isdigit() and origin.exten != origin.ext:
-                dialled = origin.exten
+        if dialled is None and direction == "internal":
+            dialled = self._dialled_fallback(origin)
         if fixed is not None:
             number = number or fixed.customer_number
             name = name or fixed.customer_name
@@ -976,6 +984,13 @@ class CallTracker:
         if ended_at is not None:
             rec.status = self._status(call, direction)
         return rec
+
+    @staticmethod
+    def _dialled_fallback(origin: _Channel | None) -> str | None:
+        """No Dial seen (joined mid-call): what the operator's channel runs is what they dialled."""
+        if origin is None or not origin.exten or origin.exten == origin.ext:
+            return None
+        return origin.exten if origin.exten.lstrip("+").isdigit() else None
 
     @staticmethod
     def _status(call: _Call, direction: Direction) -> Status:

@@ -68,8 +68,9 @@ def test_recorded_call_operator_leg_is_what_mixmonitor_recorded(traces: Path) ->
     rec = ended(feed_all(CallTracker(settings_for("x")), load_items(traces, "inbound_answered_recorded")))[0]
     leg = next(leg for leg in rec.legs if leg.extension == rec.operator)
     assert leg.channel == "Local/101@operators-00000005;1"
-    sip = ended(feed_all(CallTracker(settings_for("sip_")),
-                         load_items(traces, "sip_inbound_answered_recorded")))[0]
+    sip = ended(
+        feed_all(CallTracker(settings_for("sip_")), load_items(traces, "sip_inbound_answered_recorded"))
+    )[0]
     assert next(leg for leg in sip.legs if leg.extension == "101").channel == "PJSIP/101-00000001"
 
 

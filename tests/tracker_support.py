@@ -21,8 +21,9 @@ SIP_OPERATORS = r"^(?:PJSIP|SIP)/(?P<ext>\d{2,5})-"
 
 def settings_for(trace: str, pbx: str = "lab") -> TrackerSettings:
     pattern = SIP_OPERATORS if trace.startswith("sip_") else LAB_OPERATORS
-    return TrackerSettings(pbx=pbx, operator_channel=re.compile(pattern),
-                           inbound_contexts=frozenset({"from-trunk"}))
+    return TrackerSettings(
+        pbx=pbx, operator_channel=re.compile(pattern), inbound_contexts=frozenset({"from-trunk"})
+    )
 
 
 @dataclass(frozen=True)
@@ -44,29 +45,65 @@ class Expected:
 # The table in shared/ami-traces/README.md. Operators rung include the operator's own phone
 # when the PBX rang it first (Originate: click-to-call, and the lab's outbound/internal calls).
 EXPECTED: dict[str, Expected] = {
-    "inbound_answered": Expected("inbound", "+74951234567", "Ivan Petrov", "+74951110000", None,
-                                 ("101",), "101", "answered", 2.0, 4.9),
-    "inbound_answered_recorded": Expected("inbound", "+74951234567", "Ivan Petrov",
-                                          "+74951110000", None, ("101",), "101", "answered",
-                                          2.0, 3.9),
-    "inbound_noanswer": Expected("inbound", "+79161234567", None, "+74951112222", None,
-                                 ("102",), None, "no_answer", 4.0, 0.0),
-    "inbound_busy": Expected("inbound", "+79161112233", None, "+74951110000", None, ("101",),
-                             None, "busy", 0.0, 0.0),
-    "queue_ringall_answered": Expected("inbound", "+74957654321", "Olga", "+74951113333", None,
-                                       ("101", "102"), "102", "answered", 3.0, 4.9,
-                                       queue="sales"),
-    "outbound_answered": Expected("outbound", "+74959876543", None, None, "84959876543",
-                                  ("101",), "101", "answered", 2.0, 6.0),
-    "click_to_call": Expected("outbound", "+79035550199", None, None, "89035550199", ("101",),
-                              "101", "answered", 2.0, 6.0, click_to_call_id="c2c-demo-1"),
-    "internal_call": Expected("internal", None, None, None, "102", ("101", "102"), "102",
-                              "answered", 2.0, 4.0),
-    "resync_mid_call": Expected("inbound", "+74991234567", "Anna Sidorova", "+74951110000",
-                                None, ("101",), "101", "answered", None, None),
-    "sip_inbound_answered_recorded": Expected("inbound", "+74951234567", "Ivan Petrov",
-                                              "+74951110000", None, ("101",), "101", "answered",
-                                              2.0, 4.9),
+    "inbound_answered": Expected(
+        "inbound", "+74951234567", "Ivan Petrov", "+74951110000", None, ("101",), "101", "answered", 2.0, 4.9
+    ),
+    "inbound_answered_recorded": Expected(
+        "inbound", "+74951234567", "Ivan Petrov", "+74951110000", None, ("101",), "101", "answered", 2.0, 3.9
+    ),
+    "inbound_noanswer": Expected(
+        "inbound", "+79161234567", None, "+74951112222", None, ("102",), None, "no_answer", 4.0, 0.0
+    ),
+    "inbound_busy": Expected(
+        "inbound", "+79161112233", None, "+74951110000", None, ("101",), None, "busy", 0.0, 0.0
+    ),
+    "queue_ringall_answered": Expected(
+        "inbound",
+        "+74957654321",
+        "Olga",
+        "+74951113333",
+        None,
+        ("101", "102"),
+        "102",
+        "answered",
+        3.0,
+        4.9,
+        queue="sales",
+    ),
+    "outbound_answered": Expected(
+        "outbound", "+74959876543", None, None, "84959876543", ("101",), "101", "answered", 2.0, 6.0
+    ),
+    "click_to_call": Expected(
+        "outbound",
+        "+79035550199",
+        None,
+        None,
+        "89035550199",
+        ("101",),
+        "101",
+        "answered",
+        2.0,
+        6.0,
+        click_to_call_id="c2c-demo-1",
+    ),
+    "internal_call": Expected(
+        "internal", None, None, None, "102", ("101", "102"), "102", "answered", 2.0, 4.0
+    ),
+    "resync_mid_call": Expected(
+        "inbound",
+        "+74991234567",
+        "Anna Sidorova",
+        "+74951110000",
+        None,
+        ("101",),
+        "101",
+        "answered",
+        None,
+        None,
+    ),
+    "sip_inbound_answered_recorded": Expected(
+        "inbound", "+74951234567", "Ivan Petrov", "+74951110000", None, ("101",), "101", "answered", 2.0, 4.9
+    ),
 }
 
 
@@ -110,11 +147,19 @@ def ended(changes: list[CallChange]) -> list[CallRecord]:
 def summary(rec: CallRecord) -> dict[str, Any]:
     """What must not depend on how the events arrived."""
     return {
-        "linkedid": rec.linkedid, "direction": rec.direction, "status": rec.status,
-        "number": rec.customer_number, "name": rec.customer_name, "did": rec.did,
-        "dialled": rec.dialled, "rung": list(rec.operators_rung), "operator": rec.operator,
-        "queue": rec.queue, "c2c": rec.click_to_call_id,
-        "started": round(rec.started_at, 1), "answered": rec.answered_at is not None,
+        "linkedid": rec.linkedid,
+        "direction": rec.direction,
+        "status": rec.status,
+        "number": rec.customer_number,
+        "name": rec.customer_name,
+        "did": rec.did,
+        "dialled": rec.dialled,
+        "rung": list(rec.operators_rung),
+        "operator": rec.operator,
+        "queue": rec.queue,
+        "c2c": rec.click_to_call_id,
+        "started": round(rec.started_at, 1),
+        "answered": rec.answered_at is not None,
         "ended": round(rec.ended_at or 0, 1),
         "outage": rec.ended_during_outage,
     }
@@ -133,9 +178,22 @@ def close(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 # --- Asterisk's channel table, to answer CoreShowChannels at any point of a trace ---------
 
-_COPIED = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
-           "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context", "Exten",
-           "Priority", "Uniqueid", "Linkedid")
+_COPIED = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+)
 
 
 class ChannelTable:
@@ -154,8 +212,7 @@ class ChannelTable:
         if ch is None:
             if ev.name != "Newchannel":
                 return
-            ch = self.channels[uid] = {"created": ev.timestamp, "bridge": "", "vars": {},
-                                       "headers": {}}
+            ch = self.channels[uid] = {"created": ev.timestamp, "bridge": "", "vars": {}, "headers": {}}
         for key in _COPIED:
             value = h.get(key)
             if value:
@@ -173,8 +230,9 @@ class ChannelTable:
             if not uid:
                 continue
             h, m, s = (int(x) for x in ev.headers.get("Duration", "0:0:0").split(":"))
-            ch = self.channels.setdefault(uid, {"created": snap.at - (h * 3600 + m * 60 + s),
-                                                "bridge": "", "vars": {}, "headers": {}})
+            ch = self.channels.setdefault(
+                uid, {"created": snap.at - (h * 3600 + m * 60 + s), "bridge": "", "vars": {}, "headers": {}}
+            )
             for key in _COPIED:
                 if ev.headers.get(key):
                     ch["headers"][key] = ev.headers[key]
@@ -188,8 +246,15 @@ class ChannelTable:
             headers = dict(ch["headers"])
             headers["BridgeId"] = ch["bridge"]
             headers["Duration"] = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-            events.append(AmiEvent(pbx=pbx, name="CoreShowChannel", headers=headers,
-                                   variables=dict(ch["vars"]), received_at=at))
+            events.append(
+                AmiEvent(
+                    pbx=pbx,
+                    name="CoreShowChannel",
+                    headers=headers,
+                    variables=dict(ch["vars"]),
+                    received_at=at,
+                )
+            )
         return ChannelsSnapshot(pbx=pbx, at=at, channels=events)
 
 
@@ -200,12 +265,15 @@ def rewrite_ids(items: list[QueueItem], prefix: str) -> list[QueueItem]:
         if isinstance(item, AmiEvent):
             out.append(_rewrite_event(item, prefix))
         elif isinstance(item, ChannelsSnapshot):
-            out.append(ChannelsSnapshot(item.pbx, item.at,
-                                        [_rewrite_event(e, prefix) for e in item.channels]))
+            out.append(
+                ChannelsSnapshot(item.pbx, item.at, [_rewrite_event(e, prefix) for e in item.channels])
+            )
     return out
 
 
 def _rewrite_event(ev: AmiEvent, prefix: str) -> AmiEvent:
-    headers = {k: (prefix + v if v and k.lower().endswith(("uniqueid", "linkedid")) else v)
-               for k, v in ev.headers.items()}
+    headers = {
+        k: (prefix + v if v and k.lower().endswith(("uniqueid", "linkedid")) else v)
+        for k, v in ev.headers.items()
+    }
     return AmiEvent(ev.pbx, ev.name, headers, dict(ev.variables), ev.received_at)

@@ -86,8 +86,20 @@ class _LegState:
 
 
 class _Channel:
-    __slots__ = ("call", "cid_name", "cid_num", "context", "exten", "ext", "inbound",
-                 "inbound_exten", "leg", "name", "uid", "up")
+    __slots__ = (
+        "call",
+        "cid_name",
+        "cid_num",
+        "context",
+        "ext",
+        "exten",
+        "inbound",
+        "inbound_exten",
+        "leg",
+        "name",
+        "uid",
+        "up",
+    )
 
     def __init__(self, call: _Call, uid: str, name: str, ext: str | None, leg: _LegState) -> None:
         self.call = call
@@ -204,13 +216,14 @@ class CallTracker:
             ts = self._last_ts
         elif ts > self._last_ts:
             self._last_ts = ts
-        self._changes = changes = []
+        changes: list[CallChange] = []
+        self._changes = changes
         self._emitted.clear()
         try:
             call = handler(event, ts)
             if call is not None:
                 self._after_event(call)
-        except Exception:  # noqa: BLE001 - one bad event must never stop the pipeline
+        except Exception:
             # Junk we did not foresee: drop the event; other calls are untouched because every
             # handler validates before it mutates.
             return changes
@@ -219,7 +232,8 @@ class CallTracker:
     def resync(self, snapshot: ChannelsSnapshot) -> list[CallChange]:
         """After a (re)login: CoreShowChannels is the truth. Calls not in it ended while we
         were away; calls we did not know are picked up from what the snapshot shows."""
-        self._changes = changes = []
+        changes: list[CallChange] = []
+        self._changes = changes
         self._emitted.clear()
         at = snapshot.at if _valid_ts(snapshot.at) else self._last_ts
         by_linkedid: dict[str, list[AmiEvent]] = {}
@@ -240,7 +254,7 @@ class CallTracker:
                 continue
             try:
                 self._resync_call(linkedid, events, at, present)
-            except Exception:  # noqa: BLE001 - a junk snapshot entry must not stop the rest
+            except Exception:  # noqa: S112 - a junk snapshot entry must not stop the others
                 continue
         return changes
 
@@ -878,7 +892,7 @@ class CallTracker:
         s = self.settings
         try:
             value = normalize(raw, s.default_region, s.max_extension_length)
-        except Exception:  # noqa: BLE001 - junk numbers are just not numbers
+        except Exception:
             value = None
         if len(self._norm_cache) > NORMALIZE_CACHE:
             self._norm_cache.clear()

@@ -106,11 +106,21 @@ async def test_every_trace_round_trips(engine: AsyncEngine, traces: Path) -> Non
 
 async def test_merged_record_is_dropped_and_transfers_round_trip(engine: AsyncEngine) -> None:
     t0 = 1_800_000_000.0
-    main = CallRecord(pbx="p", linkedid="a", started_at=t0, direction="inbound",
-                      transfers=[Transfer("attended", t0 + 5, "101", "102")],
-                      legs=[Leg("a", "PJSIP/trunk-1", "customer", None, t0)])
-    consult = CallRecord(pbx="p", linkedid="b", started_at=t0 + 3, direction="internal",
-                         legs=[Leg("b", "PJSIP/101-2", "operator", "101", t0 + 3)])
+    main = CallRecord(
+        pbx="p",
+        linkedid="a",
+        started_at=t0,
+        direction="inbound",
+        transfers=[Transfer("attended", t0 + 5, "101", "102")],
+        legs=[Leg("a", "PJSIP/trunk-1", "customer", None, t0)],
+    )
+    consult = CallRecord(
+        pbx="p",
+        linkedid="b",
+        started_at=t0 + 3,
+        direction="internal",
+        legs=[Leg("b", "PJSIP/101-2", "operator", "101", t0 + 3)],
+    )
     async with engine.begin() as conn:
         await store.save_changes(conn, [CallChange("started", main), CallChange("started", consult)])
     gone = CallRecord(pbx="p", linkedid="b", started_at=t0 + 3, merged_into="a")
@@ -120,14 +130,16 @@ async def test_merged_record_is_dropped_and_transfers_round_trip(engine: AsyncEn
         records = await store.list_calls(conn)
     assert [r.linkedid for r in records] == ["a"]
     assert [(t.kind, t.at, t.from_operator, t.to_operator) for t in records[0].transfers] == [
-        ("attended", t0 + 5, "101", "102")]
+        ("attended", t0 + 5, "101", "102")
+    ]
     assert await _count(engine, call_legs) == 1
 
 
 async def test_leg_renamed_to_its_first_half_replaces_the_old_row(engine: AsyncEngine) -> None:
     t0 = 1_800_000_000.0
-    rec = CallRecord(pbx="p", linkedid="a", started_at=t0,
-                     legs=[Leg("u;2", "Local/101@x-1;2", "operator", "101", t0)])
+    rec = CallRecord(
+        pbx="p", linkedid="a", started_at=t0, legs=[Leg("u;2", "Local/101@x-1;2", "operator", "101", t0)]
+    )
     async with engine.begin() as conn:
         await store.save_changes(conn, [CallChange("started", rec)])
     rec.legs = [Leg("u", "Local/101@x-1;1", "operator", "101", t0)]
@@ -139,9 +151,15 @@ async def test_leg_renamed_to_its_first_half_replaces_the_old_row(engine: AsyncE
 
 
 async def test_long_values_are_cut_to_the_columns(engine: AsyncEngine) -> None:
-    rec = CallRecord(pbx="p", linkedid="x" * 500, started_at=1_800_000_000.0,
-                     customer_name="N" * 1000, dialled="9" * 300, queue="q" * 300,
-                     legs=[Leg("u" * 300, "C" * 600, "other", None, 1_800_000_000.0)])
+    rec = CallRecord(
+        pbx="p",
+        linkedid="x" * 500,
+        started_at=1_800_000_000.0,
+        customer_name="N" * 1000,
+        dialled="9" * 300,
+        queue="q" * 300,
+        legs=[Leg("u" * 300, "C" * 600, "other", None, 1_800_000_000.0)],
+    )
     async with engine.begin() as conn:
         await store.save_changes(conn, [CallChange("started", rec)])
     async with engine.connect() as conn:
@@ -151,10 +169,15 @@ async def test_long_values_are_cut_to_the_columns(engine: AsyncEngine) -> None:
 
 async def test_list_calls_paging_and_filters(engine: AsyncEngine) -> None:
     t0 = 1_800_000_000.0
-    batch = [CallChange("started", CallRecord(pbx="p", linkedid=f"c{i}", started_at=t0 + i))
-             for i in range(5)]
-    batch.append(CallChange("ended", CallRecord(pbx="q", linkedid="e", started_at=t0 + 10,
-                                                ended_at=t0 + 11, status="answered")))
+    batch = [
+        CallChange("started", CallRecord(pbx="p", linkedid=f"c{i}", started_at=t0 + i)) for i in range(5)
+    ]
+    batch.append(
+        CallChange(
+            "ended",
+            CallRecord(pbx="q", linkedid="e", started_at=t0 + 10, ended_at=t0 + 11, status="answered"),
+        )
+    )
     async with engine.begin() as conn:
         await store.save_changes(conn, batch)
         first = await store.list_calls(conn, limit=3)
@@ -168,8 +191,13 @@ async def test_list_calls_paging_and_filters(engine: AsyncEngine) -> None:
 
 async def test_raw_events_kept_and_purged(engine: AsyncEngine) -> None:
     now = datetime(2027, 1, 10, tzinfo=UTC)
-    old = AmiEvent("p", "Newchannel", {"Linkedid": "l1", "Channel": "PJSIP/1-1"},
-                   {"DIRECTION": "inbound"}, received_at=(now - timedelta(days=5)).timestamp())
+    old = AmiEvent(
+        "p",
+        "Newchannel",
+        {"Linkedid": "l1", "Channel": "PJSIP/1-1"},
+        {"DIRECTION": "inbound"},
+        received_at=(now - timedelta(days=5)).timestamp(),
+    )
     new = AmiEvent("p", "Hangup", {"Linkedid": "l1"}, received_at=(now - timedelta(hours=1)).timestamp())
     async with engine.begin() as conn:
         await store.save_raw_events(conn, [old, new])

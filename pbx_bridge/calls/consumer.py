@@ -205,12 +205,14 @@ class CallConsumer:
             elif isinstance(item, ConnectionUp | ConnectionLost):
                 event(log, logging.DEBUG, "calls.connection", pbx=item.pbx,
                       kind=type(item).__name__)
-        last = batch[-1] if batch else None
-        if isinstance(last, AmiEvent):
-            when = last.received_at or last.timestamp
-            if when > 0:
-                self.last_lag_seconds = max(0.0, now - when)
-                self.lag.observe(self.last_lag_seconds)
+        # Lag of the batch's newest event: how far behind the PBX the call log is.
+        for item in reversed(batch):
+            if isinstance(item, AmiEvent):
+                when = item.received_at or item.timestamp
+                if when > 0:
+                    self.last_lag_seconds = max(0.0, now - when)
+                    self.lag.observe(self.last_lag_seconds)
+                break
         return changes
 
     async def _save_and_notify(self, changes: list[CallChange]) -> None:

@@ -199,7 +199,7 @@ async def _with_legs(conn: AsyncConnection, query: sa.Select[Any]) -> list[CallR
     if not call_rows:
         return []
     ids = [row.id for row in call_rows]
-    leg_rows = []
+    leg_rows: list[Any] = []
     for start in range(0, len(ids), 500):
         leg_rows += (await conn.execute(
             sa.select(call_legs).where(call_legs.c.call_id.in_(ids[start:start + 500]))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,10 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import CallChange
-from pbx_bridge.calls.record import CallRecord, Leg, Transfer
+from pbx_bridge.calls.record import RECORD_FIELDS, CallRecord, Leg, Transfer
+from pbx_bridge.commands.calls_cmd import format_table
 from pbx_bridge.calls.tracker import CallTracker
 from pbx_bridge.db.schema import call_legs, calls, raw_events
 from tests.tracker_support import EXPECTED, check_record, feed_all, load_items, settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _changes(traces: Path, name: str) -> list[CallChange]:
@@ -206,3 +214,42 @@ async def test_raw_events_kept_and_purged(engine: AsyncEngine) -> None:
         assert await store.purge_raw_events(conn, 2, now=now) == 1
         (row,) = (await conn.execute(sa.select(raw_events))).all()
     assert row.name == "Hangup" and row.linkedid == "l1"
+
+
+# --- `pbx-bridge calls list` -------------------------------------------------------------------
+
+
+def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_BRIDGE_")}
+    env["PBX_BRIDGE_DATABASE__URL"] = db_url
+    return subprocess.run([sys.executable, "-m", "pbx_bridge", "calls", "list", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+async def test_calls_list_command(engine: AsyncEngine, db_url: str, traces: Path) -> None:
+    for name in ("inbound_noanswer", "click_to_call"):
+        async with engine.begin() as conn:
+            await store.save_changes(conn, _changes(traces, name))
+    live = [c for c in _changes(traces, "queue_ringall_answered") if c.kind != "ended"]
+    async with engine.begin() as conn:
+        await store.save_changes(conn, live)
+    table = await asyncio.to_thread(_cli, db_url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "started", "(UTC)"] and len(lines) == 5
+    assert "no_answer (missed)" in table.stdout and "+79035550199" in table.stdout
+    (queue_line,) = [line for line in lines if "+74957654321" in line]
+    assert " live " in queue_line and "(rung 101)" in queue_line  # still in progress
+    as_json = await asyncio.to_thread(_cli, db_url, "--json", "--limit", "2")
+    records = json.loads(as_json.stdout)
+    assert len(records) == 2 and set(records[0]) == set(RECORD_FIELDS)
+    only_live = json.loads((await asyncio.to_thread(_cli, db_url, "--json", "--live")).stdout)
+    assert [r["queue"] for r in only_live] == ["sales"] and only_live[0]["status"] is None
+    bad = await asyncio.to_thread(_cli, db_url, "--limit", "zero")
+    assert bad.returncode == 2 and "not a number" in bad.stderr
+
+
+def test_calls_list_empty_and_unmigrated_database(tmp_path: Path) -> None:
+    empty = _cli(f"sqlite+aiosqlite:///{tmp_path / 'none.sqlite3'}")
+    assert empty.returncode == 1 and "db upgrade" in empty.stderr
+    assert format_table([]) == "no calls"

@@ -17,8 +17,8 @@ from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import RECORD_FIELDS, CallRecord, Leg, Transfer
-from pbx_bridge.commands.calls_cmd import format_table
 from pbx_bridge.calls.tracker import CallTracker
+from pbx_bridge.commands.calls_cmd import format_table
 from pbx_bridge.db.schema import call_legs, calls, raw_events
 from tests.tracker_support import EXPECTED, check_record, feed_all, load_items, settings_for
 

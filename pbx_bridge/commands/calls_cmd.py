@@ -56,7 +56,7 @@ def _row(rec: CallRecord) -> list[str]:
     customer = rec.customer_number or ""
     if rec.customer_name:
         customer = f"{customer} ({rec.customer_name})" if customer else rec.customer_name
-    status = rec.status or "live"
+    status: str = rec.status or "live"
     if rec.missed:
         status += " (missed)"
     if rec.ended_during_outage:

@@ -58,6 +58,9 @@ class CallRecord:
     click_to_call_id: str | None = None
     legs: list[Leg] = field(default_factory=list)
     ended_during_outage: bool = False
+    # Set when this Linkedid's channels joined another call (attended transfer, pickup): the
+    # record is then not a call of its own, and the store drops it.
+    merged_into: str | None = None
     # Set by later stages (database id, CRM match).
     id: int | None = None
     client_id: int | None = None

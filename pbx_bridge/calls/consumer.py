@@ -1,0 +1,257 @@
+"""The call pipeline: the ONE task that consumes the in-order queue of AMI events and control
+items from every PBX connection, turns them into call changes (a CallTracker per PBX), saves
+them (all changes of one drained batch in one transaction), then runs the hooks in order.
+
+On start it restores the calls the database still has live, so after a restart (even kill -9)
+the first CoreShowChannels answer ends the ones that are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.calls import store
+from pbx_bridge.calls.changes import CallChange, CallHook
+from pbx_bridge.calls.record import CallRecord
+from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
+from pbx_bridge.config import PbxConfig, PhoneConfig
+from pbx_bridge.log import event, log_context
+
+log = logging.getLogger("pbx_bridge.calls")
+
+LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                                  30.0, float("inf"))
+
+
+@dataclass
+class LagHistogram:
+    """Event lag (now - the event's arrival, or its Timestamp): Prometheus-style buckets."""
+
+    buckets: tuple[float, ...] = LAG_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * len(LAG_BUCKETS))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                self.counts[i] += 1
+                break
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        out, running = [], 0
+        for bound, n in zip(self.buckets, self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+def tracker_settings_for(pbx_configs: Sequence[PbxConfig], phone: PhoneConfig,
+                         default: PbxConfig | None = None
+                         ) -> Callable[[str], TrackerSettings | None]:
+    """TrackerSettings by PBX name from the configuration; `default` serves any other name
+    (the built-in simulator)."""
+    by_name = {p.name: p for p in pbx_configs}
+
+    def lookup(name: str) -> TrackerSettings | None:
+        cfg = by_name.get(name, default)
+        if cfg is None:
+            return None
+        return TrackerSettings(pbx=name, operator_channel=re.compile(cfg.operator_channel),
+                               inbound_contexts=frozenset(cfg.inbound_contexts),
+                               default_region=phone.default_region,
+                               max_extension_length=phone.max_extension_length)
+
+    return lookup
+
+
+class CallConsumer:
+    def __init__(
+        self,
+        queue: asyncio.Queue[QueueItem],
+        engine: AsyncEngine,
+        tracker_settings: Callable[[str], TrackerSettings | None],
+        hooks: Sequence[CallHook] = (),
+        *,
+        keep_raw: bool = False,
+        max_batch: int = 2000,
+        clock: Callable[[], float] = time.time,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.tracker_settings = tracker_settings
+        self.hooks = list(hooks)
+        self.keep_raw = keep_raw
+        self.max_batch = max_batch
+        self.clock = clock
+        self.retry_delay = retry_delay
+        self.trackers: dict[str, CallTracker] = {}
+        self._stopping = asyncio.Event()
+        self._pending: list[CallChange] = []
+        self._pending_raw: list[AmiEvent] = []
+        # Metrics (the API exports them).
+        self.events_processed = 0
+        self.changes_saved = 0
+        self.batches = 0
+        self.hook_errors = 0
+        self.save_errors = 0
+        self.events_ignored = 0  # of a PBX with no configuration
+        self.last_lag_seconds = 0.0
+        self.lag = LagHistogram()
+        self.restored = 0
+
+    def tracker(self, pbx: str) -> CallTracker | None:
+        tracker = self.trackers.get(pbx)
+        if tracker is None:
+            settings = self.tracker_settings(pbx)
+            if settings is None:
+                return None
+            tracker = self.trackers[pbx] = CallTracker(settings)
+        return tracker
+
+    async def restore(self) -> None:
+        """Calls the database still has live go back into their trackers."""
+        async with self.engine.connect() as conn:
+            records = await store.load_live(conn)
+        by_pbx: dict[str, list[CallRecord]] = {}
+        for rec in records:
+            by_pbx.setdefault(rec.pbx, []).append(rec)
+        for pbx, recs in by_pbx.items():
+            tracker = self.tracker(pbx)
+            if tracker is not None:
+                tracker.restore(recs)
+                self.restored += len(recs)
+        if records:
+            event(log, logging.INFO, "calls.restored", count=self.restored)
+
+    async def run(self) -> None:
+        await self.restore()
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                break
+            changes = self._process(batch)
+            await self._save_and_notify(changes)
+        # Whatever could not be saved yet gets a last chance.
+        if self._pending:
+            await self._save_and_notify([])
+
+    async def stop(self) -> None:
+        """Drain what is queued, then let run() return."""
+        self._stopping.set()
+
+    async def _next_batch(self) -> list[QueueItem] | None:
+        queue = self.queue
+        if queue.empty():
+            if self._stopping.is_set():
+                return None
+            getter = asyncio.ensure_future(queue.get())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if getter not in done:
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await getter
+                if queue.empty():
+                    return None
+                batch = []
+            else:
+                batch = [getter.result()]
+                queue.task_done()
+        else:
+            batch = []
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+            queue.task_done()
+        return batch
+
+    def _process(self, batch: list[QueueItem]) -> list[CallChange]:
+        changes: list[CallChange] = []
+        now = self.clock()
+        for item in batch:
+            if isinstance(item, AmiEvent):
+                self.events_processed += 1
+                tracker = self.tracker(item.pbx)
+                if tracker is None:
+                    self.events_ignored += 1
+                    continue
+                changes += tracker.feed(item)
+                if self.keep_raw:
+                    self._pending_raw.append(item)
+            elif isinstance(item, ChannelsSnapshot):
+                tracker = self.tracker(item.pbx)
+                if tracker is not None:
+                    changes += tracker.resync(item)
+                event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
+            elif isinstance(item, ConnectionUp | ConnectionLost):
+                event(log, logging.DEBUG, "calls.connection", pbx=item.pbx,
+                      kind=type(item).__name__)
+        # Lag of the batch's newest event: how far behind the PBX the call log is.
+        for item in reversed(batch):
+            if isinstance(item, AmiEvent):
+                when = item.received_at or item.timestamp
+                if when > 0:
+                    self.last_lag_seconds = max(0.0, now - when)
+                    self.lag.observe(self.last_lag_seconds)
+                break
+        return changes
+
+    async def _save_and_notify(self, changes: list[CallChange]) -> None:
+        self._pending += changes
+        if not self._pending and not self._pending_raw:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                await store.save_changes(conn, self._pending)
+                if self._pending_raw:
+                    await store.save_raw_events(conn, self._pending_raw)
+        except (OSError, sa.exc.SQLAlchemyError) as exc:
+            # Keep them: the next batch retries (records are whole states, so a later write
+            # of the same call supersedes nothing it needs). Hooks wait for the save.
+            self.save_errors += 1
+            event(log, logging.ERROR, "calls.save_failed", error=str(exc)[:300],
+                  pending=len(self._pending))
+            if not self._stopping.is_set():
+                await asyncio.sleep(self.retry_delay)
+            return
+        saved, self._pending, self._pending_raw = self._pending, [], []
+        self.changes_saved += len(saved)
+        self.batches += 1
+        for change in saved:
+            rec = change.record
+            if rec.id is not None and rec.ended_at is None:
+                tracker = self.trackers.get(rec.pbx)
+                if tracker is not None:
+                    tracker.set_id(rec.linkedid, rec.id)
+        for change in saved:
+            await self._run_hooks(change)
+
+    async def _run_hooks(self, change: CallChange) -> None:
+        for hook in self.hooks:
+            try:
+                await hook.on_change(change)
+            except Exception:
+                # A failing stage (CRM down, a bug) must not stop the pipeline or later hooks.
+                self.hook_errors += 1
+                with log_context(pbx=change.record.pbx, linkedid=change.record.linkedid):
+                    log.exception("calls.hook_failed hook=%s kind=%s",
+                                  type(hook).__name__, change.kind)

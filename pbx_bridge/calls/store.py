@@ -1,0 +1,267 @@
+"""Call records in the database: written as calls progress (state 'live'), finalized once
+(state 'ended'), upserted by (pbx, linkedid) so a replay or a restart never duplicates a call.
+
+SQLAlchemy Core on an AsyncConnection the caller opens (one transaction per drained batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pbx_bridge.ami.events import AmiEvent
+from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.record import CallRecord, Leg, Transfer, to_datetime
+from pbx_bridge.db.schema import call_legs, calls, raw_events
+
+# Columns another feature owns (CRM match, tags, legal hold): the pipeline never overwrites them.
+_OWNED_ELSEWHERE = {"id", "client_id", "client_ambiguous", "tags", "legal_hold"}
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return None if value is None else value[:length]
+
+
+def _call_values(rec: CallRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "pbx": rec.pbx[:64],
+        "linkedid": rec.linkedid[:128],
+        "state": "live" if rec.ended_at is None else "ended",
+        "direction": rec.direction,
+        "status": rec.status,
+        "missed": rec.missed,
+        "customer_number": _cut(rec.customer_number, 32),
+        "customer_name": _cut(rec.customer_name, 255),
+        "did": _cut(rec.did, 32),
+        "dialled": _cut(rec.dialled, 64),
+        "operator": _cut(rec.operator, 16),
+        "operators_rung": [op[:16] for op in rec.operators_rung],
+        "queue": _cut(rec.queue, 64),
+        "transfers": [t.to_dict() for t in rec.transfers],
+        "started_at": to_datetime(rec.started_at),
+        "answered_at": to_datetime(rec.answered_at),
+        "ended_at": to_datetime(rec.ended_at),
+        "wait_seconds": rec.wait_seconds,
+        "talk_seconds": rec.talk_seconds,
+        "click_to_call_id": _cut(rec.click_to_call_id, 64),
+        "ended_during_outage": rec.ended_during_outage,
+        "updated_at": now,
+        "tags": [],
+    }
+
+
+def _leg_values(call_id: int, leg: Leg) -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "uniqueid": leg.uniqueid[:128],
+        "channel": leg.channel[:255],
+        "role": leg.role,
+        "extension": _cut(leg.extension, 16),
+        "created_at": to_datetime(leg.created_at),
+        "answered_at": to_datetime(leg.answered_at),
+        "hungup_at": to_datetime(leg.hungup_at),
+        "hangup_cause": _cut(leg.hangup_cause, 64),
+    }
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database {conn.dialect.name}")  # pragma: no cover
+
+
+async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
+                       now: datetime | None = None) -> None:
+    """Write the latest state of every call in the batch; sets `record.id` on each change.
+
+    An ended row is final: later writes of the same call (a replay, a late duplicate) leave it
+    as it is. A record merged into another call (attended transfer, pickup) is deleted."""
+    if not changes:
+        return
+    now = now or datetime.now(UTC)
+    latest: dict[tuple[str, str], CallRecord] = {}
+    for change in changes:
+        rec = change.record
+        latest[(rec.pbx[:64], rec.linkedid[:128])] = rec
+    merged = [key for key, rec in latest.items() if rec.merged_into]
+    for key in merged:
+        del latest[key]
+    if merged:
+        gone = sa.select(calls.c.id).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged))
+        await conn.execute(sa.delete(call_legs).where(call_legs.c.call_id.in_(gone)))
+        await conn.execute(sa.delete(calls).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged)))
+    if not latest:
+        return
+    rows = [_call_values(rec, now) for rec in latest.values()]
+    stmt = _insert(conn, calls)
+    update = {c.name: stmt.excluded[c.name] for c in calls.columns
+              if c.name not in _OWNED_ELSEWHERE and c.name not in ("pbx", "linkedid")}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[calls.c.pbx, calls.c.linkedid], set_=update,
+        where=calls.c.state != "ended",
+    )
+    await conn.execute(stmt, rows)
+    ids: dict[tuple[str, str], tuple[int, str]] = {}
+    keys = list(latest)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        result = await conn.execute(
+            sa.select(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state)
+            .where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(chunk)))
+        for pbx, linkedid, call_id, state in result:
+            ids[(pbx, linkedid)] = (call_id, state)
+    leg_rows: list[dict[str, Any]] = []
+    written_ids: list[int] = []
+    for key, rec in latest.items():
+        call_id, state = ids[key]
+        if state == "ended" and rec.ended_at is None:
+            continue  # a late live write of a finished call: the row is final
+        written_ids.append(call_id)
+        leg_rows.extend(_leg_values(call_id, leg) for leg in rec.legs)
+    if leg_rows:
+        legs_stmt = _insert(conn, call_legs)
+        legs_stmt = legs_stmt.on_conflict_do_update(
+            index_elements=[call_legs.c.call_id, call_legs.c.uniqueid],
+            set_={name: legs_stmt.excluded[name] for name in
+                  ("channel", "role", "extension", "created_at", "answered_at", "hungup_at",
+                   "hangup_cause")},
+        )
+        await conn.execute(legs_stmt, leg_rows)
+        # A Local channel's leg is named after its ;1 half once that is seen: drop the row the
+        # ;2 half made before.
+        keep = [(row["call_id"], row["uniqueid"]) for row in leg_rows]
+        await conn.execute(sa.delete(call_legs).where(
+            call_legs.c.call_id.in_(written_ids),
+            sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
+    for change in changes:
+        found = ids.get((change.record.pbx[:64], change.record.linkedid[:128]))
+        if found is not None:
+            change.record.id = found[0]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _transfer(data: Any) -> Transfer | None:
+    if not isinstance(data, dict):
+        return None
+    at = data.get("at")
+    try:
+        when = datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    kind = data.get("kind")
+    if kind not in ("blind", "attended", "pickup"):
+        return None
+    return Transfer(kind=kind, at=when, from_operator=data.get("from_operator"),
+                    to_operator=data.get("to_operator"))
+
+
+def calls_from_rows(call_rows: Iterable[Any], leg_rows: Iterable[Any] = ()) -> list[CallRecord]:
+    """Database rows (calls, and call_legs of those calls) as CallRecords."""
+    legs: dict[int, list[Leg]] = {}
+    for row in leg_rows:
+        legs.setdefault(row.call_id, []).append(Leg(
+            uniqueid=row.uniqueid, channel=row.channel, role=row.role, extension=row.extension,
+            created_at=row.created_at.timestamp(), answered_at=_ts(row.answered_at),
+            hungup_at=_ts(row.hungup_at), hangup_cause=row.hangup_cause))
+    records = []
+    for row in call_rows:
+        transfers = [t for t in (_transfer(d) for d in (row.transfers or [])) if t is not None]
+        rec = CallRecord(
+            pbx=row.pbx, linkedid=row.linkedid, started_at=row.started_at.timestamp(),
+            direction=row.direction, status=row.status, customer_number=row.customer_number,
+            customer_name=row.customer_name, did=row.did, dialled=row.dialled,
+            operator=row.operator, operators_rung=list(row.operators_rung or []),
+            queue=row.queue, transfers=transfers, answered_at=_ts(row.answered_at),
+            ended_at=_ts(row.ended_at), click_to_call_id=row.click_to_call_id,
+            legs=sorted(legs.get(row.id, []), key=lambda leg: leg.created_at),
+            ended_during_outage=bool(row.ended_during_outage), id=row.id,
+            client_id=row.client_id,
+        )
+        records.append(rec)
+    return records
+
+
+async def _with_legs(conn: AsyncConnection, query: sa.Select[Any]) -> list[CallRecord]:
+    call_rows = (await conn.execute(query)).all()
+    if not call_rows:
+        return []
+    ids = [row.id for row in call_rows]
+    leg_rows: list[Any] = []
+    for start in range(0, len(ids), 500):
+        leg_rows += (await conn.execute(
+            sa.select(call_legs).where(call_legs.c.call_id.in_(ids[start:start + 500]))
+            .order_by(call_legs.c.id))).all()
+    return calls_from_rows(call_rows, leg_rows)
+
+
+async def get_call(conn: AsyncConnection, call_id: int) -> CallRecord | None:
+    found = await _with_legs(conn, sa.select(calls).where(calls.c.id == call_id))
+    return found[0] if found else None
+
+
+async def list_calls(conn: AsyncConnection, *, limit: int | None = 50, live: bool | None = None,
+                     pbx: str | None = None, before_id: int | None = None) -> list[CallRecord]:
+    """Newest first. `live`: only live (True) or only ended (False) calls."""
+    query = sa.select(calls).order_by(calls.c.started_at.desc(), calls.c.id.desc())
+    if live is not None:
+        query = query.where(calls.c.state == ("live" if live else "ended"))
+    if pbx is not None:
+        query = query.where(calls.c.pbx == pbx)
+    if before_id is not None:
+        query = query.where(calls.c.id < before_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return await _with_legs(conn, query)
+
+
+async def load_live(conn: AsyncConnection, pbx: str | None = None) -> list[CallRecord]:
+    """Calls still live in the database (for restart reconciliation), of one PBX or all."""
+    return await list_calls(conn, limit=None, live=True, pbx=pbx)
+
+
+# --- raw events ------------------------------------------------------------------------------
+
+
+def _event_linkedid(ev: AmiEvent) -> str | None:
+    h = ev.headers
+    value = h.get("Linkedid") or h.get("LinkedID") or h.get("DestLinkedid")
+    return value[:128] if value else None
+
+
+async def save_raw_events(conn: AsyncConnection, events: Sequence[AmiEvent]) -> None:
+    if not events:
+        return
+    rows = []
+    for ev in events:
+        headers: dict[str, Any] = dict(ev.headers)
+        if ev.variables:
+            headers["ChanVariable"] = dict(ev.variables)
+        when = ev.received_at or ev.timestamp
+        rows.append({
+            "pbx": ev.pbx[:64], "name": ev.name[:64], "linkedid": _event_linkedid(ev),
+            "received_at": datetime.fromtimestamp(when if when > 0 else 0, UTC),
+            "headers": headers,
+        })
+    await conn.execute(sa.insert(raw_events), rows)
+
+
+async def purge_raw_events(conn: AsyncConnection, keep_days: int,
+                           now: datetime | None = None) -> int:
+    """Delete raw events older than keep_days; returns how many went."""
+    now = now or datetime.now(UTC)
+    result = await conn.execute(
+        sa.delete(raw_events).where(raw_events.c.received_at < now - timedelta(days=keep_days)))
+    return int(result.rowcount or 0)

@@ -1,0 +1,220 @@
+"""The call pipeline with a real asyncio queue and real databases: saved before hooks, hooks in
+order, a failing hook never stops it, restart reconciliation, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.calls import store
+from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.tracker import TrackerSettings
+from pbx_bridge.config import PbxConfig, PhoneConfig
+from pbx_bridge.db.schema import calls, raw_events
+from tests.tracker_support import EXPECTED, check_record, load_items, rewrite_ids, settings_for
+
+
+def lab_settings(name: str) -> TrackerSettings | None:
+    return settings_for("lab", pbx=name) if name == "lab" else None
+
+
+class Recorder:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.seen: list[CallChange] = []
+        self.saved_before: list[bool] = []
+
+    async def on_change(self, change: CallChange) -> None:
+        # The record is in the database before any hook runs, with its id.
+        async with self.engine.connect() as conn:
+            rec = await store.get_call(conn, change.record.id or -1)
+        self.saved_before.append(rec is not None)
+        self.seen.append(change)
+
+
+class Exploding:
+    calls = 0
+
+    async def on_change(self, change: CallChange) -> None:
+        self.calls += 1
+        raise RuntimeError("CRM is down")
+
+
+async def _run_until_idle(consumer: CallConsumer, queue: asyncio.Queue[QueueItem]) -> None:
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(queue.join(), 30)
+    await consumer.stop()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_pipeline_saves_then_runs_hooks_and_survives_a_failing_hook(
+    engine: AsyncEngine, traces: Path
+) -> None:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    recorder, boom = Recorder(engine), Exploding()
+    consumer = CallConsumer(queue, engine, lab_settings, [boom, recorder])
+    names = ["inbound_answered", "queue_ringall_answered", "inbound_noanswer"]
+    queue.put_nowait(ConnectionUp(pbx="lab", at=0.0))
+    for i, name in enumerate(names):
+        for item in rewrite_ids(load_items(traces, name), f"q{i}-"):
+            queue.put_nowait(item)
+    queue.put_nowait(ConnectionLost(pbx="lab", at=0.0, reason="test"))
+    await _run_until_idle(consumer, queue)
+    assert boom.calls == len(recorder.seen) == consumer.hook_errors > 0
+    assert all(recorder.saved_before)
+    ended = [c.record for c in recorder.seen if c.kind == "ended"]
+    assert len(ended) == 3
+    for name, rec in zip(names, ended, strict=True):
+        check_record(rec, EXPECTED[name])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(calls.c.state))).all()
+    assert sorted(r.state for r in rows) == ["ended"] * 3
+    assert consumer.events_processed == sum(
+        1 for n in names for i in load_items(traces, n) if isinstance(i, AmiEvent)
+    )
+    assert consumer.lag.count > 0 and consumer.last_lag_seconds >= 0
+
+
+async def test_events_of_an_unconfigured_pbx_are_counted_not_tracked(
+    engine: AsyncEngine, traces: Path
+) -> None:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    consumer = CallConsumer(queue, engine, lab_settings)
+    for item in load_items(traces, "inbound_busy", pbx="elsewhere"):
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    assert consumer.events_ignored == consumer.events_processed > 0
+    async with engine.connect() as conn:
+        assert await store.list_calls(conn) == []
+
+
+async def test_restart_reconciles_calls_that_ended_while_down(engine: AsyncEngine, traces: Path) -> None:
+    items = [i for i in load_items(traces, "outbound_answered") if isinstance(i, AmiEvent)]
+    cut = next(k for k, e in enumerate(items) if e.name == "BridgeEnter") + 2
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    first = CallConsumer(queue, engine, lab_settings)
+    for item in items[:cut]:
+        queue.put_nowait(item)
+    await _run_until_idle(first, queue)  # then the bridge "dies": the call is live in the DB
+    async with engine.connect() as conn:
+        (live,) = await store.load_live(conn, "lab")
+    assert live.answered_at is not None
+
+    queue2: asyncio.Queue[QueueItem] = asyncio.Queue()
+    second = CallConsumer(queue2, engine, lab_settings)
+    queue2.put_nowait(ConnectionUp(pbx="lab", at=items[-1].timestamp + 30))
+    queue2.put_nowait(ChannelsSnapshot(pbx="lab", at=items[-1].timestamp + 30, channels=[]))
+    await _run_until_idle(second, queue2)
+    assert second.restored == 1
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+        assert await store.load_live(conn) == []
+    assert rec.id == live.id and rec.ended_during_outage and rec.status == "answered"
+    assert rec.direction == "outbound" and rec.customer_number == "+74959876543"
+    assert rec.ended_at is not None and rec.ended_at <= items[cut - 1].timestamp + 0.01
+
+
+async def test_restart_keeps_following_a_call_still_up(engine: AsyncEngine, traces: Path) -> None:
+    """The queue trace's own CoreShowChannels answer (mid-call) after a restart: the call goes
+    on and ends once, with the record it would have had without the restart."""
+    items = load_items(traces, "queue_ringall_answered")
+    snap_at = next(k for k, i in enumerate(items) if isinstance(i, ChannelsSnapshot))
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    first = CallConsumer(queue, engine, lab_settings)
+    for item in items[:snap_at]:
+        queue.put_nowait(item)
+    await _run_until_idle(first, queue)
+    queue2: asyncio.Queue[QueueItem] = asyncio.Queue()
+    recorder = Recorder(engine)
+    second = CallConsumer(queue2, engine, lab_settings, [recorder])
+    for item in items[snap_at:]:
+        queue2.put_nowait(item)
+    await _run_until_idle(second, queue2)
+    assert [c.kind for c in recorder.seen] == ["ended"]
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+    check_record(rec, EXPECTED["queue_ringall_answered"])
+    assert not rec.ended_during_outage
+
+
+async def test_stop_drains_the_queue_first(engine: AsyncEngine, traces: Path) -> None:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    consumer = CallConsumer(queue, engine, lab_settings, max_batch=7)
+    items = load_items(traces, "internal_call")
+    for item in items:
+        queue.put_nowait(item)
+    task = asyncio.create_task(consumer.run())
+    await consumer.stop()
+    await asyncio.wait_for(task, 30)
+    assert queue.empty() and consumer.batches > 1
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+    check_record(rec, EXPECTED["internal_call"])
+
+
+async def test_raw_events_kept_when_asked(engine: AsyncEngine, traces: Path) -> None:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    consumer = CallConsumer(queue, engine, lab_settings, keep_raw=True)
+    items = load_items(traces, "inbound_busy")
+    for item in items:
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    async with engine.connect() as conn:
+        n = (await conn.execute(sa.select(sa.func.count()).select_from(raw_events))).scalar_one()
+    assert n == sum(1 for i in items if isinstance(i, AmiEvent))
+
+
+async def test_database_outage_loses_nothing(tmp_path: Path, traces: Path) -> None:
+    """Writes that fail are kept and retried with the next batch; hooks wait for the save."""
+    from pbx_bridge.db import migrate
+    from pbx_bridge.db.engine import make_engine
+
+    db = tmp_path / "x.sqlite3"
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:  # the table is missing for a while
+        await conn.execute(sa.text("ALTER TABLE call_legs RENAME TO call_legs_away"))
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    recorder = Recorder(engine)
+    consumer = CallConsumer(queue, engine, lab_settings, [recorder], retry_delay=0.01)
+    task = asyncio.create_task(consumer.run())
+    for item in load_items(traces, "inbound_answered"):
+        queue.put_nowait(item)
+    await asyncio.wait_for(queue.join(), 30)
+    await asyncio.sleep(0.05)
+    assert consumer.save_errors > 0 and recorder.seen == []
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE call_legs_away RENAME TO call_legs"))
+    queue.put_nowait(ConnectionUp(pbx="lab", at=0.0))  # any item: the next batch retries
+    await asyncio.wait_for(queue.join(), 30)
+    await consumer.stop()
+    await asyncio.wait_for(task, 30)
+    assert [c.kind for c in recorder.seen][-1] == "ended" and all(recorder.saved_before)
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+    check_record(rec, EXPECTED["inbound_answered"])
+    await engine.dispose()
+
+
+def test_tracker_settings_from_configuration() -> None:
+    lookup = tracker_settings_for(
+        [PbxConfig(name="main", inbound_contexts=["from-pstn"])],
+        PhoneConfig(default_region="KZ", max_extension_length=4),
+    )
+    s = lookup("main")
+    assert s is not None and s.pbx == "main" and s.inbound_contexts == frozenset({"from-pstn"})
+    assert s.default_region == "KZ" and s.operator_channel.match("PJSIP/101-0000001")
+    assert lookup("other") is None
+    fallback = tracker_settings_for([], PhoneConfig(), default=PbxConfig(name="sim"))
+    assert fallback("simulator") is not None
+
+
+@pytest.fixture(autouse=True)
+def _quiet_hook_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("CRITICAL", logger="pbx_bridge.calls")

@@ -1,0 +1,242 @@
+"""The tracker on the real Asterisk traces: the README's record for each, however the events
+arrive (duplicated, cut by a reconnect with a CoreShowChannels answer, interleaved)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.calls.tracker import CallTracker
+from tests.conftest import TRACES
+from tests.tracker_support import (
+    EXPECTED,
+    ChannelTable,
+    check_record,
+    close,
+    ended,
+    feed_all,
+    load_items,
+    rewrite_ids,
+    settings_for,
+    summary,
+)
+
+NAMES = sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trace_gives_the_readme_record(traces: Path, name: str) -> None:
+    tracker = CallTracker(settings_for(name))
+    changes = feed_all(tracker, load_items(traces, name))
+    records = ended(changes)
+    assert len(records) == 1, [c.kind for c in changes]
+    check_record(records[0], EXPECTED[name])
+    kinds = [c.kind for c in changes]
+    assert kinds[0] == "started" and kinds.count("started") == 1
+    assert kinds[-1] == "ended"
+    assert tracker.live_calls() == []
+    rec = records[0]
+    if rec.status == "answered":
+        assert kinds.count("answered") == 1
+        answered = next(c for c in changes if c.kind == "answered")
+        assert answered.extension == EXPECTED[name].operator
+    for ext in EXPECTED[name].rung:
+        assert any(c.kind == "ringing" and c.extension == ext for c in changes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_legs_name_the_answering_operator_channel(traces: Path, name: str) -> None:
+    rec = ended(feed_all(CallTracker(settings_for(name)), load_items(traces, name)))[0]
+    # Local channel halves ;1/;2 are one leg: each party once.
+    channels = [leg.channel for leg in rec.legs]
+    assert not any(c.endswith(";2") for c in channels), channels
+    if rec.status == "answered" and rec.direction != "outbound":
+        op_legs = [leg for leg in rec.legs if leg.role == "operator" and leg.extension == rec.operator]
+        assert op_legs and op_legs[-1].answered_at is not None
+    if rec.direction != "internal":
+        assert [leg.role for leg in rec.legs].count("customer") == 1
+    for leg in rec.legs:
+        assert leg.hungup_at is not None and leg.created_at <= leg.hungup_at
+
+
+def test_recorded_call_operator_leg_is_what_mixmonitor_recorded(traces: Path) -> None:
+    rec = ended(feed_all(CallTracker(settings_for("x")), load_items(traces, "inbound_answered_recorded")))[0]
+    leg = next(leg for leg in rec.legs if leg.extension == rec.operator)
+    assert leg.channel == "Local/101@operators-00000005;1"
+    sip = ended(
+        feed_all(CallTracker(settings_for("sip_")), load_items(traces, "sip_inbound_answered_recorded"))
+    )[0]
+    assert next(leg for leg in sip.legs if leg.extension == "101").channel == "PJSIP/101-00000001"
+
+
+def test_sip_direction_comes_from_who_started_the_call(traces: Path) -> None:
+    """Without the DIRECTION variable: the trunk channel that started the call in an inbound
+    context makes it inbound."""
+    items = load_items(traces, "sip_inbound_answered_recorded")
+    for item in items:
+        if isinstance(item, AmiEvent):
+            item.variables.pop("DIRECTION", None)
+        elif isinstance(item, ChannelsSnapshot):
+            for ev in item.channels:
+                ev.variables.pop("DIRECTION", None)
+    rec = ended(feed_all(CallTracker(settings_for("sip_")), items))[0]
+    check_record(rec, EXPECTED["sip_inbound_answered_recorded"])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "resync_mid_call"])
+def test_direction_without_the_dialplan_variable(traces: Path, name: str) -> None:
+    items = load_items(traces, name)
+    for item in items:
+        if isinstance(item, AmiEvent):
+            item.variables.pop("DIRECTION", None)
+        elif isinstance(item, ChannelsSnapshot):
+            for ev in item.channels:
+                ev.variables.pop("DIRECTION", None)
+    rec = ended(feed_all(CallTracker(settings_for(name)), items))[0]
+    check_record(rec, EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_duplicated_events_are_harmless(traces: Path, name: str) -> None:
+    items = load_items(traces, name)
+    alone = ended(feed_all(CallTracker(settings_for(name)), items))
+    doubled: list[QueueItem] = []
+    for item in items:
+        doubled += [item, item]
+    changes = feed_all(CallTracker(settings_for(name)), doubled)
+    twice = ended(changes)
+    assert len(twice) == 1
+    check_record(twice[0], EXPECTED[name])
+    assert close(summary(twice[0]), summary(alone[0]))
+    assert [c.kind for c in changes].count("started") == 1
+
+
+def _cut_with_snapshot(items: list[QueueItem], k: int, pbx: str) -> list[QueueItem]:
+    """The events up to k, then what CoreShowChannels would answer at that moment, then the
+    rest (a reconnect that lost nothing, or the duplicate answer around one)."""
+    table = ChannelTable()
+    out: list[QueueItem] = []
+    at = 0.0
+    for item in items[:k]:
+        out.append(item)
+        if isinstance(item, AmiEvent):
+            table.apply(item)
+            at = item.timestamp or at
+        elif isinstance(item, ChannelsSnapshot):
+            table.apply_snapshot(item)
+    if at:
+        out.append(table.snapshot(pbx, at))
+    return out + items[k:]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cut_anywhere_by_a_snapshot(traces: Path, name: str) -> None:
+    items = load_items(traces, name)
+    alone = summary(ended(feed_all(CallTracker(settings_for(name)), items))[0])
+    rng = random.Random(name)
+    cuts = sorted({rng.randrange(1, len(items)) for _ in range(25)} | {1, len(items) - 1})
+    for k in cuts:
+        changes = feed_all(CallTracker(settings_for(name)), _cut_with_snapshot(items, k, "lab"))
+        records = ended(changes)
+        assert len(records) == 1, (k, [c.kind for c in changes])
+        assert close(summary(records[0]), alone), (k, summary(records[0]), alone)
+        check_record(records[0], EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "resync_mid_call"])
+def test_joining_mid_call_from_the_snapshot_alone(traces: Path, name: str) -> None:
+    """A bridge that starts while the call is up sees only the snapshot and the rest: it still
+    makes one record of it, with the same identity and end."""
+    items = load_items(traces, name)
+    full = ended(feed_all(CallTracker(settings_for(name)), items))[0]
+    rng = random.Random(name + "join")
+    for k in sorted({rng.randrange(1, len(items)) for _ in range(12)}):
+        table = ChannelTable()
+        at = 0.0
+        for item in items[:k]:
+            if isinstance(item, AmiEvent):
+                table.apply(item)
+                at = item.timestamp or at
+        if not table.channels or not at:
+            continue
+        linkedids = {c["headers"].get("Linkedid") for c in table.channels.values()}
+        changes = feed_all(CallTracker(settings_for(name)), [table.snapshot("lab", at), *items[k:]])
+        records = ended(changes)
+        if full.linkedid not in linkedids:
+            continue
+        assert len(records) == 1, (k, [c.kind for c in changes])
+        rec = records[0]
+        assert rec.linkedid == full.linkedid
+        assert abs((rec.ended_at or 0) - (full.ended_at or 0)) <= 0.3
+        origin_alive = full.linkedid in table.channels
+        if origin_alive and rec.direction != "unknown":
+            assert rec.direction == full.direction
+            assert rec.customer_number == full.customer_number
+        if full.answered_at is not None and k > 0 and rec.answered_at is None:
+            # Answered before the join, yet not seen as such, only when no two parties are
+            # left in one bridge for the snapshot to show it.
+            bridges = [c["bridge"] for c in table.channels.values() if c["bridge"]]
+            assert len(bridges) == len(set(bridges)), k
+
+
+def test_resync_mid_call_is_one_answered_inbound_call_ending_at_the_last_hangup(traces: Path) -> None:
+    items = load_items(traces, "resync_mid_call")
+    assert isinstance(items[1], ChannelsSnapshot)  # after FullyBooted
+    changes = feed_all(CallTracker(settings_for("resync_mid_call")), items)
+    rec = ended(changes)[0]
+    hangups = [i.timestamp for i in items if isinstance(i, AmiEvent) and i.name == "Hangup"]
+    assert rec.ended_at is not None and abs(rec.ended_at - max(hangups)) < 0.01
+    assert rec.started_at < min(hangups) - 4  # the snapshot's Duration: 5 s before it
+    assert rec.status == "answered" and rec.direction == "inbound" and not rec.ended_during_outage
+
+
+# --- interleaved calls ---------------------------------------------------------------------
+
+_INTERLEAVABLE = [n for n in NAMES if n != "resync_mid_call"]
+
+
+def _events_only(items: list[QueueItem]) -> list[QueueItem]:
+    # A trace's own CoreShowChannels answer only lists its call: in a mix it would end the
+    # others, which a real answer would list too.
+    return [i for i in items if isinstance(i, AmiEvent)]
+
+
+_CACHE: dict[str, list[QueueItem]] = {}
+
+
+def _items(name: str) -> list[QueueItem]:
+    if name not in _CACHE:
+        _CACHE[name] = _events_only(load_items(TRACES, name))
+    return _CACHE[name]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=st.lists(st.sampled_from(_INTERLEAVABLE), min_size=2, max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_interleaved_calls_give_the_same_records(names: list[str], seed: int) -> None:
+    streams = [rewrite_ids(_items(n), f"c{i}-") for i, n in enumerate(names)]
+    settings_ = settings_for("lab")
+    expected = {}
+    for stream in streams:
+        rec = ended(feed_all(CallTracker(settings_), stream))[0]
+        expected[rec.linkedid] = summary(rec)
+    rng = random.Random(seed)
+    positions = [0] * len(streams)
+    mixed: list[QueueItem] = []
+    while any(p < len(s) for p, s in zip(positions, streams, strict=True)):
+        i = rng.choice([i for i, s in enumerate(streams) if positions[i] < len(s)])
+        mixed.append(streams[i][positions[i]])
+        positions[i] += 1
+    records = ended(feed_all(CallTracker(settings_), mixed))
+    got = {r.linkedid: summary(r) for r in records}
+    assert len(records) == len(streams)
+    assert set(got) == set(expected)
+    for linkedid, want in expected.items():
+        assert close(got[linkedid], want), (linkedid, got[linkedid], want)

@@ -296,9 +296,21 @@ class PbxConnection:
             connecting.cancel()
             raise TimeoutError(f"connect to {self.config.host}:{self.config.port} timed out") from None
         self._protocol = protocol
+
+        def logged_in(future: asyncio.Future[Any]) -> None:
+            # In the reader, before the events that follow the answer (FullyBooted first).
+            if future.cancelled() or future.exception() is not None:
+                return
+            message = future.result()
+            if getattr(message, "response", "") == "Success":
+                self._up = True
+                self.connected_at = self._clock()
+                self._deliver(ConnectionUp(self.pbx_name, self.connected_at))
+
         try:
             await self._request({"Action": "Login", "Username": self.config.username,
-                                 "Secret": self.config.secret, "Events": "on"}, answer_timeout)
+                                 "Secret": self.config.secret, "Events": "on"}, answer_timeout,
+                                on_complete=logged_in)
         except ActionFailed as exc:
             raise AuthenticationFailed(str(exc)) from None
         self.asterisk_banner = protocol.version or ""
@@ -307,9 +319,6 @@ class PbxConnection:
         self.logins += 1
         self.state = "connected"
         self.last_error = ""
-        self.connected_at = self._clock()
-        self._up = True
-        self._deliver(ConnectionUp(self.pbx_name, self.connected_at))
         log_event(log, logging.INFO, "ami.connected", pbx=self.pbx_name, host=self.config.host,
                   port=self.config.port, version=self.asterisk_banner)
         await self._snapshot(answer_timeout)

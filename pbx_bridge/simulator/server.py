@@ -137,6 +137,8 @@ class AmiSimulator:
         self._logins = 0
         self._templates: dict[str, CallTemplate] = {}
         self._started_at = 0.0
+        # Tests: called with every action before it is handled; True = do not handle it.
+        self.action_hook: Callable[[Session, ReceivedAction], bool] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -263,6 +265,8 @@ class AmiSimulator:
 
     async def _dispatch(self, session: Session, action: ReceivedAction) -> None:
         self.actions.append(action)
+        if self.action_hook is not None and self.action_hook(session, action):
+            return  # the test took it over (e.g. cut the connection instead of answering)
         name = action.name.lower()
         if name == "login":
             await self._login(session, action)

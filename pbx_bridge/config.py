@@ -97,6 +97,8 @@ class SimulatorConfig:
     operators: list[str] = field(default_factory=lambda: ["101", "102", "103"])
     # Folder with the real AMI traces the generator rewrites; "" = the bundled copies.
     traces_dir: str = ""
+    # Where MixMonitor recordings of the simulated PBX go ("" = <data_dir>/simulator-spool).
+    spool_dir: str = ""
 
 
 @dataclass

@@ -1,5 +1,15 @@
 """Command groups of the CLI; each module has `register(subparsers)`."""
 
-from pbx_bridge.commands import calls_cmd, config_cmd, db_cmd, serve_cmd
+from pbx_bridge.commands import calls_cmd
+from pbx_bridge.commands import config_cmd
+from pbx_bridge.commands import db_cmd
+from pbx_bridge.commands import serve_cmd
+from pbx_bridge.commands import simulate_cmd
 
-COMMAND_MODULES = [config_cmd, db_cmd, serve_cmd, calls_cmd]
+COMMAND_MODULES = [
+    config_cmd,
+    db_cmd,
+    serve_cmd,
+    calls_cmd,
+    simulate_cmd,
+]

@@ -1,0 +1,369 @@
+"""One supervised AMI connection per configured PBX.
+
+The PbxConnection logs in, sends the session settings, reports `ConnectionUp`, asks
+`CoreShowChannels` and reports a `ChannelsSnapshot`, then keeps the connection alive with its own
+Ping watchdog. Every event and control item goes into ONE queue, in the order it was read. On loss
+it reports `ConnectionLost` and reconnects with capped, jittered exponential backoff; wrong
+credentials give state `auth_failed`, one log line and slow retries.
+
+Actions: `send_action()` and `originate()` raise PbxUnavailable when not logged in, ActionTimeout
+when the PBX does not answer in time, ActionFailed on `Response: Error`. An action pending when the
+connection drops fails; nothing is ever re-sent (an Originate re-sent is a second call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from panoramisk.actions import Action
+
+from pbx_bridge.ami.backoff import backoff_delay
+from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.protocol import BridgeAmiProtocol, BridgeManager, message_to_event
+from pbx_bridge.config import PbxConfig
+from pbx_bridge.log import event as log_event
+
+log = logging.getLogger("pbx_bridge.ami.connection")
+
+ConnectionState = Literal["connecting", "connected", "auth_failed", "disconnected", "stopped"]
+FieldValue = str | Sequence[str]
+_ERROR_RESPONSES = frozenset({"Error", "Fail", "Failure"})
+
+
+@dataclass(slots=True)
+class ActionResponse:
+    """Asterisk's answer to an action: the response headers and, for list actions (those that
+    answer `EventList: start`), the events of the list up to and including its `...Complete`."""
+
+    headers: dict[str, str]
+    events: list[AmiEvent] = field(default_factory=list)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.headers.get(key, default)
+
+    @property
+    def message(self) -> str:
+        return self.headers.get("Message", "")
+
+
+class AuthenticationFailed(Exception):
+    """The PBX refused our username/secret."""
+
+
+class SessionLost(Exception):
+    """The connection went away (or was closed by the watchdog) after connecting."""
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed by the PBX"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PbxConnection:
+    def __init__(self, config: PbxConfig, queue: asyncio.Queue[QueueItem], *,
+                 clock: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.config = config
+        self.queue = queue
+        self.pbx_name = config.name
+        self._clock = clock
+        self._rand = rand
+        self.state: ConnectionState = "disconnected"
+        self.last_error = ""
+        self.asterisk_banner = ""
+        self.connected_at: float | None = None
+        self.events_received = 0
+        self.logins = 0
+        self._manager: BridgeManager | None = None
+        self._protocol: BridgeAmiProtocol | None = None
+        self._lost: asyncio.Future[str] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._up = False  # ConnectionUp delivered and no ConnectionLost since
+        self._overflow: deque[QueueItem] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+
+    # -- ProtocolSink ----------------------------------------------------------------------
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def deliver_event(self, event: AmiEvent) -> None:
+        self.events_received += 1
+        self._deliver(event)
+
+    def protocol_lost(self, protocol: BridgeAmiProtocol, exc: BaseException | None) -> None:
+        if protocol is self._protocol and self._lost is not None and not self._lost.done():
+            self._lost.set_result(_describe(exc))
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._supervisor is not None and not self._supervisor.done():
+            return
+        loop = asyncio.get_running_loop()
+        # Created inside the running loop (pitfall 12), once; reused for every reconnect.
+        self._manager = BridgeManager(host=self.config.host, port=self.config.port, loop=loop,
+                                      protocol_factory=lambda: BridgeAmiProtocol(self))
+        self.state = "connecting"
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"ami:{self.pbx_name}")
+
+    async def stop(self) -> None:
+        """Close the connection and cancel any scheduled reconnect (pitfall 10)."""
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._close_protocol()
+        if self._manager is not None:
+            self._manager.close()
+        if self._up:
+            self._up = False
+            self._deliver(ConnectionLost(self.pbx_name, self._clock(), "stopped"))
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)
+            self._drainer = None
+        self.state = "stopped"
+        log_event(log, logging.INFO, "ami.stopped", pbx=self.pbx_name)
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def send_action(self, action: Mapping[str, FieldValue], timeout: float = 5.0,  # noqa: ASYNC109 - the contract
+                          ) -> ActionResponse:
+        """Send one action and return Asterisk's answer (with the events of a list action)."""
+        name = str(action.get("Action", ""))
+        if not name:
+            raise ValueError("an AMI action needs an 'Action' field")
+        if name.lower() == "originate":
+            return await self.originate({k: v for k, v in action.items() if k != "Action"}, timeout)
+        if name.lower() in ("login", "logoff"):
+            raise ValueError(f"{name} is managed by the connection itself")
+        self._require_connected()
+        return await self._request(action, timeout)
+
+    async def originate(self, fields: Mapping[str, FieldValue], timeout: float = 10.0,  # noqa: ASYNC109
+                        ) -> ActionResponse:
+        """Queue a call. Always `Async: true` (pitfall 4); never re-sent. `ChannelId` is passed
+        through so the originated channel's Uniqueid and the call's Linkedid equal it; the
+        `OriginateResponse` event arrives later in the queue like any event."""
+        if not fields.get("ChannelId"):
+            raise ValueError("Originate needs a ChannelId: it ties the call's events to the request")
+        requested_async = str(fields.get("Async", "true")).lower()
+        if requested_async != "true":
+            raise ValueError("Originate is always sent with Async: true")
+        self._require_connected()
+        action: dict[str, FieldValue] = {"Action": "Originate"}
+        action.update({k: v for k, v in fields.items() if k.lower() not in ("action", "async")})
+        action["Async"] = "true"
+        # as_list=False: complete on "Originate successfully queued"; panoramisk would otherwise
+        # wait for the OriginateResponse (pitfall 5), which the protocol routes to the queue.
+        return await self._request(action, timeout, as_list=False)
+
+    def _require_connected(self) -> None:
+        if self.state != "connected" or self._protocol is None or self._protocol.closed:
+            detail = f": {self.last_error}" if self.last_error else ""
+            raise PbxUnavailable(f"PBX {self.pbx_name} is {self.state}{detail}")
+
+    async def _request(self, action: Mapping[str, FieldValue], timeout: float,  # noqa: ASYNC109
+                       *,
+                       as_list: bool | None = None,
+                       on_complete: Callable[[asyncio.Future[Any]], None] | None = None,
+                       ) -> ActionResponse:
+        protocol, manager = self._protocol, self._manager
+        if protocol is None or manager is None or protocol.closed:
+            raise PbxUnavailable(f"PBX {self.pbx_name} is not connected")
+        clean: dict[str, str | list[str]] = {}
+        for key, value in action.items():
+            values = [value] if isinstance(value, str) else list(value)
+            for item in [key, *values]:
+                if "\r" in item or "\n" in item:
+                    raise ValueError(f"AMI field {key!r} contains a line break")
+            clean[key] = value if isinstance(value, str) else values
+        request = Action(clean, as_list=as_list)
+        if on_complete is not None:
+            protocol.completion_hooks[request.id] = on_complete
+        future = manager.send_action(request, as_list=as_list)
+        try:
+            result = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            protocol.responses.pop(request.id, None)
+            protocol.completion_hooks.pop(request.id, None)
+            raise ActionTimeout(
+                f"PBX {self.pbx_name}: no answer to {clean.get('Action')} within {timeout:g}s"
+            ) from None
+        return self._response(result)
+
+    def _response(self, result: Any) -> ActionResponse:
+        messages = result if isinstance(result, list) else [result]
+        now = self._clock()
+        headers = message_to_event(self.pbx_name, messages[0], now).headers
+        events = [message_to_event(self.pbx_name, m, now) for m in messages[1:]]
+        if headers.get("Response") in _ERROR_RESPONSES:
+            raise ActionFailed(headers.get("Message") or f"Response: {headers.get('Response')}")
+        return ActionResponse(headers=headers, events=events)
+
+    # -- the queue -------------------------------------------------------------------------
+
+    def _deliver(self, item: QueueItem) -> None:
+        """Never raises, never reorders. A bounded queue that is full pauses reading (Asterisk
+        will eventually drop us, as it would any slow reader) instead of dropping events."""
+        if not self._overflow:
+            try:
+                self.queue.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                log_event(log, logging.WARNING, "ami.queue_full", pbx=self.pbx_name)
+        self._overflow.append(item)
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            protocol.transport.pause_reading()
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._overflow:
+            await self.queue.put(self._overflow[0])
+            self._overflow.popleft()
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            protocol.transport.resume_reading()
+
+    # -- supervision -----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            if self.state != "auth_failed":
+                self.state = "connecting"
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except AuthenticationFailed as exc:
+                self._close_protocol()
+                if self.state != "auth_failed":
+                    log_event(log, logging.ERROR, "ami.auth_failed", pbx=self.pbx_name,
+                              host=self.config.host, port=self.config.port,
+                              username=self.config.username, answer=str(exc),
+                              retry_every=self.config.reconnect_max)
+                self.state = "auth_failed"
+                self.last_error = f"authentication failed: {exc}"
+                # Slow retries: someone has to fix the credentials; no fast silent loop (pitfall 9).
+                await asyncio.sleep(backoff_delay(0, self.config.reconnect_max,
+                                                  self.config.reconnect_max, self._rand()))
+                continue
+            except (OSError, TimeoutError, SessionLost, PbxUnavailable, ActionFailed) as exc:
+                self.last_error = _describe(exc) if not isinstance(exc, SessionLost) else str(exc)
+            self._close_protocol()
+            if self._up:
+                self._up = False
+                failures = 0
+                self._deliver(ConnectionLost(self.pbx_name, self._clock(), self.last_error))
+                log_event(log, logging.WARNING, "ami.connection_lost", pbx=self.pbx_name,
+                          reason=self.last_error)
+            self.state = "disconnected"
+            delay = backoff_delay(failures, self.config.reconnect_min, self.config.reconnect_max,
+                                  self._rand())
+            failures += 1
+            log_event(log, logging.INFO if failures > 1 else logging.WARNING, "ami.reconnect_in",
+                      pbx=self.pbx_name, seconds=round(delay, 3), reason=self.last_error)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        manager = self._manager
+        assert manager is not None
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        answer_timeout = max(self.config.ping_timeout, 2.0)  # Asterisk waits 1 s before a refusal
+        connecting = manager.connect()
+        try:
+            _transport, protocol = await asyncio.wait_for(connecting, answer_timeout)
+        except TimeoutError:
+            connecting.cancel()
+            raise TimeoutError(f"connect to {self.config.host}:{self.config.port} timed out") from None
+        self._protocol = protocol
+
+        def logged_in(future: asyncio.Future[Any]) -> None:
+            # In the reader, before the events that follow the answer (FullyBooted first).
+            if future.cancelled() or future.exception() is not None:
+                return
+            message = future.result()
+            if getattr(message, "response", "") == "Success":
+                self._up = True
+                self.connected_at = self._clock()
+                self._deliver(ConnectionUp(self.pbx_name, self.connected_at))
+
+        try:
+            await self._request({"Action": "Login", "Username": self.config.username,
+                                 "Secret": self.config.secret, "Events": "on"}, answer_timeout,
+                                on_complete=logged_in)
+        except ActionFailed as exc:
+            raise AuthenticationFailed(str(exc)) from None
+        self.asterisk_banner = protocol.version or ""
+        # Per-session settings are gone after every reconnect (pitfall 11): send them again.
+        await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+        self.logins += 1
+        self.state = "connected"
+        self.last_error = ""
+        log_event(log, logging.INFO, "ami.connected", pbx=self.pbx_name, host=self.config.host,
+                  port=self.config.port, version=self.asterisk_banner)
+        await self._snapshot(answer_timeout)
+        await self._keepalive()
+
+    async def _snapshot(self, timeout: float) -> None:  # noqa: ASYNC109
+        def deliver(future: asyncio.Future[Any]) -> None:
+            # Runs inside the reader, right after CoreShowChannelsComplete: the snapshot lands in
+            # the queue exactly where it belongs among the events.
+            if future.cancelled() or future.exception() is not None:
+                return
+            result = future.result()
+            if not isinstance(result, list):
+                return  # Response: Error (no permission?): no snapshot rather than an empty one
+            now = self._clock()
+            channels = [message_to_event(self.pbx_name, m, now) for m in result[1:]]
+            channels = [c for c in channels if c.name == "CoreShowChannel"]
+            self._deliver(ChannelsSnapshot(self.pbx_name, now, channels))
+
+        try:
+            await self._request({"Action": "CoreShowChannels"}, timeout * 3, on_complete=deliver)
+        except ActionFailed as exc:
+            log_event(log, logging.ERROR, "ami.snapshot_refused", pbx=self.pbx_name, answer=str(exc))
+
+    async def _keepalive(self) -> None:
+        lost = self._lost
+        assert lost is not None
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        while True:
+            done, _ = await asyncio.wait({lost}, timeout=interval)
+            if done:
+                raise SessionLost(f"connection lost: {lost.result()}")
+            try:
+                await self._request({"Action": "Ping"}, timeout)
+            except ActionTimeout:
+                # Half-open connection (pitfall 6): nobody answers, TCP may never notice.
+                log_event(log, logging.WARNING, "ami.ping_timeout", pbx=self.pbx_name,
+                          seconds=timeout)
+                self._close_protocol(abort=True)
+                raise SessionLost(f"no answer to Ping within {timeout:g}s") from None
+
+    def _close_protocol(self, *, abort: bool = False) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            return
+        if abort and not protocol.closed:
+            protocol.transport.abort()
+        protocol.close()

@@ -1,0 +1,37 @@
+"""The simulator as the demo PBX of `serve`: its settings from [simulator], and the [[pbx]]
+settings the bridge needs to talk to it (the lab's channel names, not production's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pbx_bridge.config import PbxConfig, SimulatorConfig
+from pbx_bridge.simulator.server import SimulatorSettings
+
+
+def simulator_settings(config: SimulatorConfig, data_dir: Path) -> SimulatorSettings:
+    return SimulatorSettings(
+        host=config.host,
+        port=config.port,
+        username=config.username,
+        secret=config.secret,
+        operators=tuple(config.operators),
+        traces_dir=Path(config.traces_dir) if config.traces_dir else None,
+        spool_dir=Path(config.spool_dir) if config.spool_dir else data_dir / "simulator-spool",
+    )
+
+
+def simulator_pbx_config(config: SimulatorConfig, port: int | None = None) -> PbxConfig:
+    """How the bridge connects to the simulated PBX (port: the one it actually listens on)."""
+    return PbxConfig(
+        name="simulator",
+        host=config.host,
+        port=port or config.port,
+        username=config.username,
+        secret=config.secret,
+        operator_channel=r"^Local/(?P<ext>\d+)@(?:operators|op-phone)-",
+        inbound_contexts=["from-trunk"],
+        operator_dial_string="Local/{ext}@op-phone/n",
+        outbound_context="from-internal",
+        asterisk_version="22.10.1",
+    )

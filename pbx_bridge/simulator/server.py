@@ -1,0 +1,660 @@
+"""A simulated Asterisk AMI server speaking the real protocol, byte-compatible with the traces.
+
+It accepts any number of AMI sessions (each sees every event), checks Login against its
+credentials, answers Ping, Events, Logoff, CoreShowChannels (from its CURRENT calls), Originate
+(the click-to-call flow of click_to_call.ami, with the request's ChannelId and CALL_ID), Hangup,
+MixMonitor / StopMixMonitor (writing a real stereo slin `.raw` file). Calls come from replaying
+traces (`replay`) or from the generator (`start_generator`: real traces with fresh ids, numbers
+and times). Tests can cut or freeze the client connections at chosen points; the simulator keeps
+its calls, so CoreShowChannels after a reconnect shows the live ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
+from pbx_bridge.simulator.channels import (
+    Channel,
+    ChannelTable,
+    core_show_channel,
+    core_show_channels_complete,
+)
+from pbx_bridge.simulator.recording import Recorder
+from pbx_bridge.simulator.templates import CallTemplate, broadcast_events, build_template
+from pbx_bridge.simulator.trace import Frame, read_trace
+
+log = logging.getLogger("pbx_bridge.simulator")
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+# Traces the generator draws from (weights: how often each kind of call happens).
+GENERATOR_TRACES = {
+    "inbound_answered": 5, "queue_ringall_answered": 2, "inbound_noanswer": 2,
+    "inbound_busy": 1, "outbound_answered": 3, "internal_call": 1,
+}
+CLICK_TO_CALL_TRACE = "click_to_call"
+# Asterisk drops a session whose output backs up (writetimeout); we drop it past this backlog.
+MAX_SESSION_BACKLOG = 16 * 1024 * 1024
+_TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
+_EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
+
+OriginateOutcome = Literal["answer"]
+
+
+@dataclass(eq=False)
+class Session:
+    id: int
+    writer: asyncio.StreamWriter
+    peer: str
+    authenticated: bool = False
+    events_on: bool = True
+    frozen: bool = False  # half-open: the socket stays open, nothing is read or written
+    closed: bool = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.frozen:
+            return
+        transport = self.writer.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_SESSION_BACKLOG:
+            log.warning("simulator.slow_reader_dropped", extra={"kv": {"session": self.id}})
+            self.abort()
+            return
+        self.writer.write(data)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.writer.transport.abort()
+
+
+@dataclass
+class ReceivedAction:
+    session: int
+    headers: list[tuple[str, str]]
+    at: float
+
+    def get(self, key: str, default: str = "") -> str:
+        for k, v in self.headers:
+            if k.lower() == key.lower():
+                return v
+        return default
+
+    @property
+    def name(self) -> str:
+        return self.get("Action")
+
+
+@dataclass
+class SimulatorSettings:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port (see .port after start)
+    username: str = "bridge"
+    secret: str = "simulator"  # noqa: S105 - the demo PBX's own password
+    operators: Sequence[str] = ("101", "102", "103")
+    traces_dir: Path | None = None  # None = the bundled copies
+    spool_dir: Path | None = None  # where MixMonitor writes (relative File -> spool/monitor/)
+    system_name: str = "lab"
+    auth_fail_delay: float = 1.0  # Asterisk sleeps 1 s before refusing a login
+    seed: int | None = None
+    speed: float = 1.0  # how fast generated and originated calls play (2 = twice as fast)
+    uptime_at_start: int = 100
+    extra_events: list[str] = field(default_factory=list)
+
+
+class AmiSimulator:
+    def __init__(self, settings: SimulatorSettings | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings or SimulatorSettings()
+        self.clock = clock
+        self.rng = random.Random(self.settings.seed)
+        self.counters = IdCounters()
+        self.sessions: list[Session] = []
+        self.actions: list[ReceivedAction] = []
+        self.table = ChannelTable()  # channels of replayed traces
+        self.calls: dict[int, LiveCall] = {}  # generated / originated calls being played
+        self.events_sent = 0
+        self.recorder = Recorder(self.settings.spool_dir)
+        self._server: asyncio.Server | None = None
+        self._ids = itertools.count(1)
+        self._call_serials = itertools.count(1)
+        self._heap: list[tuple[float, int, int]] = []  # (loop time due, call index, version)
+        self._wake: asyncio.Event | None = None
+        self._player: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._login_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._logins = 0
+        self._templates: dict[str, CallTemplate] = {}
+        self._started_at = 0.0
+        # Tests: called with every action before it is handled; True = do not handle it.
+        self.action_hook: Callable[[Session, ReceivedAction], bool] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        self._started_at = self.clock()
+        self._wake = asyncio.Event()
+        self._server = await asyncio.start_server(self._serve, self.settings.host,
+                                                  self.settings.port, limit=1024 * 1024)
+        self._player = asyncio.create_task(self._play(), name="simulator-player")
+        log.info("simulator.listening", extra={"kv": {"host": self.settings.host, "port": self.port}})
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._player, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        for session in list(self.sessions):
+            session.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.recorder.finish_all(self.clock())
+
+    async def __aenter__(self) -> AmiSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def template(self, name: str) -> CallTemplate:
+        if name not in self._templates:
+            folder = self.settings.traces_dir or DATA_DIR
+            self._templates[name] = build_template(Path(folder) / f"{name}.ami", name)
+        return self._templates[name]
+
+    # -- test controls ---------------------------------------------------------------------
+
+    @property
+    def logged_in(self) -> list[Session]:
+        return [s for s in self.sessions if s.authenticated and not s.closed]
+
+    async def wait_logins(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until `count` logins have happened since start (not: are connected now)."""
+        if self._logins >= count:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._login_waiters.append((count, future))
+        await asyncio.wait_for(future, timeout)
+
+    def drop_clients(self) -> int:
+        """Cut every client connection now (TCP reset); calls go on."""
+        sessions = [s for s in self.sessions if not s.closed]
+        for session in sessions:
+            session.abort()
+        return len(sessions)
+
+    def freeze_clients(self) -> int:
+        """Half-open: keep every client socket open but stop reading and answering."""
+        sessions = [s for s in self.sessions if not s.closed and not s.frozen]
+        for session in sessions:
+            session.frozen = True
+            transport = session.writer.transport
+            if isinstance(transport, asyncio.ReadTransport):
+                transport.pause_reading()
+        return len(sessions)
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are to every logged-in client (tests: junk on the wire)."""
+        for session in self.logged_in:
+            session.write(data)
+
+    # -- the wire --------------------------------------------------------------------------
+
+    def broadcast(self, data: bytes) -> None:
+        for session in self.sessions:
+            if session.authenticated and session.events_on:
+                session.write(data)
+
+    async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until clients took what was written (full-speed modes); drop one stuck longer."""
+        for session in list(self.sessions):
+            if session.closed or session.frozen or not session.authenticated:
+                continue
+            try:
+                await asyncio.wait_for(session.writer.drain(), timeout)
+            except (TimeoutError, ConnectionError):
+                session.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        session = Session(next(self._ids), writer, f"{peer[0]}:{peer[1]}" if peer else "?")
+        self.sessions.append(session)
+        writer.write(BANNER)
+        try:
+            while not session.closed:
+                block = await reader.readuntil(b"\r\n\r\n")
+                if session.frozen:
+                    await asyncio.Event().wait()  # never answers again; the socket stays open
+                headers = _parse_action(block)
+                if headers:
+                    await self._dispatch(session, ReceivedAction(session.id, headers, self.clock()))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("simulator.session_error")
+        finally:
+            session.closed = True
+            if session in self.sessions:
+                self.sessions.remove(session)
+            if not writer.transport.is_closing():
+                writer.close()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def _dispatch(self, session: Session, action: ReceivedAction) -> None:
+        self.actions.append(action)
+        if self.action_hook is not None and self.action_hook(session, action):
+            return  # the test took it over (e.g. cut the connection instead of answering)
+        name = action.name.lower()
+        if name == "login":
+            await self._login(session, action)
+            return
+        if not session.authenticated:
+            session.write(_response(action, "Error", "Authentication Required"))
+            return
+        handler = {
+            "ping": self._ping, "events": self._events, "logoff": self._logoff,
+            "coreshowchannels": self._core_show_channels, "originate": self._originate,
+            "hangup": self._hangup, "mixmonitor": self._mixmonitor,
+            "stopmixmonitor": self._stop_mixmonitor,
+        }.get(name)
+        if handler is None:
+            session.write(_response(action, "Error", "Invalid/unknown command"))
+            return
+        handler(session, action)
+
+    async def _login(self, session: Session, action: ReceivedAction) -> None:
+        ok = (action.get("Username") == self.settings.username
+              and action.get("Secret") == self.settings.secret)
+        if not ok:
+            await asyncio.sleep(self.settings.auth_fail_delay)
+            session.write(_response(action, "Error", "Authentication failed"))
+            session.closed = True
+            session.writer.close()
+            return
+        session.write(_response(action, "Success", "Authentication accepted"))
+        session.events_on = action.get("Events", "on").lower() != "off"
+        session.authenticated = True
+        uptime = self.settings.uptime_at_start + int(self.clock() - self._started_at)
+        session.write((
+            "Event: FullyBooted\r\nPrivilege: system,all\r\n"
+            f"Uptime: {uptime}\r\nLastReload: {uptime}\r\nStatus: Fully Booted\r\n\r\n"
+        ).encode())
+        self._logins += 1
+        for count, future in list(self._login_waiters):
+            if self._logins >= count and not future.done():
+                future.set_result(None)
+                self._login_waiters.remove((count, future))
+
+    def _ping(self, session: Session, action: ReceivedAction) -> None:
+        now = self.clock()
+        session.write(_lines("Response: Success", _aid(action), "Ping: Pong",
+                             f"Timestamp: {int(now)}.{int((now % 1) * 1e6):06d}"))
+
+    def _events(self, session: Session, action: ReceivedAction) -> None:
+        mask = action.get("EventMask", "on").lower()
+        session.events_on = mask not in ("off", "0", "no", "false")
+        session.write(_lines("Response: Success", _aid(action),
+                             "Events: On" if session.events_on else "Events: Off"))
+
+    def _logoff(self, session: Session, action: ReceivedAction) -> None:
+        session.write(_response(action, "Goodbye", "Thanks for all the fish."))
+        session.closed = True
+        session.writer.close()
+
+    def live_channels(self) -> list[Channel]:
+        channels = list(self.table.channels.values())
+        for call in self.calls.values():
+            channels.extend(call.channels())
+        return channels
+
+    def _core_show_channels(self, session: Session, action: ReceivedAction) -> None:
+        aid = action.get("ActionID")
+        now = self.clock()
+        channels = self.live_channels()
+        parts = [_response(action, "Success", "Channels will follow", eventlist=True).decode()]
+        parts += [core_show_channel(ch, aid, now) for ch in channels]
+        parts.append(core_show_channels_complete(aid, len(channels)))
+        session.write("".join(parts).encode())
+
+    def _find_channel(self, name: str) -> Channel | None:
+        return next((ch for ch in self.live_channels() if ch.fields.get("Channel") == name), None)
+
+    def _originate(self, session: Session, action: ReceivedAction) -> None:
+        channel = action.get("Channel")
+        if not channel:
+            session.write(_response(action, "Error", "Channel not specified"))
+            return
+        if action.get("Async").lower() not in ("true", "yes", "1", "on"):
+            # A synchronous Originate blocks the session until the call is answered; the bridge
+            # never does that (pitfall 4), so neither does the simulator.
+            session.write(_response(action, "Error", "Only Async Originate is simulated"))
+            return
+        found = _EXT_IN_CHANNEL.match(channel)
+        exten = action.get("Exten")
+        if not found or not exten:
+            session.write(_response(action, "Error", "Extension does not exist."))
+            return
+        variables: dict[str, str] = {}
+        for key, value in action.headers:
+            if key.lower() == "variable":
+                for item in value.split(","):
+                    var, _, val = item.partition("=")
+                    variables[var.lstrip("_")] = val
+        customer = _customer_e164(exten)
+        session.write(_response(action, "Success", "Originate successfully queued"))
+        values = CallValues(customer=customer, operators=[found.group(1)],
+                            call_id=variables.get("CALL_ID", ""),
+                            channel_id=action.get("ChannelId"),
+                            action_id=action.get("ActionID"))
+        template = self.template(CLICK_TO_CALL_TRACE)
+        self.add_call(template, values)
+
+    def _hangup(self, session: Session, action: ReceivedAction) -> None:
+        name = action.get("Channel")
+        if not name:
+            session.write(_response(action, "Error", "No channel specified"))
+            return
+        now = self.clock()
+        for index, call in self.calls.items():
+            if any(ch.fields.get("Channel") == name for ch in call.channels()):
+                if call.skip_to_hangup(now, asyncio.get_running_loop().time(), self._speed):
+                    self._schedule(index, call)
+                session.write(_response(action, "Success", "Channel Hungup"))
+                return
+        session.write(_response(action, "Error", "No such channel"))
+
+    def _mixmonitor(self, session: Session, action: ReceivedAction) -> None:
+        name = action.get("Channel")
+        if not name:
+            session.write(_response(action, "Error", "No channel specified"))
+            return
+        channel = self._find_channel(name)
+        if channel is None:
+            session.write(_response(action, "Error", "No such channel"))
+            return
+        file_name = action.get("File") or f"{channel.fields.get('Uniqueid', 'mixmonitor')}.wav"
+        try:
+            path = self.recorder.start(name, file_name, action.get("Options"), self.clock())
+        except ValueError as exc:
+            session.write(_response(action, "Error", str(exc)))
+            return
+        # Real Asterisk 22 answers just Success (see inbound_answered_recorded.ami).
+        session.write(_lines("Response: Success", _aid(action)))
+        now = self.clock()
+        self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
+                                      [("Variable", "MIXMONITOR_FILENAME"), ("Value", str(path))]))
+        self.broadcast(_channel_event("MixMonitorStart", channel, now, self.settings.system_name,
+                                      [], short=True))
+        self._spawn(self._watch_recording(name))
+
+    def _stop_mixmonitor(self, session: Session, action: ReceivedAction) -> None:
+        name = action.get("Channel")
+        channel = self._find_channel(name) if name else None
+        if channel is None:
+            session.write(_response(action, "Error", "No such channel"))
+            return
+        if not self.recorder.stop(name, self.clock()):
+            session.write(_response(action, "Error", "Could not stop MixMonitor"))
+            return
+        session.write(_lines("Response: Success", _aid(action)))
+        self.broadcast(_channel_event("MixMonitorStop", channel, self.clock(),
+                                      self.settings.system_name, [], short=True))
+
+    async def _watch_recording(self, channel_name: str) -> None:
+        """Asterisk closes the file when the channel hangs up."""
+        while self.recorder.active(channel_name):
+            if self._find_channel(channel_name) is None:
+                self.recorder.stop(channel_name, self.clock())
+                return
+            await asyncio.sleep(0.1)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- playing calls ---------------------------------------------------------------------
+
+    def add_call(self, template: CallTemplate, values: CallValues) -> LiveCall:
+        now = self.clock()
+        call = LiveCall.create(template, values, self.counters, self.rng, now,
+                               self.settings.system_name)
+        index = next(self._call_serials)
+        call.serial = index
+        call.loop_start = asyncio.get_running_loop().time()
+        self.calls[index] = call
+        self._schedule(index, call)
+        return call
+
+    @property
+    def _speed(self) -> float:
+        return self.settings.speed if self.settings.speed > 0 else 1e9
+
+    def _schedule(self, index: int, call: LiveCall) -> None:
+        call.version += 1
+        due = call.loop_start + call.next_offset() / self._speed
+        heapq.heappush(self._heap, (due, index, call.version))
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self._heap[0][0] - loop.time()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            batch: list[str] = []
+            now = loop.time()
+            while self._heap and self._heap[0][0] <= now and len(batch) < 512:
+                _due, index, version = heapq.heappop(self._heap)
+                call = self.calls.get(index)
+                if call is None or call.version != version or call.done:
+                    continue
+                batch.append(call.render_next())
+                if call.done:
+                    del self.calls[index]
+                else:
+                    self._schedule(index, call)
+            if batch:
+                # Nothing is awaited between rendering and writing: CoreShowChannels (answered
+                # between awaits) always matches the events already on the wire.
+                self.events_sent += len(batch)
+                self.broadcast("".join(batch).encode())
+                await self.drain()
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def start_generator(self, calls_per_second: float, *, max_calls: int | None = None) -> None:
+        """Endless realistic traffic (or `max_calls` calls) from the real traces."""
+        self._spawn(self._generate(calls_per_second, max_calls))
+
+    def new_call_values(self, template: CallTemplate) -> CallValues:
+        ops = list(self.settings.operators)
+        wanted = len(template.operators)
+        picked = self.rng.sample(ops, wanted) if len(ops) >= wanted else \
+            [self.rng.choice(ops) for _ in range(wanted)]
+        customer = random_customer(self.rng) if template.customer else ""
+        name = self.rng.choice(CUSTOMER_NAMES) if "cname" in template.slots else ""
+        return CallValues(customer=customer, customer_name=name, operators=picked)
+
+    async def _generate(self, calls_per_second: float, max_calls: int | None) -> None:
+        names = list(GENERATOR_TRACES)
+        weights = [GENERATOR_TRACES[n] for n in names]
+        count = 0
+        while max_calls is None or count < max_calls:
+            template = self.template(self.rng.choices(names, weights)[0])
+            self.add_call(template, self.new_call_values(template))
+            count += 1
+            await asyncio.sleep(self.rng.expovariate(calls_per_second) / max(self.settings.speed, 1e-9))
+
+    async def blast(self, calls: int, *, concurrent: int = 50, batch_events: int = 1024) -> int:
+        """As fast as possible: `calls` generated calls, `concurrent` at a time interleaved, with
+        their own (virtual) time in the Timestamps. For throughput benchmarks. Returns events."""
+        names = list(GENERATOR_TRACES)
+        weights = [GENERATOR_TRACES[n] for n in names]
+        vnow = self.clock()
+        heap: list[tuple[float, int, LiveCall]] = []
+        started = sent = 0
+        batch: list[str] = []
+        while started < calls or heap:
+            while started < calls and len(heap) < concurrent:
+                template = self.template(self.rng.choices(names, weights)[0])
+                call = LiveCall.create(template, self.new_call_values(template), self.counters,
+                                       self.rng, vnow, self.settings.system_name)
+                heapq.heappush(heap, (call.start + call.next_offset(), started, call))
+                started += 1
+                vnow += 0.05
+            _due, serial, call = heapq.heappop(heap)
+            batch.append(call.render_next())
+            if not call.done:
+                heapq.heappush(heap, (call.start + call.next_offset(), serial, call))
+            if len(batch) >= batch_events:
+                sent += len(batch)
+                self.broadcast("".join(batch).encode())
+                batch.clear()
+                await self.drain()
+        if batch:
+            sent += len(batch)
+            self.broadcast("".join(batch).encode())
+            await self.drain()
+        self.events_sent += sent
+        return sent
+
+    async def replay(self, traces: Iterable[Path | str | list[Frame]], *, speed: float = 1.0,
+                     now_timestamps: bool = False, cut_after: Iterable[int] = (),
+                     freeze_after: Iterable[int] = ()) -> int:
+        """Play the traces' broadcast events to every client, with the original timing divided
+        by `speed` (0 = as fast as possible). `cut_after`/`freeze_after`: event numbers (0-based,
+        over all traces) after which client connections are cut / frozen. Returns events sent."""
+        cuts, freezes = set(cut_after), set(freeze_after)
+        loop = asyncio.get_running_loop()
+        number = 0
+        for trace in traces:
+            frames = trace if isinstance(trace, list) else read_trace(trace)
+            self._seed_from_list(frames)
+            events = broadcast_events(frames)
+            stamps = [f.timestamp for f in events if f.timestamp is not None]
+            t0 = stamps[0] if stamps else 0.0
+            shift = (self.clock() - t0) if now_timestamps and stamps else 0.0
+            start = loop.time()
+            for frame in events:
+                ts = frame.timestamp
+                if speed > 0 and ts is not None:
+                    delay = start + (ts - t0) / speed - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                data = frame.raw
+                if shift:
+                    data = _shift_timestamp(data, shift)
+                self.table.apply(frame.headers, self.clock())
+                self.broadcast(data)
+                self.events_sent += 1
+                if number in cuts:
+                    self.drop_clients()
+                if number in freezes:
+                    self.freeze_clients()
+                number += 1
+                if speed == 0 and number % 256 == 0:
+                    await self.drain()
+            await self.drain()
+        return number
+
+    def _seed_from_list(self, frames: list[Frame]) -> None:
+        """A trace that begins mid-call knows its first channels only from CoreShowChannel."""
+        now = self.clock()
+        for frame in frames:
+            if frame.kind == "event" and frame.timestamp is not None:
+                break
+            if frame.kind == "event" and frame.name == "CoreShowChannel":
+                self.table.seed(frame.headers, now)
+
+
+# -- formatting helpers ------------------------------------------------------------------------
+
+
+def _parse_action(block: bytes) -> list[tuple[str, str]]:
+    headers = []
+    for line in block.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"):
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            headers.append((key.strip(), value.strip()))
+    return headers
+
+
+def _aid(action: ReceivedAction) -> str:
+    aid = action.get("ActionID")
+    return f"ActionID: {aid}" if aid else ""
+
+
+def _lines(*lines: str) -> bytes:
+    return ("\r\n".join(line for line in lines if line) + "\r\n\r\n").encode()
+
+
+def _response(action: ReceivedAction, status: str, message: str, *, eventlist: bool = False) -> bytes:
+    return _lines(f"Response: {status}", _aid(action), "EventList: start" if eventlist else "",
+                  f"Message: {message}")
+
+
+_SHORT_FIELDS = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+                 "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode")
+_FULL_FIELDS = (*_SHORT_FIELDS, "Context", "Exten", "Priority", "Uniqueid", "Linkedid")
+
+
+def _channel_event(name: str, channel: Channel, now: float, system_name: str,
+                   extra: list[tuple[str, str]], *, short: bool = False) -> bytes:
+    """A channel event in Asterisk 22's layout. MixMonitorStart/Stop, as in the trace, carry the
+    short snapshot plus Application/AppData."""
+    lines = [f"Event: {name}", "Privilege: dialplan,all" if name == "VarSet" else "Privilege: call,all",
+             f"Timestamp: {now:.6f}", f"SystemName: {system_name}"]
+    for key in (_SHORT_FIELDS if short else _FULL_FIELDS):
+        lines.append(f"{key}: {channel.fields.get(key, '')}")
+    if short:
+        lines += [f"Application: {channel.application}", f"AppData: {channel.application_data}"]
+    else:
+        lines += [f"ChanVariable: {v}" for v in channel.variables]
+    lines += [f"{k}: {v}" for k, v in extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _shift_timestamp(data: bytes, shift: float) -> bytes:
+    return _TIMESTAMP_LINE.sub(lambda m: b"Timestamp: %.6f\r" % (float(m.group(1)) + shift), data)
+
+
+def _customer_e164(exten: str) -> str:
+    digits = exten.lstrip("+")
+    if len(digits) == 11 and digits[0] in "78":
+        return "+7" + digits[1:]
+    return "+" + digits if digits.isdigit() else exten

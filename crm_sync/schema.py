@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -68,9 +69,7 @@ client_phones = sa.Table(
     "client_phones",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
     sa.Column("e164", sa.String(32), nullable=True),  # None: the text did not parse
     sa.Column("raw", sa.String(64), nullable=False),  # as entered
     sa.Column("suffix", sa.String(16), nullable=True),  # last N digits, the fallback key
@@ -86,9 +85,7 @@ phone_claims = sa.Table(
     "phone_claims",
     metadata,
     sa.Column("e164", sa.String(32), primary_key=True),
-    sa.Column(
-        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
     sa.Column("claimed_at", UtcDateTime, nullable=False),
 )
 
@@ -96,9 +93,7 @@ client_emails = sa.Table(
     "client_emails",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
     sa.Column("email", sa.String(255), nullable=False),  # lower-cased
     sa.UniqueConstraint("client_id", "email", name="uq_client_emails_client_email"),
 )
@@ -108,9 +103,7 @@ timeline_entries = sa.Table(
     "timeline_entries",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # call | task | note | recording | transcript
     sa.Column("call_id", sa.Integer, nullable=True),  # calls.id (plain id)
     sa.Column("payload", sa.JSON, nullable=False),
@@ -126,9 +119,7 @@ tasks = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     # None when the policy created no card: the number still gets its call-back task.
-    sa.Column(
-        "client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=True
-    ),
+    sa.Column("client_id", sa.Integer, sa.ForeignKey("clients.id", ondelete="CASCADE"), nullable=True),
     sa.Column("number", sa.String(32), nullable=True),  # E.164 of whom to call back
     sa.Column("kind", sa.String(16), nullable=False),  # call_back
     sa.Column("assignee", sa.String(64), nullable=True),  # extension or group name
@@ -163,7 +154,4 @@ sa.Index("ix_outbox_client_key_id", outbox.c.client_key, outbox.c.id)
 sa.Index("ix_outbox_pending", outbox.c.delivered_at, outbox.c.dead, outbox.c.next_attempt_at)
 
 # What the library's functions take: the caller's connection or session, inside its transaction.
-if True:  # keeps the import next to its only use
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
 Db = AsyncConnection | AsyncSession

@@ -143,9 +143,9 @@ def resolve_columns(headers: Sequence[str], mapping: Mapping[str, str]) -> tuple
     for i, header in enumerate(headers):
         if i in result:
             continue
-        target = alias_to_field.get(_norm_header(header))
-        if target is not None:
-            result[i] = target
+        guessed = alias_to_field.get(_norm_header(header))
+        if guessed is not None:
+            result[i] = guessed
     found = set(result.values())
     missing = [f for f in ("name", "phone") if f not in found]
     if missing:

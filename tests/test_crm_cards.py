@@ -19,29 +19,51 @@ RU = MatchSettings(region="RU", match_digits=10, max_extension_length=5)
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 
 
-async def make(engine: AsyncEngine, name: str, phones: list[str], *, at: datetime = T0,
-               responsible: str | None = None, allow_unparsed: bool = False) -> int:
+async def make(
+    engine: AsyncEngine,
+    name: str,
+    phones: list[str],
+    *,
+    at: datetime = T0,
+    responsible: str | None = None,
+    allow_unparsed: bool = False,
+) -> int:
     async with engine.begin() as conn:
-        return await cards.create_card(conn, CardInput(name=name, phones=phones, responsible=responsible),
-                                       RU, at, allow_unparsed=allow_unparsed)
+        return await cards.create_card(
+            conn,
+            CardInput(name=name, phones=phones, responsible=responsible),
+            RU,
+            at,
+            allow_unparsed=allow_unparsed,
+        )
 
 
 async def test_create_and_read_card(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         cid = await cards.create_card(
             conn,
-            CardInput(name="  Иван   Петров ", phones=["8 (495) 123-45-67", "+7 916 555 01 01", "84951234567"],
-                      emails=["Ivan@Example.COM"], company="ООО Ромашка", responsible="101",
-                      source="website", tags=["vip", "vip", "опт"], notes="first contact"),
-            RU, T0,
+            CardInput(
+                name="  Иван   Петров ",
+                phones=["8 (495) 123-45-67", "+7 916 555 01 01", "84951234567"],
+                emails=["Ivan@Example.COM"],
+                company="ООО Ромашка",
+                responsible="101",
+                source="website",
+                tags=["vip", "vip", "опт"],
+                notes="first contact",
+            ),
+            RU,
+            T0,
         )
     async with engine.connect() as conn:
         card = await cards.get_card(conn, cid)
     assert card is not None
     assert card["name"] == "Иван Петров"
     # The duplicate number (same E.164, other format) is stored once; the text as entered is kept.
-    assert card["phones"] == [{"e164": "+74951234567", "raw": "8 (495) 123-45-67"},
-                              {"e164": "+79165550101", "raw": "+7 916 555 01 01"}]
+    assert card["phones"] == [
+        {"e164": "+74951234567", "raw": "8 (495) 123-45-67"},
+        {"e164": "+79165550101", "raw": "+7 916 555 01 01"},
+    ]
     assert card["emails"] == ["ivan@example.com"]
     assert card["tags"] == ["vip", "опт"]
     assert card["responsible"] == "101" and card["company"] == "ООО Ромашка"
@@ -130,8 +152,9 @@ async def test_card_cannot_hold_an_extension(engine: AsyncEngine) -> None:
         ("x" * 256, ["+74951234567"], "longer than 255"),
     ],
 )
-async def test_bad_input_clear_error_nothing_written(engine: AsyncEngine, name: str, phones: list[str],
-                                                     message: str) -> None:
+async def test_bad_input_clear_error_nothing_written(
+    engine: AsyncEngine, name: str, phones: list[str], message: str
+) -> None:
     with pytest.raises(CardError, match=message):
         await make(engine, name, phones)
     async with engine.connect() as conn:
@@ -164,7 +187,9 @@ async def test_ten_thousand_phones_on_one_card(engine: AsyncEngine) -> None:
     with pytest.raises(CardError, match="at most 10000"):
         await make(engine, "Too many", [*numbers, "+79990000000"])
     async with engine.connect() as conn:
-        assert (await conn.execute(sa.select(sa.func.count()).select_from(client_phones))).scalar_one() == 10_000
+        assert (
+            await conn.execute(sa.select(sa.func.count()).select_from(client_phones))
+        ).scalar_one() == 10_000
 
 
 async def test_transaction_rolls_back_a_half_written_card(engine: AsyncEngine) -> None:
@@ -181,15 +206,29 @@ async def test_transaction_rolls_back_a_half_written_card(engine: AsyncEngine) -
 async def test_update_card_and_search(engine: AsyncEngine) -> None:
     cid = await make(engine, "Анна Сидорова", ["+74991234567"])
     async with engine.begin() as conn:
-        await cards.update_card(conn, cid, CardChanges(company="Acme", responsible="103", tags=["new"],
-                                                       add_phones=["8 916 000-00-01"],
-                                                       remove_phones=["+74991234567"],
-                                                       emails=["anna@example.org"]), RU, T0)
+        await cards.update_card(
+            conn,
+            cid,
+            CardChanges(
+                company="Acme",
+                responsible="103",
+                tags=["new"],
+                add_phones=["8 916 000-00-01"],
+                remove_phones=["+74991234567"],
+                emails=["anna@example.org"],
+            ),
+            RU,
+            T0,
+        )
     async with engine.connect() as conn:
         card = await cards.get_card(conn, cid)
         assert card is not None
         assert [p["e164"] for p in card["phones"]] == ["+79160000001"]
-        assert card["company"] == "Acme" and card["responsible"] == "103" and card["emails"] == ["anna@example.org"]
+        assert (
+            card["company"] == "Acme"
+            and card["responsible"] == "103"
+            and card["emails"] == ["anna@example.org"]
+        )
         # by name, case-insensitive also for Cyrillic; by phone in any format; by company
         assert [c["id"] for c in await cards.search_cards(conn, "анна", RU)] == [cid]
         assert [c["id"] for c in await cards.search_cards(conn, "СИДОРОВА", RU)] == [cid]

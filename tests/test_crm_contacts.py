@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync import cards, tasks, timeline
 from crm_sync.cards import CardInput
-from crm_sync.contacts import CallFacts, ContactPolicy, resolve_or_create, run_claiming, should_create
+from crm_sync.contacts import CallFacts, ContactPolicy, Policy, resolve_or_create, run_claiming, should_create
 from crm_sync.matching import MatchSettings
 from crm_sync.schema import clients, phone_claims, timeline_entries
 from crm_sync.schema import tasks as tasks_table
@@ -59,10 +59,10 @@ def facts(direction: str, status: str, talk: float = 0.0) -> CallFacts:
         ("every", facts("internal", "answered", 100), False),
     ],
 )
-def test_inbound_policy(policy: str, call: CallFacts, expected: bool) -> None:
+def test_inbound_policy(policy: Policy, call: CallFacts, expected: bool) -> None:
     assert (
         should_create(ContactPolicy(inbound=policy, outbound="never", min_talk_seconds=10), call) is expected
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,7 +211,7 @@ async def test_traces_with_cards_present(engine: AsyncEngine, settings: Settings
         if ringing:
             pops[name] = ringing[0].client
             if ringing[0].client is not None:
-                assert ringing[0].record.client_id == ringing[0].client["id"]  # type: ignore[index]
+                assert ringing[0].record.client_id == ringing[0].client["id"]
     assert pops["inbound_answered"] == {
         "id": ivan,
         "name": "Иван Петров (VIP)",

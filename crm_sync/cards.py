@@ -390,17 +390,18 @@ async def get_card(db: Db, client_id: int, *, phones_limit: int | None = None) -
     )
 
 
+_SUMMARY_PHONES = (
+    sa.select(client_phones.c.e164, client_phones.c.raw)
+    .where(client_phones.c.client_id == sa.bindparam("client_id", type_=sa.Integer))
+    .order_by(client_phones.c.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+
+
 async def card_summary(
     db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
 ) -> CardSummary:
-    rows = (
-        await db.execute(
-            sa.select(client_phones.c.e164, client_phones.c.raw)
-            .where(client_phones.c.client_id == candidate.id)
-            .order_by(client_phones.c.id)
-            .limit(phones_limit)
-        )
-    ).all()
+    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
     return CardSummary(
         id=candidate.id,
         name=candidate.name,
@@ -429,7 +430,8 @@ async def search_cards(db: Db, query: str, settings: MatchSettings, *, limit: in
         keys = LookupKeys(e164, suffix)
         if e164 is None and suffix is None:
             return []
-        ids = [r.id for r in (await db.execute(match_statement(keys, limit))).all()]
+        statement, params = match_statement(keys, limit)
+        ids = [r.id for r in (await db.execute(statement, params)).all()]
     else:
         pattern = "%" + text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         ids = list(

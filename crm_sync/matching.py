@@ -68,21 +68,7 @@ def lookup_keys(number: str | None, settings: MatchSettings) -> LookupKeys | Non
     return LookupKeys(e164, suffix)
 
 
-def match_statement(keys: LookupKeys, limit: int = MAX_CANDIDATES + 1) -> sa.Select[Any]:
-    """The lookup: candidate cards, most recently active first. Each branch uses one index."""
-    branches: list[sa.Select[Any]] = []
-    if keys.e164 is not None:
-        branches.append(sa.select(client_phones.c.client_id).where(client_phones.c.e164 == keys.e164))
-        if keys.suffix is not None:
-            # Only stored numbers that did not parse fall back to the digit suffix.
-            branches.append(
-                sa.select(client_phones.c.client_id).where(
-                    client_phones.c.suffix == keys.suffix, client_phones.c.e164.is_(None)
-                )
-            )
-    elif keys.suffix is not None:
-        branches.append(sa.select(client_phones.c.client_id).where(client_phones.c.suffix == keys.suffix))
-    ids = branches[0] if len(branches) == 1 else sa.union(*branches)
+def _candidates(ids: Any) -> sa.Select[Any]:
     return (
         sa.select(
             clients.c.id,
@@ -94,15 +80,46 @@ def match_statement(keys: LookupKeys, limit: int = MAX_CANDIDATES + 1) -> sa.Sel
         )
         .where(clients.c.id.in_(ids))
         .order_by(clients.c.last_activity_at.desc(), clients.c.id.desc())
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
+
+
+# Built once with bound parameters: constructing a statement per call costs more than running it.
+# A caller whose number parsed: exact E.164, plus stored numbers that did not parse, by suffix.
+_BY_E164 = _candidates(
+    sa.union(
+        sa.select(client_phones.c.client_id).where(
+            client_phones.c.e164 == sa.bindparam("e164", type_=sa.String)
+        ),
+        sa.select(client_phones.c.client_id).where(
+            client_phones.c.suffix == sa.bindparam("suffix", type_=sa.String), client_phones.c.e164.is_(None)
+        ),
+    )
+)
+# A caller whose number did not parse: any stored number with the same last digits.
+_BY_SUFFIX = _candidates(
+    sa.select(client_phones.c.client_id).where(
+        client_phones.c.suffix == sa.bindparam("suffix", type_=sa.String)
+    )
+)
+
+
+def match_statement(
+    keys: LookupKeys, limit: int = MAX_CANDIDATES + 1
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """The lookup and its parameters: candidate cards, most recently active first; each branch
+    uses one index (e164 or suffix)."""
+    if keys.e164 is not None:
+        return _BY_E164, {"e164": keys.e164, "suffix": keys.suffix, "limit": limit}
+    return _BY_SUFFIX, {"suffix": keys.suffix, "limit": limit}
 
 
 async def match_number(db: Db, number: str | None, settings: MatchSettings) -> Match:
     keys = lookup_keys(number, settings)
     if keys is None:
         return Match(e164=None, client=None)
-    rows = (await db.execute(match_statement(keys))).all()
+    statement, params = match_statement(keys)
+    rows = (await db.execute(statement, params)).all()
     if not rows:
         return Match(e164=keys.e164, client=None)
     candidates = [

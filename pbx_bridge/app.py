@@ -9,6 +9,7 @@ import signal
 
 from aiohttp import web
 
+from pbx_bridge.clients.service import CrmServices
 from pbx_bridge.commands.context import database
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
@@ -29,6 +30,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             pass
     async with database(settings) as engine:
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+        crm = CrmServices(runtime)
+        await crm.start()
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -41,3 +44,4 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         finally:
             event(log, logging.INFO, "shutdown")
             await runner.cleanup()
+            await crm.stop()

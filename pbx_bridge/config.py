@@ -107,6 +107,40 @@ class EventsConfig:
     keep_raw_days: int = 0
 
 
+NewContactPolicy = Literal["every", "answered", "min_talk", "never"]
+
+
+@dataclass
+class CrmConfig:
+    # New contacts: a call with a number that has no card creates one when the policy says so.
+    inbound_policy: NewContactPolicy = "every"
+    outbound_policy: NewContactPolicy = "answered"
+    # For the "min_talk" policy: at least this much talk.
+    min_talk_seconds: float = 10.0
+    # Fallback match on the last N digits for stored numbers that did not parse.
+    match_digits: int = 10
+    # DID (the number the customer dialled, any format) -> ad channel written as the card's source.
+    did_sources: dict[str, str] = field(default_factory=dict)
+    # Missed calls from clients without a responsible operator go to this group ("" = nobody).
+    callback_group: str = ""
+    # External CRM connector (off unless enabled): what it sends goes through the outbox.
+    external_enabled: bool = False
+    external_lookup_url: str = ""  # GET, "{phone}" replaced by the E.164 number
+    external_contact_url: str = ""  # POST: create contact
+    external_call_url: str = ""  # POST: call activity
+    external_fields: dict[str, str] = field(default_factory=dict)  # our field -> theirs
+    external_hmac_secret: str = ""
+    external_signature_header: str = "X-Signature"
+    external_connect_timeout: float = 2.0
+    external_timeout: float = 5.0
+    # The ringing path waits at most this long for the external lookup (screen pop).
+    external_lookup_timeout: float = 0.3
+    outbox_max_attempts: int = 10
+    outbox_retry_base: float = 2.0
+    outbox_retry_max: float = 600.0
+    outbox_poll_interval: float = 1.0
+
+
 @dataclass
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -116,6 +150,7 @@ class Settings:
     pbx: list[PbxConfig] = field(default_factory=list)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    crm: CrmConfig = field(default_factory=CrmConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -306,6 +341,7 @@ def _check(settings: Settings, source: str) -> None:
             sa.engine.make_url(url).port  # noqa: B018 - parsing the port validates it
         except (sa.exc.ArgumentError, ValueError) as exc:
             raise ConfigError(f"{source}: 'database.url' is not a valid URL ({exc})") from None
+    _check_crm(settings.crm, source)
     import phonenumbers  # local: only needed for this check
 
     if settings.phone.default_region not in phonenumbers.SUPPORTED_REGIONS:
@@ -313,6 +349,26 @@ def _check(settings: Settings, source: str) -> None:
             f"{source}: 'phone.default_region' {settings.phone.default_region!r} "
             "is not a region code such as RU"
         )
+
+
+def _check_crm(crm: CrmConfig, source: str) -> None:
+    if not 7 <= crm.match_digits <= 15:
+        raise ConfigError(f"{source}: 'crm.match_digits' must be 7-15, got {crm.match_digits}")
+    if crm.min_talk_seconds < 0:
+        raise ConfigError(f"{source}: 'crm.min_talk_seconds' must not be negative")
+    urls = {"external_lookup_url": crm.external_lookup_url, "external_contact_url": crm.external_contact_url,
+            "external_call_url": crm.external_call_url}
+    for key, value in urls.items():
+        if value and not re.match(r"^https?://", value):
+            raise ConfigError(f"{source}: 'crm.{key}' must be an http:// or https:// URL")
+    if crm.external_enabled and not any(urls.values()):
+        raise ConfigError(f"{source}: 'crm.external_enabled' is true but no crm.external_*_url is set")
+    for key in ("external_connect_timeout", "external_timeout", "external_lookup_timeout",
+                "outbox_retry_base", "outbox_retry_max", "outbox_poll_interval"):
+        if getattr(crm, key) <= 0:
+            raise ConfigError(f"{source}: 'crm.{key}' must be positive")
+    if crm.outbox_max_attempts < 1:
+        raise ConfigError(f"{source}: 'crm.outbox_max_attempts' must be at least 1")
 
 
 # --- showing -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Command groups of the CLI; each module has `register(subparsers)`."""
 
 from pbx_bridge.commands import calls_cmd
+from pbx_bridge.commands import clients_cmd
 from pbx_bridge.commands import config_cmd
 from pbx_bridge.commands import db_cmd
 from pbx_bridge.commands import serve_cmd
@@ -11,5 +12,6 @@ COMMAND_MODULES = [
     db_cmd,
     serve_cmd,
     calls_cmd,
+    clients_cmd,
     simulate_cmd,
 ]

@@ -1,0 +1,470 @@
+"""Client cards: create, update, read, search. Everything is validated before anything is written,
+and the caller's transaction makes a card all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import sqlalchemy as sa
+
+from crm_sync import phones
+from crm_sync.matching import Candidate, LookupKeys, MatchSettings, match_statement
+from crm_sync.schema import Db, client_emails, client_phones, clients, phone_claims
+
+MAX_PHONES_PER_CARD = 10_000
+MAX_NAME_LENGTH = 255
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EXTENSION = re.compile(r"^\d{1,16}$")
+
+
+class CardError(ValueError):
+    """Invalid card data; `field` names what is wrong, the message says why."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.reason = message
+
+
+class CardNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class PhoneEntry:
+    raw: str
+    e164: str | None
+    suffix: str | None
+
+
+@dataclass
+class CardInput:
+    name: str
+    phones: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    company: str | None = None
+    responsible: str | None = None
+    source: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+
+
+@dataclass
+class CardChanges:
+    """A partial update: None leaves a field as it is."""
+
+    name: str | None = None
+    company: str | None = None
+    responsible: str | None = None
+    source: str | None = None
+    tags: list[str] | None = None
+    notes: str | None = None
+    add_phones: list[str] = field(default_factory=list)
+    remove_phones: list[str] = field(default_factory=list)  # E.164 or the text as stored
+    emails: list[str] | None = None  # replaces the list
+
+
+class PhoneOut(TypedDict):
+    e164: str | None
+    raw: str
+
+
+class Card(TypedDict):
+    id: int
+    name: str
+    company: str | None
+    responsible: str | None
+    source: str | None
+    tags: list[str]
+    notes: str | None
+    auto_created: bool
+    created_at: str
+    updated_at: str
+    last_activity_at: str
+    phones: list[PhoneOut]
+    phone_count: int
+    emails: list[str]
+
+
+class CardSummary(TypedDict):
+    """What the screen pop shows while the phone rings."""
+
+    id: int
+    name: str
+    company: str | None
+    responsible: str | None
+    phones: list[PhoneOut]
+    tags: list[str]
+    ambiguous: bool
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def clean_name(name: str | None) -> str:
+    text = " ".join((name or "").split())
+    if not text:
+        raise CardError("name", "the name is empty")
+    if len(text) > MAX_NAME_LENGTH:
+        raise CardError("name", f"the name is longer than {MAX_NAME_LENGTH} characters")
+    return text
+
+
+def prepare_phone(text: str, settings: MatchSettings, *, allow_unparsed: bool = False) -> PhoneEntry:
+    raw = (text or "").strip()
+    if not raw:
+        raise CardError("phones", "a phone number is empty")
+    if len(raw) > 64:
+        raise CardError("phones", f"{raw[:20]!r}... is longer than 64 characters")
+    if phones.is_extension(raw, settings.max_extension_length):
+        raise CardError("phones", f"{raw!r} is an internal extension, not a client's number")
+    e164 = phones.normalize(raw, settings.region, settings.max_extension_length)
+    suffix = phones.suffix_key(e164 or raw, settings.match_digits)
+    if e164 is None:
+        if not allow_unparsed:
+            raise CardError("phones", f"{raw!r} is not a valid phone number for region {settings.region}")
+        if suffix is None:
+            raise CardError("phones", f"{raw!r} has too few digits to be a phone number")
+    return PhoneEntry(raw=raw, e164=e164, suffix=suffix)
+
+
+def prepare_phones(
+    texts: Iterable[str], settings: MatchSettings, *, allow_unparsed: bool = False
+) -> list[PhoneEntry]:
+    """Validated and de-duplicated (same E.164, or same text when unparsed), order kept."""
+    out: list[PhoneEntry] = []
+    seen: set[str] = set()
+    for text in texts:
+        entry = prepare_phone(text, settings, allow_unparsed=allow_unparsed)
+        key = entry.e164 or "raw:" + phones.digits(entry.raw)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(entry)
+        if len(out) > MAX_PHONES_PER_CARD:
+            raise CardError("phones", f"a card holds at most {MAX_PHONES_PER_CARD} phone numbers")
+    return out
+
+
+def clean_emails(texts: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for text in texts:
+        email = (text or "").strip().lower()
+        if not _EMAIL.match(email) or len(email) > 255:
+            raise CardError("emails", f"{text!r} is not an e-mail address")
+        if email not in out:
+            out.append(email)
+    return out
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise CardError("tags", "a tag is empty")
+        if len(tag) > 64:
+            raise CardError("tags", f"tag {tag[:20]!r}... is longer than 64 characters")
+        if tag.strip() not in out:
+            out.append(tag.strip())
+    return out
+
+
+def clean_responsible(ext: str | None) -> str | None:
+    if ext is None or not ext.strip():
+        return None
+    if not _EXTENSION.match(ext.strip()):
+        raise CardError("responsible", f"{ext!r} is not an extension (digits only)")
+    return ext.strip()
+
+
+def _optional_text(value: str | None, field_name: str, limit: int) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value.strip()) > limit:
+        raise CardError(field_name, f"longer than {limit} characters")
+    return value.strip()
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+async def create_card(
+    db: Db,
+    card: CardInput,
+    settings: MatchSettings,
+    now: datetime,
+    *,
+    allow_unparsed: bool = False,
+    auto_created: bool = False,
+) -> int:
+    """Insert a card with its phones and e-mails; raises CardError before writing anything."""
+    name = clean_name(card.name)
+    phone_entries = prepare_phones(card.phones, settings, allow_unparsed=allow_unparsed)
+    emails = clean_emails(card.emails)
+    values = {
+        "name": name,
+        "name_key": name.casefold(),
+        "company": _optional_text(card.company, "company", 255),
+        "responsible": clean_responsible(card.responsible),
+        "source": _optional_text(card.source, "source", 128),
+        "tags": clean_tags(card.tags),
+        "notes": _optional_text(card.notes, "notes", 100_000),
+        "auto_created": auto_created,
+        "created_at": now,
+        "updated_at": now,
+        "last_activity_at": now,
+    }
+    client_id = int(
+        (await db.execute(sa.insert(clients).values(values).returning(clients.c.id))).scalar_one()
+    )
+    await _insert_phones(db, client_id, phone_entries)
+    if emails:
+        await db.execute(sa.insert(client_emails), [{"client_id": client_id, "email": e} for e in emails])
+    return client_id
+
+
+async def _insert_phones(db: Db, client_id: int, entries: Sequence[PhoneEntry]) -> None:
+    if entries:
+        await db.execute(
+            sa.insert(client_phones),
+            [{"client_id": client_id, "e164": p.e164, "raw": p.raw, "suffix": p.suffix} for p in entries],
+        )
+
+
+async def add_phones(
+    db: Db,
+    client_id: int,
+    texts: Sequence[str],
+    settings: MatchSettings,
+    now: datetime,
+    *,
+    allow_unparsed: bool = False,
+) -> int:
+    """Add numbers the card does not have yet; returns how many were added."""
+    entries = prepare_phones(texts, settings, allow_unparsed=allow_unparsed)
+    existing = await _phone_keys(db, client_id)
+    new = [p for p in entries if (p.e164 or "raw:" + phones.digits(p.raw)) not in existing]
+    if len(existing) + len(new) > MAX_PHONES_PER_CARD:
+        raise CardError("phones", f"a card holds at most {MAX_PHONES_PER_CARD} phone numbers")
+    await _insert_phones(db, client_id, new)
+    if new:
+        await _touch_updated(db, client_id, now)
+    return len(new)
+
+
+async def _phone_keys(db: Db, client_id: int) -> set[str]:
+    rows = await db.execute(
+        sa.select(client_phones.c.e164, client_phones.c.raw).where(client_phones.c.client_id == client_id)
+    )
+    return {r.e164 or "raw:" + phones.digits(r.raw) for r in rows}
+
+
+async def update_card(
+    db: Db,
+    client_id: int,
+    changes: CardChanges,
+    settings: MatchSettings,
+    now: datetime,
+    *,
+    allow_unparsed: bool = False,
+) -> None:
+    """Apply a partial update; validation happens before the first write."""
+    if not await card_exists(db, client_id):
+        raise CardNotFound(f"no client card {client_id}")
+    values: dict[str, Any] = {}
+    if changes.name is not None:
+        values["name"] = clean_name(changes.name)
+        values["name_key"] = values["name"].casefold()
+    if changes.company is not None:
+        values["company"] = _optional_text(changes.company, "company", 255)
+    if changes.responsible is not None:
+        values["responsible"] = clean_responsible(changes.responsible)
+    if changes.source is not None:
+        values["source"] = _optional_text(changes.source, "source", 128)
+    if changes.tags is not None:
+        values["tags"] = clean_tags(changes.tags)
+    if changes.notes is not None:
+        values["notes"] = _optional_text(changes.notes, "notes", 100_000)
+    new_phones = prepare_phones(changes.add_phones, settings, allow_unparsed=allow_unparsed)
+    emails = clean_emails(changes.emails) if changes.emails is not None else None
+    values["updated_at"] = now
+    await db.execute(sa.update(clients).where(clients.c.id == client_id).values(values))
+    for text in changes.remove_phones:
+        e164 = phones.normalize(text, settings.region, settings.max_extension_length)
+        cond = client_phones.c.raw == text.strip()
+        if e164 is not None:
+            cond = sa.or_(cond, client_phones.c.e164 == e164)
+        await db.execute(sa.delete(client_phones).where(client_phones.c.client_id == client_id, cond))
+        if e164 is not None:
+            # A released number may get a new card from a later call.
+            await db.execute(
+                sa.delete(phone_claims).where(
+                    phone_claims.c.client_id == client_id, phone_claims.c.e164 == e164
+                )
+            )
+    if new_phones:
+        await add_phones(
+            db, client_id, [p.raw for p in new_phones], settings, now, allow_unparsed=allow_unparsed
+        )
+    if emails is not None:
+        await db.execute(sa.delete(client_emails).where(client_emails.c.client_id == client_id))
+        if emails:
+            await db.execute(sa.insert(client_emails), [{"client_id": client_id, "email": e} for e in emails])
+
+
+async def _touch_updated(db: Db, client_id: int, now: datetime) -> None:
+    await db.execute(sa.update(clients).where(clients.c.id == client_id).values(updated_at=now))
+
+
+async def touch_activity(db: Db, client_id: int, at: datetime) -> None:
+    """Record activity (a call) so this card wins ambiguous matches; never moves backwards."""
+    await db.execute(
+        sa.update(clients)
+        .where(clients.c.id == client_id, clients.c.last_activity_at < at)
+        .values(last_activity_at=at)
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+async def card_exists(db: Db, client_id: int) -> bool:
+    found = await db.execute(sa.select(clients.c.id).where(clients.c.id == client_id))
+    return found.first() is not None
+
+
+async def get_card(db: Db, client_id: int, *, phones_limit: int | None = None) -> Card | None:
+    row = (await db.execute(sa.select(clients).where(clients.c.id == client_id))).first()
+    if row is None:
+        return None
+    query = (
+        sa.select(client_phones.c.e164, client_phones.c.raw)
+        .where(client_phones.c.client_id == client_id)
+        .order_by(client_phones.c.id)
+    )
+    if phones_limit is not None:
+        query = query.limit(phones_limit)
+    phone_rows = (await db.execute(query)).all()
+    count = (
+        await db.execute(
+            sa.select(sa.func.count())
+            .select_from(client_phones)
+            .where(client_phones.c.client_id == client_id)
+        )
+    ).scalar_one()
+    emails = (
+        (
+            await db.execute(
+                sa.select(client_emails.c.email)
+                .where(client_emails.c.client_id == client_id)
+                .order_by(client_emails.c.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return Card(
+        id=row.id,
+        name=row.name,
+        company=row.company,
+        responsible=row.responsible,
+        source=row.source,
+        tags=list(row.tags or []),
+        notes=row.notes,
+        auto_created=bool(row.auto_created),
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
+        last_activity_at=iso(row.last_activity_at),
+        phones=[PhoneOut(e164=p.e164, raw=p.raw) for p in phone_rows],
+        phone_count=int(count),
+        emails=list(emails),
+    )
+
+
+_SUMMARY_PHONES = (
+    sa.select(client_phones.c.e164, client_phones.c.raw)
+    .where(client_phones.c.client_id == sa.bindparam("client_id", type_=sa.Integer))
+    .order_by(client_phones.c.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+
+
+async def card_summary(
+    db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
+) -> CardSummary:
+    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
+    return CardSummary(
+        id=candidate.id,
+        name=candidate.name,
+        company=candidate.company,
+        responsible=candidate.responsible,
+        phones=[PhoneOut(e164=r.e164, raw=r.raw) for r in rows],
+        tags=list(candidate.tags),
+        ambiguous=ambiguous,
+    )
+
+
+def _looks_like_phone(query: str) -> bool:
+    d = phones.digits(query)
+    return len(d) >= 6 and len(d) >= len(re.sub(r"[\s()+\-.]", "", query)) - 1
+
+
+async def search_cards(db: Db, query: str, settings: MatchSettings, *, limit: int = 50) -> list[Card]:
+    """By phone (any format; exact E.164, suffix fallback) or by a part of the name or company."""
+    text = (query or "").strip()
+    if not text:
+        raise CardError("query", "the search text is empty")
+    ids: list[int]
+    if _looks_like_phone(text):
+        e164 = phones.normalize(text, settings.region, settings.max_extension_length)
+        suffix = phones.suffix_key(e164 or text, settings.match_digits)
+        keys = LookupKeys(e164, suffix)
+        if e164 is None and suffix is None:
+            return []
+        statement, params = match_statement(keys, limit)
+        ids = [r.id for r in (await db.execute(statement, params)).all()]
+    else:
+        pattern = "%" + text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = list(
+            (
+                await db.execute(
+                    sa.select(clients.c.id)
+                    .where(
+                        sa.or_(
+                            clients.c.name_key.like(pattern, escape="\\"),
+                            sa.func.lower(clients.c.company).like(pattern, escape="\\"),
+                        )
+                    )
+                    .order_by(clients.c.last_activity_at.desc(), clients.c.id.desc())
+                    .limit(limit)
+                )
+            ).scalars()
+        )
+    out: list[Card] = []
+    for client_id in ids:
+        card = await get_card(db, client_id, phones_limit=20)
+        if card is not None:
+            out.append(card)
+    return out
+
+
+async def find_cards_by_e164(db: Db, numbers: Sequence[str]) -> list[int]:
+    """Cards holding any of these E.164 numbers, most recently active first (import merging)."""
+    if not numbers:
+        return []
+    sub = sa.select(client_phones.c.client_id).where(client_phones.c.e164.in_(list(numbers)))
+    rows = await db.execute(
+        sa.select(clients.c.id)
+        .where(clients.c.id.in_(sub))
+        .order_by(clients.c.last_activity_at.desc(), clients.c.id.desc())
+    )
+    return [int(r) for r in rows.scalars()]

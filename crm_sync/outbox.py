@@ -1,0 +1,284 @@
+"""A durable outbox for everything sent to an external CRM.
+
+Items are written in the same transaction as the change they describe, so a committed change is
+never lost and a rolled-back one is never sent. The delivery loop sends at least once (a crash
+between sending and marking repeats the send; the Idempotency-Key header lets the CRM drop the
+repeat), in order per `client_key` (only the oldest undelivered item of a key is ever in flight),
+retrying with exponential backoff. After `max_attempts`, or at once for an answer that retrying
+cannot fix (4xx), an item becomes a dead letter: it is taken out of its key's line (so one
+poisoned item does not hold the client's later items back forever), listed by `outbox dead` and
+re-queued by `outbox retry ID`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_sync.cards import iso
+from crm_sync.schema import Db, outbox
+
+log = logging.getLogger("crm_sync.outbox")
+State = Literal["pending", "dead", "delivered", "all"]
+
+
+class DeliveryError(Exception):
+    """Sending failed; `retryable` False when trying again cannot help (the CRM refused it)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class OutboxItemNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    base_seconds: float = 2.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next try after `attempts` failures: base, 2*base, 4*base ... capped."""
+        return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    client_key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    dead: bool
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "client_key": self.client_key,
+            "kind": self.kind,
+            "payload": self.payload,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "next_attempt_at": iso(self.next_attempt_at),
+            "delivered_at": iso(self.delivered_at) if self.delivered_at else None,
+            "dead": self.dead,
+            "last_error": self.last_error,
+        }
+
+
+Send = Callable[[OutboxItem], Awaitable[None]]
+
+
+def _item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        client_key=row.client_key,
+        kind=row.kind,
+        payload=dict(row.payload or {}),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        dead=bool(row.dead),
+        last_error=row.last_error,
+    )
+
+
+async def enqueue(db: Db, client_key: str, kind: str, payload: dict[str, Any], now: datetime) -> int:
+    """Add an item inside the caller's transaction (the one that makes the change)."""
+    result = await db.execute(
+        sa.insert(outbox)
+        .values(
+            client_key=client_key,
+            kind=kind,
+            payload=payload,
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+            dead=False,
+        )
+        .returning(outbox.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def _pending() -> Any:
+    return sa.and_(outbox.c.delivered_at.is_(None), outbox.c.dead.is_(sa.false()))
+
+
+async def due_items(db: Db, now: datetime, limit: int = 50) -> list[OutboxItem]:
+    """The oldest pending item of each client key, if its next attempt is due."""
+    older = outbox.alias("older")
+    head = (
+        sa.select(sa.func.min(older.c.id))
+        .where(
+            older.c.client_key == outbox.c.client_key,
+            older.c.delivered_at.is_(None),
+            older.c.dead.is_(sa.false()),
+        )
+        .scalar_subquery()
+    )
+    rows = await db.execute(
+        sa.select(outbox)
+        .where(_pending(), outbox.c.next_attempt_at <= now, outbox.c.id == head)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return [_item(r) for r in rows]
+
+
+async def mark_delivered(db: Db, item_id: int, now: datetime) -> None:
+    await db.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == item_id)
+        .values(delivered_at=now, attempts=outbox.c.attempts + 1, last_error=None)
+    )
+
+
+async def mark_failed(
+    db: Db, item: OutboxItem, error: DeliveryError, now: datetime, policy: RetryPolicy
+) -> bool:
+    """Count the failure and schedule the next try; True when the item became a dead letter."""
+    attempts = item.attempts + 1
+    dead = not error.retryable or attempts >= policy.max_attempts
+    await db.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == item.id)
+        .values(
+            attempts=attempts,
+            dead=dead,
+            last_error=str(error)[:2000],
+            next_attempt_at=now + timedelta(seconds=policy.delay(attempts)),
+        )
+    )
+    return dead
+
+
+async def list_items(db: Db, state: State = "pending", *, limit: int = 100) -> list[OutboxItem]:
+    query = sa.select(outbox)
+    if state == "pending":
+        query = query.where(_pending())
+    elif state == "dead":
+        query = query.where(outbox.c.dead.is_(sa.true()))
+    elif state == "delivered":
+        query = query.where(outbox.c.delivered_at.is_not(None))
+    rows = await db.execute(query.order_by(outbox.c.id).limit(limit))
+    return [_item(r) for r in rows]
+
+
+async def get_item(db: Db, item_id: int) -> OutboxItem | None:
+    row = (await db.execute(sa.select(outbox).where(outbox.c.id == item_id))).first()
+    return None if row is None else _item(row)
+
+
+async def retry(db: Db, item_id: int, now: datetime) -> OutboxItem:
+    """Put a dead (or waiting) item back in line for an immediate try, attempts from zero."""
+    item = await get_item(db, item_id)
+    if item is None:
+        raise OutboxItemNotFound(f"no outbox item {item_id}")
+    if item.delivered_at is not None:
+        raise OutboxItemNotFound(f"outbox item {item_id} was already delivered")
+    await db.execute(
+        sa.update(outbox).where(outbox.c.id == item_id).values(dead=False, attempts=0, next_attempt_at=now)
+    )
+    fresh = await get_item(db, item_id)
+    assert fresh is not None
+    return fresh
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def deliver_due(
+    engine: AsyncEngine,
+    send: Send,
+    policy: RetryPolicy,
+    *,
+    limit: int = 50,
+    concurrency: int = 8,
+    clock: Callable[[], datetime] = utcnow,
+) -> int:
+    """One round: send every due head (different clients in parallel); returns how many went."""
+    async with engine.connect() as conn:
+        items = await due_items(conn, clock(), limit)
+    if not items:
+        return 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: OutboxItem) -> bool:
+        async with gate:
+            try:
+                await send(item)
+            except Exception as raised:  # a bug in a sender must not stop the loop
+                exc = (
+                    raised
+                    if isinstance(raised, DeliveryError)
+                    else DeliveryError(f"{type(raised).__name__}: {raised}")
+                )
+                async with engine.begin() as conn:
+                    dead = await mark_failed(conn, item, exc, clock(), policy)
+                log.warning(
+                    "outbox.failed",
+                    extra={
+                        "kv": {
+                            "id": item.id,
+                            "kind": item.kind,
+                            "attempts": item.attempts + 1,
+                            "dead": dead,
+                            "error": str(exc),
+                        }
+                    },
+                )
+                return False
+            async with engine.begin() as conn:
+                await mark_delivered(conn, item.id, clock())
+            return True
+
+    results = await asyncio.gather(*(one(i) for i in items))
+    return sum(results)
+
+
+async def run_delivery_loop(
+    engine: AsyncEngine,
+    send: Send,
+    policy: RetryPolicy,
+    stop: asyncio.Event,
+    *,
+    poll_interval: float = 1.0,
+    wake: asyncio.Event | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    """Deliver until `stop` is set. `wake` (set by whoever enqueues) cuts the poll wait short."""
+    while not stop.is_set():
+        try:
+            sent = await deliver_due(engine, send, policy, clock=clock)
+        except (sa.exc.SQLAlchemyError, OSError):
+            log.exception("outbox.round_failed")
+            sent = 0
+        if sent:
+            continue  # the next item of each client may be due right away
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waiters.append(asyncio.ensure_future(wake.wait()))
+        _done, pending = await asyncio.wait(
+            waiters, timeout=poll_interval, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if wake is not None:
+            wake.clear()

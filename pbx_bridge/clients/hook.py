@@ -1,0 +1,235 @@
+"""The CRM stage of the call pipeline.
+
+While a call rings: who is calling (the screen pop's card), with one indexed lookup per call
+(cached for the rest of the call). When it ends, in one transaction: the card (created by the
+policy when there is none), the call on its timeline, call-back tasks opened or closed, outbox
+items for the external CRM, and the call row's client_id / client_ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from crm_sync import tasks as crm_tasks
+from crm_sync.cards import card_summary, get_card
+from crm_sync.connector import KIND_CALL, KIND_CONTACT, HttpConnector
+from crm_sync.contacts import CallFacts, Resolution, resolve_or_create, run_claiming
+from crm_sync.matching import match_number
+from crm_sync.outbox import enqueue
+from crm_sync.timeline import attach_call, call_payload
+from pbx_bridge.bus import EventBus
+from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.record import CallRecord, to_datetime
+from pbx_bridge.clients.options import contact_policy, match_settings
+from pbx_bridge.config import Settings
+from pbx_bridge.db.schema import calls
+from pbx_bridge.log import event
+
+log = logging.getLogger("pbx_bridge.clients.hook")
+# Live calls whose screen pop is remembered; beyond this the oldest are forgotten (a call that
+# never ended would otherwise be kept forever).
+MAX_LIVE_CALLS = 20_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def call_facts(record: CallRecord) -> CallFacts:
+    started = to_datetime(record.started_at)
+    assert started is not None
+    return CallFacts(
+        call_id=record.id,
+        direction=record.direction,
+        status=record.status,
+        customer_number=record.customer_number,
+        customer_name=record.customer_name,
+        did=record.did,
+        operator=record.operator,
+        started_at=started,
+        answered_at=to_datetime(record.answered_at),
+        ended_at=to_datetime(record.ended_at),
+        wait_seconds=record.wait_seconds,
+        talk_seconds=record.talk_seconds,
+        pbx=record.pbx,
+        linkedid=record.linkedid,
+    )
+
+
+class CrmHook:
+    """A CallHook (pbx_bridge.calls.changes) for client cards."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        *,
+        bus: EventBus | None = None,
+        connector: HttpConnector | None = None,
+        outbox_wake: asyncio.Event | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.match = match_settings(settings)
+        self.policy = contact_policy(settings)
+        self.bus = bus
+        self.connector = connector
+        self.outbox_wake = outbox_wake
+        self.clock = clock
+        self.external = settings.crm.external_enabled
+        # (pbx, linkedid) -> (card summary or None, client id, ambiguous)
+        self._live: dict[tuple[str, str], tuple[dict[str, Any] | None, int | None, bool]] = {}
+
+    async def on_change(self, change: CallChange) -> None:
+        record = change.record
+        if record.direction == "internal":
+            return
+        key = (record.pbx, record.linkedid)
+        if change.kind == "ended":
+            self._live.pop(key, None)
+            await self.finish(record)
+            return
+        cached = self._live.get(key)
+        if cached is None and record.customer_number:
+            cached = await self.identify(record)
+            self._live[key] = cached
+            while len(self._live) > MAX_LIVE_CALLS:
+                self._live.pop(next(iter(self._live)))
+        if cached is not None:
+            change.client = cached[0]
+            record.client_id = cached[1]
+
+    async def identify(self, record: CallRecord) -> tuple[dict[str, Any] | None, int | None, bool]:
+        """The screen pop: the matched card's summary (and, with no card, the external CRM's)."""
+        async with self.engine.connect() as conn:
+            match = await match_number(conn, record.customer_number, self.match)
+            if match.client is not None:
+                summary = await card_summary(conn, match.client, ambiguous=match.ambiguous)
+                return dict(summary), match.client.id, match.ambiguous
+        if self.connector is not None and match.e164 and self.connector.settings.lookup_url:
+            found = await self._external_lookup(match.e164)
+            if found is not None:
+                return (
+                    {
+                        "id": None,
+                        "name": found.get("name"),
+                        "company": found.get("company"),
+                        "responsible": found.get("responsible"),
+                        "phones": [{"e164": match.e164, "raw": match.e164}],
+                        "tags": [],
+                        "ambiguous": False,
+                        "external": found,
+                    },
+                    None,
+                    False,
+                )
+        return None, None, False
+
+    async def _external_lookup(self, e164: str) -> dict[str, Any] | None:
+        assert self.connector is not None
+        try:
+            return await asyncio.wait_for(
+                self.connector.lookup(e164), self.settings.crm.external_lookup_timeout
+            )
+        except Exception as exc:  # the screen pop goes on without the external card
+            event(log, logging.WARNING, "crm.external_lookup_failed", error=str(exc) or type(exc).__name__)
+            return None
+
+    async def finish(self, record: CallRecord) -> Resolution:
+        facts = call_facts(record)
+        enqueued: list[int] = []
+
+        async def work(conn: AsyncConnection) -> Resolution:
+            enqueued.clear()
+            now = self.clock()
+            res = await resolve_or_create(conn, facts, self.policy, self.match, now)
+            responsible: str | None = None
+            if res.client_id is not None:
+                await attach_call(conn, res.client_id, facts)
+                if res.match is not None and res.match.client is not None:
+                    responsible = res.match.client.responsible
+            if facts.answered:
+                await crm_tasks.close_call_backs(
+                    conn, client_id=res.client_id, number=res.e164, call_id=facts.call_id, now=now
+                )
+            elif facts.missed:
+                await crm_tasks.create_call_back(
+                    conn,
+                    client_id=res.client_id,
+                    number=res.e164,
+                    assignee=crm_tasks.call_back_assignee(
+                        responsible, self.settings.crm.callback_group or None
+                    ),
+                    call_id=facts.call_id,
+                    now=now,
+                )
+            if self.external:
+                enqueued.extend(await self._enqueue(conn, facts, res, now))
+            await conn.execute(
+                sa.update(calls)
+                .where(self._call_row(record))
+                .values(client_id=res.client_id, client_ambiguous=res.ambiguous)
+            )
+            return res
+
+        res = await run_claiming(self.engine, work)
+        record.client_id = res.client_id
+        if enqueued and self.outbox_wake is not None:
+            self.outbox_wake.set()
+        if res.created:
+            event(log, logging.INFO, "crm.card_created", client_id=res.client_id, linkedid=record.linkedid)
+            if self.bus is not None and res.client_id is not None:
+                async with self.engine.connect() as conn:
+                    card = await get_card(conn, res.client_id, phones_limit=10)
+                self.bus.publish({"type": "client.created", "client": card, "call_id": record.id})
+        return res
+
+    @staticmethod
+    def _call_row(record: CallRecord) -> Any:
+        if record.id is not None:
+            return calls.c.id == record.id
+        return sa.and_(calls.c.pbx == record.pbx, calls.c.linkedid == record.linkedid)
+
+    async def _enqueue(
+        self, conn: AsyncConnection, facts: CallFacts, res: Resolution, now: datetime
+    ) -> list[int]:
+        if res.e164:
+            client_key = f"phone:{res.e164}"
+        elif res.client_id is not None:
+            client_key = f"client:{res.client_id}"
+        else:
+            return []
+        out = []
+        if res.created and res.client_id is not None:
+            card = await get_card(conn, res.client_id, phones_limit=1)
+            assert card is not None
+            out.append(
+                await enqueue(
+                    conn,
+                    client_key,
+                    KIND_CONTACT,
+                    {
+                        "client_id": res.client_id,
+                        "name": card["name"],
+                        "phone": res.e164,
+                        "company": card["company"],
+                        "source": card["source"],
+                        "responsible": card["responsible"],
+                    },
+                    now,
+                )
+            )
+        payload = call_payload(facts)
+        payload.update({"client_id": res.client_id, "phone": res.e164, "call_id": facts.call_id})
+        payload.pop("customer_number", None)
+        payload.pop("missed", None)
+        out.append(await enqueue(conn, client_key, KIND_CALL, payload, now))
+        return out

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pbx_bridge.auth.schema import api_tokens
 from pbx_bridge.http.auth import ROLES, Principal, Role
 
-TOKEN_PREFIX = "pbx_"
+TOKEN_PREFIX = "pbx_"  # noqa: S105 - a label in front of every token, not a secret
 
 
 class TokenError(ValueError):

@@ -4,10 +4,33 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pbx_bridge.auth.middleware import VERIFIER, auth_middleware
+from pbx_bridge.auth.tokens import TokenVerifier
+from pbx_bridge.calls import http as calls_http
+from pbx_bridge.calls import schemas as calls_schemas
+from pbx_bridge.click_to_call import http as click_to_call_http
+from pbx_bridge.click_to_call import schemas as click_to_call_schemas
+from pbx_bridge.events import http as events_http
+from pbx_bridge.events import schemas as events_schemas
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
+from pbx_bridge.http.openapi import OPENAPI_DOC, document, openapi_handler
+from pbx_bridge.ops import http as ops_http
+from pbx_bridge.ops.metrics import metrics_middleware
+from pbx_bridge.reports import http as reports_http
+from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
 
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+__all__ = ["RUNTIME", "make_app"]
+
+# Each feature: its routes' setup and its OpenAPI fragment.
+FEATURES = [
+    (ops_http.setup, None),
+    (click_to_call_http.setup, click_to_call_schemas.OPENAPI),
+    (calls_http.setup, calls_schemas.OPENAPI),
+    (events_http.setup, events_schemas.OPENAPI),
+    (reports_http.setup, reports_schemas.OPENAPI),
+]
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -15,7 +38,17 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
+    # Outermost first: metrics time everything, errors become JSON, then the token is checked.
+    app = web.Application(client_max_size=1024 * 1024,
+                          middlewares=[metrics_middleware, error_middleware, auth_middleware])
     app[RUNTIME] = runtime
+    app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler)
+    fragments = []
+    for setup, fragment in FEATURES:
+        setup(app)
+        if fragment is not None:
+            fragments.append(fragment)
+    app[OPENAPI_DOC] = document(fragments)
     return app

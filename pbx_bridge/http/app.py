@@ -12,6 +12,7 @@ from pbx_bridge.click_to_call import http as click_to_call_http
 from pbx_bridge.click_to_call import schemas as click_to_call_schemas
 from pbx_bridge.events import http as events_http
 from pbx_bridge.events import schemas as events_schemas
+from pbx_bridge.http.access_log import access_log_middleware
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, document, openapi_handler
@@ -38,9 +39,11 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    # Outermost first: metrics time everything, errors become JSON, then the token is checked.
+    # Outermost first: metrics time everything, the access log sees final statuses, errors
+    # become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
-                          middlewares=[metrics_middleware, error_middleware, auth_middleware])
+                          middlewares=[metrics_middleware, access_log_middleware, error_middleware,
+                                       auth_middleware])
     app[RUNTIME] = runtime
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)

@@ -49,12 +49,11 @@ class Metrics:
     async def refresh(self, runtime: Runtime) -> None:
         async with runtime.engine.connect() as conn:
             rows = (await conn.execute(
-                sa.select(sa.func.coalesce(calls.c.status, "live"), sa.func.count())
-                .group_by(sa.func.coalesce(calls.c.status, "live"))
+                sa.select(calls.c.status, sa.func.count()).group_by(calls.c.status)
             )).all()
         self.calls.clear()
         for status, count in rows:
-            self.calls.labels(status=status).set(count)
+            self.calls.labels(status=status or "live").set(count)
         self.pbx_up.clear()
         for name, conn_obj in runtime.pbx.items():
             state = connection_state(conn_obj)

@@ -19,7 +19,8 @@ async def _seed(api: Api) -> dict[str, int]:
     async with api.runtime.engine.begin() as conn:
         ids = {
             "in_answered": await insert_call(conn, minutes=0, client_id=5),
-            "in_missed": await insert_call(conn, minutes=10, status="no_answer", customer_number="+79035550199",
+            "in_missed": await insert_call(conn, minutes=10, status="no_answer",
+                                           customer_number="+79035550199",
                                            operators_rung=["102"], did="+74951112222",
                                            legs=[{"extension": "102"}]),
             "out": await insert_call(conn, minutes=20, direction="outbound", did=None, operator="102",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
+
 from aiohttp import web
 
 from pbx_bridge.auth.middleware import VERIFIER, auth_middleware
@@ -10,12 +13,13 @@ from pbx_bridge.calls import http as calls_http
 from pbx_bridge.calls import schemas as calls_schemas
 from pbx_bridge.click_to_call import http as click_to_call_http
 from pbx_bridge.click_to_call import schemas as click_to_call_schemas
+from pbx_bridge.clients import schemas as clients_schemas
 from pbx_bridge.events import http as events_http
 from pbx_bridge.events import schemas as events_schemas
 from pbx_bridge.http.access_log import access_log_middleware
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
-from pbx_bridge.http.openapi import OPENAPI_DOC, document, openapi_handler
+from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.reports import http as reports_http
@@ -25,13 +29,27 @@ from pbx_bridge.runtime import Runtime
 __all__ = ["RUNTIME", "make_app"]
 
 # Each feature: its routes' setup and its OpenAPI fragment.
-FEATURES = [
+FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
     (ops_http.setup, None),
     (click_to_call_http.setup, click_to_call_schemas.OPENAPI),
     (calls_http.setup, calls_schemas.OPENAPI),
     (events_http.setup, events_schemas.OPENAPI),
     (reports_http.setup, reports_schemas.OPENAPI),
 ]
+
+
+def client_features() -> list[tuple[Callable[[web.Application], None], Fragment | None]]:
+    """Client cards' endpoints: served once crm_sync (issue 4) is part of the tree."""
+    if importlib.util.find_spec("crm_sync.cards") is None:
+        return []
+    clients_http = importlib.import_module("pbx_bridge.clients.http")
+    routing_http = importlib.import_module("pbx_bridge.clients.routing_http")  # the crm feature's
+
+    def setup(app: web.Application) -> None:
+        clients_http.setup(app)
+        routing_http.setup(app)
+
+    return [(setup, clients_schemas.OPENAPI)]
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -49,7 +67,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     fragments = []
-    for setup, fragment in FEATURES:
+    for setup, fragment in [*FEATURES, *client_features()]:
         setup(app)
         if fragment is not None:
             fragments.append(fragment)

@@ -16,23 +16,39 @@ from tests.api.conftest import Api
 ALL = {"admin", "manager", "operator", "crm"}
 SUMMARY = "/api/v1/reports/summary?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z"
 
-# (method, path, roles allowed). test_matrix_covers_every_route keeps this list complete.
-ENDPOINTS: list[tuple[str, str, set[str]]] = [
-    ("GET", "/readyz", {"admin", "manager"}),
-    ("GET", "/metrics", {"admin", "manager"}),
-    ("GET", "/api/v1/openapi.json", ALL),
-    ("POST", "/api/v1/click-to-call", {"admin", "crm", "operator"}),
-    ("GET", "/api/v1/click-to-call/abc", {"admin", "crm", "operator", "manager"}),
-    ("GET", "/api/v1/calls", {"admin", "crm", "operator", "manager"}),
-    ("GET", "/api/v1/calls/1", {"admin", "crm", "operator", "manager"}),
-    ("GET", "/api/v1/events", {"admin", "manager", "operator"}),
-    ("GET", SUMMARY, {"admin", "manager"}),
+# (method, template, path, roles allowed). test_matrix_covers_every_route keeps it complete; rows
+# for routes this tree does not serve (client cards before crm_sync is merged) are not checked.
+ENDPOINTS: list[tuple[str, str, str, set[str]]] = [
+    ("GET", "/readyz", "/readyz", {"admin", "manager"}),
+    ("GET", "/metrics", "/metrics", {"admin", "manager"}),
+    ("GET", "/api/v1/openapi.json", "/api/v1/openapi.json", ALL),
+    ("POST", "/api/v1/click-to-call", "/api/v1/click-to-call", {"admin", "crm", "operator"}),
+    ("GET", "/api/v1/click-to-call/{id}", "/api/v1/click-to-call/abc",
+     {"admin", "crm", "operator", "manager"}),
+    ("GET", "/api/v1/calls", "/api/v1/calls", {"admin", "crm", "operator", "manager"}),
+    ("GET", "/api/v1/calls/{id}", "/api/v1/calls/1", {"admin", "crm", "operator", "manager"}),
+    ("GET", "/api/v1/events", "/api/v1/events", {"admin", "manager", "operator"}),
+    ("GET", "/api/v1/reports/summary", SUMMARY, {"admin", "manager"}),
+    ("GET", "/api/v1/clients", "/api/v1/clients?q=ivan", {"admin", "crm", "manager"}),
+    ("POST", "/api/v1/clients", "/api/v1/clients", {"admin", "crm"}),
+    ("GET", "/api/v1/clients/{id}", "/api/v1/clients/1", {"admin", "crm", "manager"}),
+    ("PATCH", "/api/v1/clients/{id}", "/api/v1/clients/1", {"admin", "crm"}),
+    ("GET", "/api/v1/clients/{id}/timeline", "/api/v1/clients/1/timeline", {"admin", "crm", "manager"}),
+    ("GET", "/api/v1/tasks", "/api/v1/tasks", {"admin", "crm", "manager"}),
+    ("POST", "/api/v1/tasks/{id}/close", "/api/v1/tasks/1/close", {"admin", "crm"}),
+    ("GET", "/api/v1/routing/responsible", "/api/v1/routing/responsible?number=%2B74951234567",
+     {"admin", "crm"}),
 ]
+
+
+def _routes(api: Api) -> set[tuple[str, str]]:
+    return {(r.method, r.resource.canonical) for r in api.client.app.router.routes()
+            if r.method != "HEAD" and r.resource is not None}
 
 
 async def _call(api: Api, method: str, path: str, headers: dict[str, str]) -> int:
     kwargs: dict[str, Any] = {"headers": headers}
-    if method == "POST":
+    if method in ("POST", "PATCH"):
         kwargs["json"] = {}  # invalid on purpose: an allowed role gets 422, and no call is placed
     resp = await api.client.request(method, path, **kwargs)
     body = await resp.read()
@@ -48,7 +64,10 @@ async def test_role_matrix(api: Api) -> None:
         from pbx_bridge.auth.tokens import revoke_token
 
         await revoke_token(conn, api.token_ids["revoked"])
-    for method, path, allowed in ENDPOINTS:
+    served = _routes(api)
+    for method, template, path, allowed in ENDPOINTS:
+        if (method, template) not in served:
+            continue
         for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {revoked}"},
                         {"Authorization": f"Basic {api.tokens['admin']}"}):
             assert await _call(api, method, path, headers) == 401, (method, path, headers)
@@ -67,13 +86,10 @@ async def test_healthz_is_open(api: Api) -> None:
 
 
 async def test_matrix_covers_every_route(api: Api) -> None:
-    routes = {(r.method, r.resource.canonical) for r in api.client.app.router.routes()
-              if r.method != "HEAD" and r.resource is not None}
-    covered = {(m, p.split("?")[0]) for m, p, _ in ENDPOINTS}
-    canon = {("GET", "/api/v1/click-to-call/{id}"): ("GET", "/api/v1/click-to-call/abc"),
-             ("GET", "/api/v1/calls/{id}"): ("GET", "/api/v1/calls/1")}
-    missing = {r for r in routes if canon.get(r, r) not in covered and r[1] != "/healthz"}
+    covered = {(m, t) for m, t, _, _ in ENDPOINTS}
+    missing = {r for r in _routes(api) if r not in covered and r[1] != "/healthz"}
     assert missing == set()
+    assert ("GET", "/api/v1/calls/{id}") in _routes(api)
 
 
 async def test_tokens_never_logged(api: Api) -> None:

@@ -142,6 +142,40 @@ class CrmConfig:
 
 
 @dataclass
+class ApiConfig:
+    # A token found valid is trusted this long before it is looked up again (so `tokens revoke`
+    # from another process takes effect within this many seconds).
+    token_cache_seconds: float = 5.0
+    # Live events: a client whose socket accepts no data for this long is disconnected ...
+    ws_send_timeout: float = 5.0
+    # ... and so is one that falls this many messages behind.
+    event_queue_size: int = 1000
+    # Page size of list endpoints when `limit` is not given, and the most `limit` may ask for.
+    default_page_size: int = 50
+    max_page_size: int = 500
+
+
+@dataclass
+class ClickToCallConfig:
+    # Which [[pbx]] places the calls ("" = the first one configured, or the simulator).
+    pbx: str = ""
+    # Extensions that may be dialled first ([] = any all-digit extension).
+    extensions: list[str] = field(default_factory=list)
+    # How the customer's number is handed to the dialplan: "national" = as dialled from
+    # phone.default_region (89161234567 in Russia), "e164" = +79161234567.
+    dial_format: Literal["national", "e164"] = "national"
+    # Seconds the PBX rings the operator's phone before giving up.
+    originate_timeout: float = 30.0
+    # The request waits this long for the PBX to accept the Originate before answering 202.
+    accept_wait: float = 1.0
+    # Per API token: this many requests per minute, with bursts up to `burst`.
+    rate_per_minute: float = 30.0
+    burst: int = 10
+    # Retry-After (seconds) sent with 503 when the PBX is not connected.
+    retry_after: int = 5
+
+
+@dataclass
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -151,6 +185,8 @@ class Settings:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     crm: CrmConfig = field(default_factory=CrmConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 

@@ -26,6 +26,12 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 # Values under these keys never reach a log line.
 _SECRET_KEY = re.compile(r"(secret|password|token|authorization|cookie|signature)", re.I)
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# Secrets in URLs (?access_token=..., as WebSocket clients send them) in messages and values.
+_QUERY_SECRET = re.compile(r"(?i)\b((?:access_)?token|secret|password|signature)=[^&\s\"']+")
+
+
+def _redact(text: str) -> str:
+    return _QUERY_SECRET.sub(r"\1=***", _BEARER.sub(r"\1***", text))
 
 
 @contextmanager
@@ -47,7 +53,7 @@ def _clean(key: str, value: Any) -> Any:
     if _SECRET_KEY.search(key):
         return "***"
     if isinstance(value, str):
-        return _BEARER.sub(r"\1***", value)
+        return _redact(value)
     return value
 
 
@@ -61,7 +67,7 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [f"{ts}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name,
-                 _quote(_BEARER.sub(r"\1***", record.getMessage()))]
+                 _quote(_redact(record.getMessage()))]
         parts += [f"{k}={_quote(str(v))}" for k, v in _fields(record).items()]
         line = " ".join(parts)
         if record.exc_info:
@@ -75,7 +81,7 @@ class JsonFormatter(logging.Formatter):
             "ts": record.created,
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": _BEARER.sub(r"\1***", record.getMessage()),
+            "event": _redact(record.getMessage()),
         }
         data.update(_fields(record))
         if record.exc_info:

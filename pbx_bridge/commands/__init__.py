@@ -6,6 +6,7 @@ from pbx_bridge.commands import config_cmd
 from pbx_bridge.commands import db_cmd
 from pbx_bridge.commands import serve_cmd
 from pbx_bridge.commands import simulate_cmd
+from pbx_bridge.commands import tokens_cmd
 
 COMMAND_MODULES = [
     config_cmd,
@@ -14,4 +15,5 @@ COMMAND_MODULES = [
     calls_cmd,
     clients_cmd,
     simulate_cmd,
+    tokens_cmd,
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from crm_sync.schema import metadata as crm_metadata
+from pbx_bridge.auth.schema import metadata as api_metadata
 from pbx_bridge.db.schema import metadata as core_metadata
 
 
 def all_metadata() -> list[sa.MetaData]:
     # Features append their library's MetaData here as they land.
-    return [core_metadata, crm_metadata]
+    return [core_metadata, crm_metadata, api_metadata]

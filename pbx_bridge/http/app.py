@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
+from pbx_bridge.auth.middleware import VERIFIER, auth_middleware
+from pbx_bridge.auth.tokens import TokenVerifier
+from pbx_bridge.calls import http as calls_http
+from pbx_bridge.calls import schemas as calls_schemas
+from pbx_bridge.click_to_call import http as click_to_call_http
+from pbx_bridge.click_to_call import schemas as click_to_call_schemas
+from pbx_bridge.clients import http as clients_http
+from pbx_bridge.clients import routing_http
+from pbx_bridge.clients import schemas as clients_schemas
+from pbx_bridge.events import http as events_http
+from pbx_bridge.events import schemas as events_schemas
+from pbx_bridge.http.access_log import access_log_middleware
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
+from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
+from pbx_bridge.ops import http as ops_http
+from pbx_bridge.ops.metrics import metrics_middleware
+from pbx_bridge.reports import http as reports_http
+from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
 
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+__all__ = ["RUNTIME", "make_app"]
+
+# Each feature: its routes' setup and its OpenAPI fragment.
+FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
+    (ops_http.setup, None),
+    (click_to_call_http.setup, click_to_call_schemas.OPENAPI),
+    (calls_http.setup, calls_schemas.OPENAPI),
+    (events_http.setup, events_schemas.OPENAPI),
+    (reports_http.setup, reports_schemas.OPENAPI),
+    (clients_http.setup, clients_schemas.OPENAPI),
+    (routing_http.setup, None),
+]
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -15,10 +46,19 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
+    # Outermost first: metrics time everything, the access log sees final statuses, errors
+    # become JSON, then the token is checked.
+    app = web.Application(client_max_size=1024 * 1024,
+                          middlewares=[metrics_middleware, access_log_middleware, error_middleware,
+                                       auth_middleware])
     app[RUNTIME] = runtime
+    app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)
-    from pbx_bridge.clients import routing_http  # late: it imports RUNTIME from here
-
-    routing_http.setup(app)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler)
+    fragments = []
+    for setup, fragment in FEATURES:
+        setup(app)
+        if fragment is not None:
+            fragments.append(fragment)
+    app[OPENAPI_DOC] = document(fragments)
     return app

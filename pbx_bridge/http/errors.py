@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+
+log = logging.getLogger("pbx_bridge.http")
 
 
 class ApiError(Exception):
@@ -48,3 +51,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = _HTTP_CODES.get(exc.status, "error")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, exc.reason, headers)
+    except Exception:
+        # A bug must still answer in the one error shape, and say nothing about internals.
+        log.exception("http.unhandled_error", extra={"kv": {"path": request.path}})
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,87 @@
+"""OpenAPI fragment of the call log."""
+
+from __future__ import annotations
+
+from pbx_bridge.http.openapi import (
+    ISO_TIME,
+    Fragment,
+    errors,
+    json_body,
+    nullable,
+    path_param,
+    query,
+    ref,
+)
+
+_STR_OR_NULL = nullable({"type": "string"})
+_TIME_OR_NULL = nullable(ISO_TIME)
+_NUM_OR_NULL = nullable({"type": "number"})
+
+RECORD_PROPERTIES = {
+    "id": {"type": "integer"}, "pbx": {"type": "string"}, "linkedid": {"type": "string"},
+    "direction": {"enum": ["inbound", "outbound", "internal", "unknown"]},
+    "status": nullable({"enum": ["answered", "no_answer", "busy", "abandoned", "failed"]}),
+    "missed": {"type": "boolean"}, "customer_number": _STR_OR_NULL, "customer_name": _STR_OR_NULL,
+    "did": _STR_OR_NULL, "dialled": _STR_OR_NULL, "operator": _STR_OR_NULL,
+    "operators_rung": {"type": "array", "items": {"type": "string"}}, "queue": _STR_OR_NULL,
+    "transfers": {"type": "array", "items": ref("Transfer")},
+    "started_at": ISO_TIME, "answered_at": _TIME_OR_NULL, "ended_at": _TIME_OR_NULL,
+    "wait_seconds": _NUM_OR_NULL, "talk_seconds": _NUM_OR_NULL,
+    "click_to_call_id": _STR_OR_NULL, "client_id": nullable({"type": "integer"}),
+}
+
+OPENAPI = Fragment(
+    paths={
+        "/api/v1/calls": {"get": {
+            "summary": "Call log, newest first (crm, manager, operator: own calls, admin)",
+            "tags": ["calls"],
+            "parameters": [
+                query("from", ISO_TIME, "started at or after"),
+                query("to", ISO_TIME, "started before"),
+                query("direction", {"enum": ["inbound", "outbound", "internal", "unknown"]}, ""),
+                query("status", {"enum": ["answered", "no_answer", "busy", "abandoned", "failed",
+                                          "live"]}, "live = in progress"),
+                query("missed", {"type": "boolean"}, "inbound and not answered"),
+                query("operator", {"type": "string", "pattern": "^[0-9]{1,16}$"},
+                      "answered or was rung"),
+                query("number", {"type": "string"}, "customer's number, any format"),
+                query("client_id", {"type": "integer", "minimum": 1}, ""),
+                query("did", {"type": "string"}, "number dialled by the customer, any format"),
+                query("limit", {"type": "integer", "minimum": 1}, "page size"),
+                query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": json_body(ref("CallPage")), **errors(422)}}},
+        "/api/v1/calls/{id}": {"get": {
+            "summary": "One call with legs, transfers, client, recording, transcript",
+            "tags": ["calls"],
+            "parameters": [path_param("id", {"type": "integer"})],
+            "responses": {"200": json_body(ref("CallDetail")), **errors(404)}}},
+    },
+    schemas={
+        "Transfer": {"type": "object", "required": ["kind", "at", "from_operator", "to_operator"],
+                     "properties": {"kind": {"enum": ["blind", "attended", "pickup"]}, "at": ISO_TIME,
+                                    "from_operator": _STR_OR_NULL, "to_operator": _STR_OR_NULL}},
+        "CallRecord": {"type": "object", "additionalProperties": False,
+                       "required": list(RECORD_PROPERTIES), "properties": RECORD_PROPERTIES},
+        "Leg": {"type": "object",
+                "required": ["uniqueid", "channel", "role", "extension", "created_at", "answered_at",
+                             "hungup_at", "hangup_cause"],
+                "properties": {"uniqueid": {"type": "string"}, "channel": {"type": "string"},
+                               "role": {"enum": ["operator", "customer", "local", "other"]},
+                               "extension": _STR_OR_NULL, "created_at": ISO_TIME,
+                               "answered_at": _TIME_OR_NULL, "hungup_at": _TIME_OR_NULL,
+                               "hangup_cause": _STR_OR_NULL}},
+        "CallDetail": {
+            "type": "object",
+            "required": [*RECORD_PROPERTIES, "legs", "client", "recording", "transcript"],
+            "properties": {**RECORD_PROPERTIES,
+                           "legs": {"type": "array", "items": ref("Leg")},
+                           "ended_during_outage": {"type": "boolean"},
+                           "client": nullable({"type": "object"}),
+                           "recording": nullable({"type": "object"}),
+                           "transcript": nullable({"type": "object"})}},
+        "CallPage": {"type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
+                     "properties": {"items": {"type": "array", "items": ref("CallRecord")},
+                                    "next_cursor": _STR_OR_NULL}},
+    },
+)

@@ -1,0 +1,1 @@
+"""Click-to-call: originate a call operator-first and follow it to the end."""

@@ -1,0 +1,149 @@
+"""GET /api/v1/events: live events over WebSocket, or Server-Sent Events for
+`Accept: text/event-stream`. The first message is {"type": "ready"}: from then on nothing
+published is missed. A client that cannot keep up is disconnected, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from aiohttp import WSCloseCode, web
+
+from pbx_bridge.bus import Message, Subscription
+from pbx_bridge.events.messages import TYPES, accepts, now_iso
+from pbx_bridge.http.app_keys import RUNTIME
+from pbx_bridge.http.auth import Principal, require
+from pbx_bridge.http.errors import ApiError
+from pbx_bridge.log import event as log_event
+from pbx_bridge.ops.metrics import METRICS
+
+log = logging.getLogger("pbx_bridge.events")
+
+SSE_KEEPALIVE_SECONDS = 15.0
+# Close code for "you were too slow": 1008 policy violation, with a reason text.
+SLOW_CLOSE = WSCloseCode.POLICY_VIOLATION
+
+
+def _filter(who: Principal, types: frozenset[str] | None) -> Callable[[Message], bool] | None:
+    def accept(message: Message) -> bool:
+        if types is not None and message.get("type") not in types:
+            return False
+        if who.role == "operator":
+            return accepts(message, who.extension)
+        return True
+
+    return accept if (types is not None or who.role == "operator") else None
+
+
+def _types(request: web.Request) -> frozenset[str] | None:
+    raw = request.query.get("types")
+    if not raw:
+        return None
+    wanted = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = wanted - set(TYPES)
+    if unknown:
+        raise ApiError(422, "invalid_parameter", f"unknown event types: {', '.join(sorted(unknown))}")
+    return wanted
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    who = require(request, "manager", "operator")
+    types = _types(request)
+    runtime = request.app[RUNTIME]
+    settings = runtime.settings.api
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
+    if ws.can_prepare(request).ok:
+        return await _websocket(request, ws, who, types, settings.event_queue_size,
+                                settings.ws_send_timeout)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await _sse(request, who, types, settings.event_queue_size, settings.ws_send_timeout)
+    raise ApiError(406, "not_acceptable",
+                   "connect with a WebSocket, or ask for Accept: text/event-stream")
+
+
+async def _websocket(request: web.Request, ws: web.WebSocketResponse, who: Principal,
+                     types: frozenset[str] | None, queue_size: int,
+                     send_timeout: float) -> web.WebSocketResponse:
+    await ws.prepare(request)
+    bus = request.app[RUNTIME].bus
+    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub:
+        sender = asyncio.create_task(_ws_sender(request, ws, sub, send_timeout))
+        try:
+            # Reading keeps pings and the close handshake going; clients have nothing to say.
+            async for _msg in ws:
+                pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    return ws
+
+
+async def _ws_sender(request: web.Request, ws: web.WebSocketResponse, sub: Subscription,
+                     send_timeout: float) -> None:
+    try:
+        await asyncio.wait_for(ws.send_str(json.dumps({"type": "ready", "at": now_iso()})), send_timeout)
+        while True:
+            message = await sub.get()
+            if message is None:
+                break
+            await asyncio.wait_for(ws.send_str(json.dumps(message, ensure_ascii=False, default=str)),
+                                   send_timeout)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        sub.dropped_for_slowness = True
+    if sub.dropped_for_slowness:
+        request.app[METRICS].slow_clients.inc()
+        log_event(log, logging.INFO, "events.slow_client_dropped", transport="websocket")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=SLOW_CLOSE, message=b"too slow"), 1.0)
+        # A client that does not read cannot take the close frame either: cut the connection.
+        if request.transport is not None:
+            request.transport.abort()
+    else:
+        await ws.close()
+
+
+async def _sse(request: web.Request, who: Principal, types: frozenset[str] | None, queue_size: int,
+               send_timeout: float) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    bus = request.app[RUNTIME].bus
+    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub:
+        try:
+            await asyncio.wait_for(response.write(_sse_frame({"type": "ready", "at": now_iso()})),
+                                   send_timeout)
+            while True:
+                try:
+                    message = await asyncio.wait_for(sub.get(), SSE_KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await asyncio.wait_for(response.write(b": keepalive\n\n"), send_timeout)
+                    continue
+                if message is None:
+                    break
+                await asyncio.wait_for(response.write(_sse_frame(message)), send_timeout)
+        except (TimeoutError, ConnectionError):
+            sub.dropped_for_slowness = True
+        if sub.dropped_for_slowness:
+            request.app[METRICS].slow_clients.inc()
+            log_event(log, logging.INFO, "events.slow_client_dropped", transport="sse")
+            if request.transport is not None:
+                request.transport.abort()
+    return response
+
+
+def _sse_frame(message: Message) -> bytes:
+    data = json.dumps(message, ensure_ascii=False, default=str)
+    return f"data: {data}\n\n".encode()
+
+
+def setup(app: web.Application) -> None:
+    runtime = app[RUNTIME]
+    from pbx_bridge.events.notifier import Notifier
+
+    runtime.services.setdefault("notifier", Notifier(runtime.bus))
+    app.router.add_get("/api/v1/events", events)

@@ -1,0 +1,28 @@
+"""OpenAPI fragment of live events (the WebSocket / SSE endpoint and the message shape)."""
+
+from __future__ import annotations
+
+from pbx_bridge.events.messages import TYPES
+from pbx_bridge.http.openapi import ISO_TIME, Fragment, errors, query
+
+OPENAPI = Fragment(
+    paths={"/api/v1/events": {"get": {
+        "summary": "Live events: WebSocket, or Server-Sent Events with Accept: text/event-stream "
+                   "(manager, operator: own extension, admin). Browsers may pass ?access_token=.",
+        "tags": ["events"],
+        "parameters": [query("types", {"type": "string"}, "comma-separated event types to receive"),
+                       query("access_token", {"type": "string"}, "the token, when headers cannot be set")],
+        "responses": {
+            "101": {"description": "WebSocket: one JSON LiveEvent per text message"},
+            "200": {"description": "SSE: `data: <LiveEvent JSON>` frames",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **errors(406, 422)}}}},
+    schemas={"LiveEvent": {
+        "type": "object", "required": ["type", "at"],
+        "properties": {"type": {"enum": ["ready", *TYPES]}, "at": ISO_TIME,
+                       "extensions": {"type": "array", "items": {"type": "string"}},
+                       "call": {"$ref": "#/components/schemas/CallRecord"},
+                       "extension": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                       "client": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                       "click_to_call": {"$ref": "#/components/schemas/ClickToCall"}}}},
+)

@@ -1,0 +1,95 @@
+"""Reading request input (JSON bodies, query parameters) into plain values, or 400/422 errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from pbx_bridge.http.errors import ApiError
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 400 for anything else."""
+    try:
+        data = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return data
+
+
+def field_str(data: dict[str, Any], key: str, *, required: bool = False, max_len: int = 256) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ApiError(422, "invalid_field", f"'{key}' is required")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # extensions and numbers are often sent as numbers
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_field", f"'{key}' must be a string")
+    if len(value) > max_len:
+        raise ApiError(422, "invalid_field", f"'{key}' is longer than {max_len} characters")
+    if required and not value.strip():
+        raise ApiError(422, "invalid_field", f"'{key}' must not be empty")
+    return value
+
+
+def field_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        raise ApiError(422, "invalid_field", f"'{key}' must be a positive integer")
+    return value
+
+
+def query_time(request: web.Request, key: str) -> datetime | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ApiError(422, "invalid_parameter",
+                       f"'{key}' must be an ISO 8601 time such as 2026-11-26T10:00:00Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # times without a zone are UTC
+    return value.astimezone(UTC)
+
+
+def query_int(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_parameter", f"'{key}' must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(422, "invalid_parameter", f"'{key}' must be between {low} and {high}")
+    return value
+
+
+def query_bool(request: web.Request, key: str) -> bool | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError(422, "invalid_parameter", f"'{key}' must be true or false")
+
+
+def query_choice(request: web.Request, key: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise ApiError(422, "invalid_parameter", f"'{key}' must be one of {', '.join(choices)}")
+    return raw

@@ -1,0 +1,1 @@
+"""Operations endpoints: readiness and Prometheus metrics."""

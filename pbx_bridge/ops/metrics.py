@@ -1,0 +1,125 @@
+"""Prometheus metrics, one registry per application (tests run many apps in one process).
+
+HTTP latencies are observed by a middleware; the rest is read when /metrics is scraped:
+calls by status (one grouped query), each PBX connection's state and, when the connection
+exposes them, its event queue depth and event lag, live-event subscribers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pbx_bridge.db.schema import calls
+from pbx_bridge.http.app_keys import RUNTIME
+from pbx_bridge.http.auth import require
+from pbx_bridge.http.errors import Handler
+from pbx_bridge.runtime import Runtime
+
+PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_seconds = Histogram(
+            "pbx_bridge_http_request_duration_seconds", "HTTP request latency",
+            ["method", "route", "status"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.calls = Gauge("pbx_bridge_calls", "Call records by status (live = in progress)",
+                           ["status"], registry=r)
+        self.pbx_up = Gauge("pbx_bridge_ami_connection_state",
+                            "AMI connection state (1 for the current state)", ["pbx", "state"], registry=r)
+        self.event_lag = Gauge("pbx_bridge_ami_event_lag_seconds",
+                               "Age of the last AMI event when it was processed", ["pbx"], registry=r)
+        self.queue_depth = Gauge("pbx_bridge_queue_depth", "Items waiting in a queue", ["queue"], registry=r)
+        self.subscribers = Gauge("pbx_bridge_live_event_subscribers", "Live-event clients connected",
+                                 registry=r)
+        self.bus_published = Gauge("pbx_bridge_live_events_published", "Live events published",
+                                   registry=r)
+        self.slow_clients = Counter("pbx_bridge_live_event_clients_dropped",
+                                    "Live-event clients disconnected for being slow", registry=r)
+
+    async def refresh(self, runtime: Runtime) -> None:
+        async with runtime.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(calls.c.status, sa.func.count()).group_by(calls.c.status)
+            )).all()
+        self.calls.clear()
+        for status, count in rows:
+            self.calls.labels(status=status or "live").set(count)
+        self.pbx_up.clear()
+        for name, conn_obj in runtime.pbx.items():
+            state = connection_state(conn_obj)
+            for s in {*PBX_STATES, state}:
+                self.pbx_up.labels(pbx=name, state=s).set(1 if s == state else 0)
+            lag = _number(getattr(conn_obj, "event_lag", None))
+            if lag is not None:
+                self.event_lag.labels(pbx=name).set(lag)
+            depth = _number(getattr(conn_obj, "queue_depth", None))
+            if depth is not None:
+                self.queue_depth.labels(queue=f"ami:{name}").set(depth)
+        for name, service in runtime.services.items():
+            depth = _number(getattr(service, "queue_depth", None))
+            if depth is not None:
+                self.queue_depth.labels(queue=name).set(depth)
+        self.subscribers.set(runtime.bus.subscriber_count)
+        self.bus_published.set(runtime.bus.published)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _number(value: Any) -> float | None:
+    if callable(value):
+        value = value()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def connection_state(connection: Any) -> str:
+    """A PBX connection's state as a word (its `state`, or its `connected` flag)."""
+    state = getattr(connection, "state", None)
+    if state is not None:
+        return str(getattr(state, "value", state))
+    flag = getattr(connection, "connected", None)
+    if isinstance(flag, bool):
+        return "connected" if flag else "disconnected"
+    return "unknown"
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        # The route pattern, not the path: ids in paths would explode the label set.
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        request.app[METRICS].http_seconds.labels(
+            method=request.method, route=route, status=str(status)
+        ).observe(time.perf_counter() - start)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    require(request, "manager")
+    metrics = request.app[METRICS]
+    await metrics.refresh(request.app[RUNTIME])
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,4 +18,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
+    from pbx_bridge.recording import http as recording_http  # here: it imports RUNTIME from us
+
+    recording_http.setup(app)
     return app

@@ -66,7 +66,7 @@ class WavInfo:
     sample_rate: int = SAMPLE_RATE
 
 
-def _read_samples(path: Path, unit: int) -> tuple[npt.NDArray[np.int16], FileProblem | None]:
+def _read_samples(path: Path, unit: int) -> tuple[Pcm, FileProblem | None]:
     """The file's whole units (frames) as int16; a partial unit at the end is cut and reported."""
     try:
         data = path.read_bytes()
@@ -87,7 +87,8 @@ def _read_samples(path: Path, unit: int) -> tuple[npt.NDArray[np.int16], FilePro
         data = data[: len(data) - extra]
         if not data:
             raise problem
-    return np.frombuffer(data, dtype="<i2").astype(np.int16), problem
+    # Read-only view of the bytes (no copy): slin is little-endian, as is every host we run on.
+    return np.frombuffer(data, dtype=np.dtype("<i2")), problem
 
 
 def read_stereo_raw(path: Path) -> tuple[Pcm, FileProblem | None]:

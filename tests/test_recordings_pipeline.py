@@ -4,6 +4,7 @@ On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -392,3 +393,19 @@ async def test_retention_deletes_old_recordings_except_legal_hold(env: Env, sett
     async with env.engine.connect() as conn:
         states = (await conn.execute(sa.select(recordings.c.state))).scalars().all()
     assert sorted(states) == ["deleted", "deleted", "deleted", "ready", "ready"]
+
+
+async def test_background_jobs_convert_without_being_asked(env: Env) -> None:
+    """serve's wiring: the worker task wakes when a call ends and publishes the result."""
+    env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, LAB_LINKEDID)
+    rec = record(call_id, LAB_LINKEDID, LAB_OPERATOR)
+    events = env.runtime.bus.subscribe()
+    env.service.start()
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.hook.on_change(CallChange("ended", ended(rec)))
+    message = await asyncio.wait_for(events.get(), timeout=20)
+    assert message is not None and message["type"] == "recording.ready"
+    assert message["call_id"] == call_id and message["recording"]["state"] == "ready"
+    await env.service.stop()
+    assert (await row_of(env, call_id)).state == "ready"

@@ -409,3 +409,21 @@ async def test_background_jobs_convert_without_being_asked(env: Env) -> None:
     assert message["call_id"] == call_id and message["recording"]["state"] == "ready"
     await env.service.stop()
     assert (await row_of(env, call_id)).state == "ready"
+
+
+async def test_unwritable_recordings_dir_fails_cleanly_and_keeps_the_sources(env: Env) -> None:
+    env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, SIP_LINKEDID)
+    rec = record(call_id, SIP_LINKEDID, SIP_OPERATOR)
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.hook.on_change(CallChange("ended", ended(rec)))
+    await env.service.drain()
+    env.recordings_dir.parent.mkdir(parents=True, exist_ok=True)
+    env.recordings_dir.write_text("a file where the directory should be")
+    for _ in range(3):
+        await env.service.worker.run_once()
+        env.clock.now += 60
+    row = await row_of(env, call_id)
+    assert row.state == "failed" and row.attempts == 3
+    assert row.last_error is not None and f"{call_id}.wav" in row.last_error
+    assert (env.spool / f"{SIP_LINKEDID}.raw").exists()

@@ -97,7 +97,8 @@ def convert_files(segments: list[Segment], call_id: int, recorded_at: datetime,
             outcome.notes.append(f"could not remove {path.name}: {exc.strerror or exc}")
     if options.compress != "none":
         if options.ffmpeg is None:
-            outcome.notes.append(f"{options.compress} compression skipped: ffmpeg is not installed")
+            # Not an error of this recording: the service warns once at start-up.
+            log.debug("recording.compression_skipped", extra={"kv": {"call_id": call_id}})
         else:
             try:
                 outcome.compressed = convert.compress(info.path, options.compress, options.ffmpeg)

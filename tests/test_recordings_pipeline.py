@@ -427,3 +427,25 @@ async def test_unwritable_recordings_dir_fails_cleanly_and_keeps_the_sources(env
     assert row.state == "failed" and row.attempts == 3
     assert row.last_error is not None and f"{call_id}.wav" in row.last_error
     assert (env.spool / f"{SIP_LINKEDID}.raw").exists()
+
+
+async def test_compression_without_ffmpeg_is_skipped_cleanly(env: Env, settings: Settings,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    settings.recordings.compress = "opus"
+    settings.recordings.ffmpeg_path = "/nonexistent/ffmpeg"  # as on this machine: no ffmpeg
+    caplog.set_level(logging.INFO)
+    service = RecordingService(env.runtime, now=env.clock)
+    assert service.ffmpeg is None
+    service.start()
+    await service.stop()
+    assert "recording.compression_unavailable" in caplog.text
+    env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, SIP_LINKEDID)
+    rec = record(call_id, SIP_LINKEDID, SIP_OPERATOR)
+    service.call_answered(rec, "101")
+    service.call_ended(ended(rec))
+    await service.drain()
+    await service.worker.run_once()
+    row = await row_of(env, call_id)
+    assert (row.state, row.compressed_path, row.last_error) == ("ready", None, None)
+    assert row.stored_path is not None and (env.recordings_dir / row.stored_path).exists()

@@ -139,3 +139,23 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
 
 async def update(conn: AsyncConnection, recording_id: int, **values: Any) -> None:
     await conn.execute(recordings.update().where(recordings.c.id == recording_id).values(**values))
+
+
+RETRYABLE = ("missing", "truncated", "failed")
+
+
+async def requeue(conn: AsyncConnection, call_id: int, now: datetime) -> bool:
+    """Give a recording that ended badly a fresh round of attempts (e.g. the mount is back)."""
+    result = await conn.execute(
+        recordings.update()
+        .where(recordings.c.call_id == call_id, recordings.c.state.in_(RETRYABLE))
+        .values(state="processing", attempts=0, next_attempt_at=now, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def listing(conn: AsyncConnection, state: str | None, limit: int) -> list[RecordingRow]:
+    query = sa.select(recordings).order_by(recordings.c.created_at.desc(), recordings.c.id.desc())
+    if state is not None:
+        query = query.where(recordings.c.state == state)
+    return [_row(r) for r in (await conn.execute(query.limit(limit))).mappings()]

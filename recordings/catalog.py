@@ -102,7 +102,9 @@ async def start_segment(
         segments.append(segment.to_dict())
         segments.sort(key=lambda s: int(str(s["index"])))
         await conn.execute(recordings.update().where(recordings.c.id == existing.id).values(
-            segments=segments, state="recording", updated_at=now))
+            segments=segments, state="recording", updated_at=now,
+            # A start that had failed before any segment is no longer an error once one runs.
+            last_error=None if existing.state == "failed" else existing.last_error))
     row = await get_by_call(conn, call_id)
     assert row is not None
     return row

@@ -449,3 +449,53 @@ async def test_compression_without_ffmpeg_is_skipped_cleanly(env: Env, settings:
     row = await row_of(env, call_id)
     assert (row.state, row.compressed_path, row.last_error) == ("ready", None, None)
     assert row.stored_path is not None and (env.recordings_dir / row.stored_path).exists()
+
+
+async def test_transfer_announced_before_the_new_operator_answers(env: Env) -> None:
+    """The `transferred` change may come while 102's phone still rings; the update that carries
+    102's answered channel then starts the next segment (once, however many updates follow)."""
+    new_channel = "PJSIP/102-00000004"
+    env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
+    env.peer.channels[new_channel] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, SIP_LINKEDID, rung=["101", "102"])
+    rec = record(call_id, SIP_LINKEDID, SIP_OPERATOR)
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    hung_101 = Leg("u2", SIP_OPERATOR, "operator", "101", T0, T0 + 2, T0 + 4)
+    ringing = CallRecord(**{**rec.__dict__, "legs": [rec.legs[0], hung_101,
+                                                     Leg("u3", new_channel, "operator", "102", T0 + 4)]})
+    await env.hook.on_change(CallChange("transferred", ringing, extension="102"))
+    await env.service.drain()
+    assert len([a for a in env.peer.actions if a["Action"] == "MixMonitor"]) == 1
+    assert (await row_of(env, call_id)).last_error is None  # waiting is not an error
+    answered = CallRecord(**{**rec.__dict__, "operator": "102", "legs": [
+        rec.legs[0], hung_101, Leg("u3", new_channel, "operator", "102", T0 + 4, T0 + 5)]})
+    for _ in range(3):
+        await env.hook.on_change(CallChange("updated", answered))
+    await env.service.drain()
+    monitors = [a for a in env.peer.actions if a["Action"] == "MixMonitor"]
+    assert [a["Channel"] for a in monitors] == [SIP_OPERATOR, new_channel]
+    assert monitors[1]["File"] == f"{ASTERISK_SPOOL}/{SIP_LINKEDID}.s2.raw"
+    await env.hook.on_change(CallChange("ended", ended(answered)))
+    await env.service.drain()
+    await env.service.worker.run_once()
+    row = await row_of(env, call_id)
+    assert row.state == "ready" and [s.operator for s in row.segments] == ["101", "102"]
+    assert row.stored_path is not None
+    stored = convert.read_wav(env.recordings_dir / row.stored_path)
+    both = np.concatenate([raw(env.traces, SIP_LINKEDID), raw(env.traces, LAB_LINKEDID)])
+    assert np.array_equal(stored, both)
+
+
+async def test_a_start_that_failed_is_tried_again_on_the_next_change(env: Env) -> None:
+    call_id = await insert_call(env.engine, LAB_LINKEDID)
+    rec = record(call_id, LAB_LINKEDID, LAB_OPERATOR)
+    # Asterisk does not know the channel yet (refused) ...
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.service.drain()
+    assert (await row_of(env, call_id)).state == "failed"
+    # ... then does: a later transfer/answer change starts the recording after all.
+    env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.service.drain()
+    row = await row_of(env, call_id)
+    assert row.state == "recording" and len(row.segments) == 1 and row.last_error is None

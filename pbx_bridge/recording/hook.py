@@ -16,5 +16,7 @@ class RecordingHook:
             self.service.call_answered(change.record, change.extension)
         elif change.kind == "transferred":
             self.service.call_transferred(change.record, change.extension)
+        elif change.kind == "updated":
+            self.service.call_updated(change.record)
         elif change.kind == "ended":
             self.service.call_ended(change.record)

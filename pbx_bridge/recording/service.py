@@ -8,6 +8,7 @@ MixMonitor it stops. Conversions are durable rows worked by `recordings.worker`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -133,6 +134,8 @@ class RecordingService:
             clock=lambda: datetime.fromtimestamp(self._now(), UTC),
         )
         self._chains: dict[int, asyncio.Task[None]] = {}
+        # Calls being recorded by this process -> operator channels recorded or tried.
+        self._active: dict[int, set[str]] = {}
         self._stereo_by_pbx: dict[str, bool] = {}
         self._timeline: list[TimelineCallback] = []
         self._jobs: list[asyncio.Task[None]] = []
@@ -144,6 +147,19 @@ class RecordingService:
 
     def call_transferred(self, record: CallRecord, extension: str | None) -> None:
         self._schedule(record, lambda: self._start(record, extension, transfer=True))
+
+    def call_updated(self, record: CallRecord) -> None:
+        """A call being recorded gained an answered operator channel (e.g. a transfer completed
+        after its `transferred` change): record it as the next segment. Cheap: no I/O here."""
+        recorded = self._active.get(record.id) if record.id is not None else None
+        if recorded is None:
+            return
+        for leg in record.legs:
+            if (leg.role == "operator" and leg.answered_at is not None and leg.hungup_at is None
+                    and leg.channel not in recorded):
+                recorded.add(leg.channel)  # tried once: a refusal is not retried on every update
+                self._schedule(record, functools.partial(self._start, record, leg.extension, transfer=True))
+                return
 
     def call_ended(self, record: CallRecord) -> None:
         self._schedule(record, lambda: self._end(record))
@@ -212,10 +228,11 @@ class RecordingService:
         call_id = record.id
         async with self.runtime.engine.connect() as conn:
             existing = await catalog.get_by_call(conn, call_id)
+        # A start that failed before any segment (PBX briefly away) may be tried again.
+        if existing is not None and existing.state == "failed" and not existing.segments:
+            existing = None
         if existing is not None and existing.state != "recording":
-            return  # already finished (a late duplicate) or failed to start
-        if existing is not None and not transfer:
-            return  # a duplicate `answered`
+            return  # already finished (a late duplicate change)
         operator = extension or record.operator
         if existing is None:
             decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
@@ -228,10 +245,17 @@ class RecordingService:
             rule = existing.rule  # a transfer continues the call's recording
         leg = operator_channel(record, operator)
         if leg is None:
+            if transfer:
+                # The new operator has not answered yet; a later change brings their channel.
+                event(log, logging.INFO, "recording.waiting_for_operator", call_id=call_id,
+                      operator=operator)
+                return
             await self._failed_to_start(record, rule, f"no answered channel for operator {operator}")
             return
+        recorded = self._active.setdefault(call_id, set())
+        recorded.add(leg.channel)
         if existing is not None and any(s.channel == leg.channel for s in existing.segments):
-            return  # this channel is already recorded
+            return  # this channel is already recorded (a duplicate change)
         index = 1 if existing is None else max(s.index for s in existing.segments) + 1
         segment = mixmonitor.plan_segment(
             record.linkedid, index, stereo=await self._stereo(record.pbx), channel=leg.channel,
@@ -267,6 +291,7 @@ class RecordingService:
 
     async def _end(self, record: CallRecord) -> None:
         assert record.id is not None
+        self._active.pop(record.id, None)
         async with self.runtime.engine.connect() as conn:
             row = await catalog.get_by_call(conn, record.id)
         if row is None or row.state != "recording":

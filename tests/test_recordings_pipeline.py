@@ -499,3 +499,43 @@ async def test_a_start_that_failed_is_tried_again_on_the_next_change(env: Env) -
     await env.service.drain()
     row = await row_of(env, call_id)
     assert row.state == "recording" and len(row.segments) == 1 and row.last_error is None
+
+
+@dataclass
+class Answer:
+    """The shape of pbx_bridge.ami.connection.ActionResponse: headers in a `headers` mapping."""
+
+    headers: dict[str, str]
+
+
+class ConnectionShape:
+    """PbxConnection's shape around the real TCP client: `.config` and send_action."""
+
+    def __init__(self, client: AmiClient, version: str) -> None:
+        self.config = PbxConfig(name="main", secret="secret", asterisk_version=version)
+        self._client = client
+
+    async def send_action(self, action: dict[str, str], timeout: float = 5.0) -> Answer:  # noqa: ASYNC109
+        return Answer(await self._client.send_action(action, timeout))
+
+
+@pytest.mark.parametrize(("configured", "stereo"), [("21.6.0", True), ("21.5.0", False)])
+async def test_version_from_the_connections_own_config(env: Env, configured: str, stereo: bool) -> None:
+    env.runtime.pbx["main"] = ConnectionShape(env.client, configured)
+    env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, SIP_LINKEDID)
+    await env.hook.on_change(CallChange("answered", record(call_id, SIP_LINKEDID, SIP_OPERATOR), "101"))
+    await env.service.drain()
+    assert [a["Action"] for a in env.peer.actions] == ["Login", "MixMonitor"]  # no CoreSettings
+    assert (env.peer.actions[-1]["Options"] == "bD") is stereo
+
+
+async def test_version_asked_with_core_settings_through_a_response_object(env: Env) -> None:
+    env.runtime.pbx["main"] = ConnectionShape(env.client, "")
+    env.peer.version = "20.11.2"
+    env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
+    call_id = await insert_call(env.engine, SIP_LINKEDID)
+    await env.hook.on_change(CallChange("answered", record(call_id, SIP_LINKEDID, SIP_OPERATOR), "101"))
+    await env.service.drain()
+    assert [a["Action"] for a in env.peer.actions] == ["Login", "CoreSettings", "MixMonitor"]
+    assert env.peer.actions[-1]["Options"] == "bD"

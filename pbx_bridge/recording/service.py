@@ -73,6 +73,14 @@ def locations_from_config(rec: RecordingsConfig, data_dir: Path) -> Locations:
     )
 
 
+def simulator_locations(rec: RecordingsConfig, data_dir: Path, simulator_spool: Path) -> Locations:
+    """With the built-in simulated PBX: bare file names (it puts them in <its spool>/monitor/,
+    as Asterisk does), read from there by the bridge on the same machine."""
+    configured = locations_from_config(rec, data_dir)
+    return Locations(spool_dir="", local_spool_dir=simulator_spool / "monitor",
+                     recordings_dir=configured.recordings_dir)
+
+
 def signing_key(rec: RecordingsConfig, data_dir: Path) -> bytes:
     """The configured key, or a random one kept in the data dir (created once, mode 0600)."""
     if rec.signing_key:
@@ -103,23 +111,26 @@ def operator_channel(record: CallRecord, extension: str | None) -> Leg | None:
 
 
 def _header(response: Any, name: str) -> str | None:
-    """A header of an AMI response, whatever mapping type the connection returns."""
-    if isinstance(response, Mapping):
-        for key, value in response.items():
+    """A header of an AMI response: a mapping, or an object with a `headers` mapping
+    (pbx_bridge.ami.connection.ActionResponse)."""
+    headers = response if isinstance(response, Mapping) else getattr(response, "headers", None)
+    if isinstance(headers, Mapping):
+        for key, value in headers.items():
             if str(key).lower() == name.lower():
                 return str(value)
-        return None
-    value = getattr(response, name, None)
-    return None if value is None else str(value)
+    return None
 
 
 class RecordingService:
-    def __init__(self, runtime: Runtime, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, runtime: Runtime, *, now: Callable[[], float] = time.time,
+                 locations: Locations | None = None) -> None:
+        """`locations` overrides the configured directories (the embedded simulator's spool:
+        see `simulator_locations`)."""
         self.runtime = runtime
         rec = runtime.settings.recordings
         self.config = rec
         self.policy = policy_from_config(rec, runtime.settings.phone.default_region)
-        self.locations = locations_from_config(rec, runtime.settings.data_path)
+        self.locations = locations or locations_from_config(rec, runtime.settings.data_path)
         self.signing_key = signing_key(rec, runtime.settings.data_path)
         self._now = now
         self.ffmpeg = convert.find_tool("ffmpeg", rec.ffmpeg_path)
@@ -203,11 +214,12 @@ class RecordingService:
         """Whether this PBX's MixMonitor has option D: configured version, else CoreSettings."""
         if pbx_name in self._stereo_by_pbx:
             return self._stereo_by_pbx[pbx_name]
-        configured = next((p.asterisk_version for p in self.runtime.settings.pbx
-                           if p.name == pbx_name and p.asterisk_version), None)
-        version = configured
+        connection = self.runtime.pbx.get(pbx_name)
+        # The connection's own PbxConfig first (the embedded simulator's is not in settings).
+        candidates = [getattr(getattr(connection, "config", None), "asterisk_version", None)]
+        candidates += [p.asterisk_version for p in self.runtime.settings.pbx if p.name == pbx_name]
+        version = next((v for v in candidates if isinstance(v, str) and v), None)
         if version is None:
-            connection = self.runtime.pbx.get(pbx_name)
             if connection is None:
                 return False
             try:

@@ -176,6 +176,46 @@ class ClickToCallConfig:
 
 
 @dataclass
+class RecordingOverrideConfig:
+    # Record calls matching this DID / operator (true) or never record them (false).
+    record: bool = True
+    # Days to keep these recordings; -1 = the [recordings] retention_days, 0 = forever.
+    retention_days: int = -1
+
+
+@dataclass
+class RecordingsConfig:
+    # Which answered calls are recorded: all | inbound | outbound | none.
+    policy: Literal["all", "inbound", "outbound", "none"] = "all"
+    # Overrides, keyed by DID (as dialled; normalized like the call's DID) and by extension.
+    # An operator's override beats a DID's, which beats the policy.
+    did_overrides: dict[str, RecordingOverrideConfig] = field(default_factory=dict)
+    operator_overrides: dict[str, RecordingOverrideConfig] = field(default_factory=dict)
+    # Asterisk's spool dir as *Asterisk* sees it (goes into the MixMonitor action) ...
+    spool_dir: str = "/var/spool/asterisk/monitor"
+    # ... and the same directory as the *bridge* sees it (a shared mount); "" = same as spool_dir.
+    local_spool_dir: str = ""
+    # Stored WAVs: <recordings_dir>/YYYY/MM/DD/<call id>.wav; "" = <data_dir>/recordings.
+    recordings_dir: str = ""
+    # Days to keep a recording (0 = forever); the retention job runs every N minutes.
+    retention_days: int = 90
+    retention_check_minutes: float = 60.0
+    # After a call ends: first conversion attempt after this delay, then retries (mounts lag).
+    first_attempt_delay_seconds: float = 1.0
+    retry_attempts: int = 6
+    retry_delay_seconds: float = 2.0
+    retry_max_delay_seconds: float = 60.0
+    # Also encode the WAV as Opus or MP3 when ffmpeg is installed: none | opus | mp3.
+    compress: Literal["none", "opus", "mp3"] = "none"
+    ffmpeg_path: str = ""
+    # Key for signed recording links ("" = a random key kept in <data_dir>/recording-links.key).
+    signing_key: str = ""
+    link_ttl_seconds: int = 3600
+    # How long to wait for Asterisk's answer to MixMonitor / StopMixMonitor.
+    action_timeout: float = 5.0
+
+
+@dataclass
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -187,6 +227,7 @@ class Settings:
     crm: CrmConfig = field(default_factory=CrmConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -378,6 +419,7 @@ def _check(settings: Settings, source: str) -> None:
         except (sa.exc.ArgumentError, ValueError) as exc:
             raise ConfigError(f"{source}: 'database.url' is not a valid URL ({exc})") from None
     _check_crm(settings.crm, source)
+    _check_recordings(settings.recordings, source)
     import phonenumbers  # local: only needed for this check
 
     if settings.phone.default_region not in phonenumbers.SUPPORTED_REGIONS:
@@ -405,6 +447,29 @@ def _check_crm(crm: CrmConfig, source: str) -> None:
             raise ConfigError(f"{source}: 'crm.{key}' must be positive")
     if crm.outbox_max_attempts < 1:
         raise ConfigError(f"{source}: 'crm.outbox_max_attempts' must be at least 1")
+def _check_recordings(rec: RecordingsConfig, source: str) -> None:
+    where = f"{source}: 'recordings."
+    if rec.retention_days < 0:
+        raise ConfigError(f"{where}retention_days' must be 0 (forever) or more")
+    for kind, overrides in (("did_overrides", rec.did_overrides),
+                            ("operator_overrides", rec.operator_overrides)):
+        for key, override in overrides.items():
+            if override.retention_days < -1:
+                raise ConfigError(f"{where}{kind}.{key}.retention_days' must be -1, 0 or more")
+    if rec.retry_attempts < 1:
+        raise ConfigError(f"{where}retry_attempts' must be 1 or more")
+    for name in ("retention_check_minutes", "retry_delay_seconds", "retry_max_delay_seconds",
+                 "action_timeout"):
+        if getattr(rec, name) <= 0:
+            raise ConfigError(f"{where}{name}' must be more than 0")
+    if rec.first_attempt_delay_seconds < 0:
+        raise ConfigError(f"{where}first_attempt_delay_seconds' must be 0 or more")
+    if rec.link_ttl_seconds <= 0:
+        raise ConfigError(f"{where}link_ttl_seconds' must be more than 0")
+    if rec.signing_key and len(rec.signing_key.encode()) < 16:
+        raise ConfigError(f"{where}signing_key' must be at least 16 bytes (or empty for a random key)")
+    if rec.spool_dir and any(c in rec.spool_dir for c in "(),|"):
+        raise ConfigError(f"{where}spool_dir' may not contain ( ) , | (MixMonitor options syntax)")
 
 
 # --- showing -------------------------------------------------------------------------------

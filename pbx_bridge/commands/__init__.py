@@ -4,6 +4,7 @@ from pbx_bridge.commands import calls_cmd
 from pbx_bridge.commands import clients_cmd
 from pbx_bridge.commands import config_cmd
 from pbx_bridge.commands import db_cmd
+from pbx_bridge.commands import recordings_cmd
 from pbx_bridge.commands import serve_cmd
 from pbx_bridge.commands import simulate_cmd
 from pbx_bridge.commands import tokens_cmd
@@ -14,6 +15,7 @@ COMMAND_MODULES = [
     serve_cmd,
     calls_cmd,
     clients_cmd,
+    recordings_cmd,
     simulate_cmd,
     tokens_cmd,
 ]

@@ -23,6 +23,7 @@ from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
+from pbx_bridge.recording import http as recording_http
 from pbx_bridge.reports import http as reports_http
 from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
@@ -38,6 +39,7 @@ FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
     (reports_http.setup, reports_schemas.OPENAPI),
     (clients_http.setup, clients_schemas.OPENAPI),
     (routing_http.setup, None),
+    (recording_http.setup, None),
 ]
 
 

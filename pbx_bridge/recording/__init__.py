@@ -1,0 +1,1 @@
+"""Call recordings wired into the bridge: the call hook, the background jobs, the HTTP routes."""

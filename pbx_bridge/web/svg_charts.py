@@ -26,7 +26,7 @@ def nice_max(value: float, ticks: int = 4) -> float:
     raw_step = value / ticks
     power = 10 ** math.floor(math.log10(raw_step)) if raw_step >= 1 else 1
     for factor in (1, 2, 2.5, 5, 10):
-        if factor * power >= raw_step and (factor * power).is_integer():
+        if factor * power >= raw_step and float(factor * power).is_integer():
             return float(factor * power * ticks)
     return float(10 * power * ticks)  # pragma: no cover - the loop always returns
 

@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     inner = parser.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     create = inner.add_parser("create", help="add a person (asks for the password)")
     create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, choices=store.PERSON_ROLES)
+    create.add_argument("--role", required=True, help="admin, manager or operator")
     create.add_argument("--extension", help="the operator's phone extension (required for operators)")
     create.add_argument("--language", choices=store.LANGUAGES, help="UI language (default: browser's)")
     create.add_argument("--password-stdin", action="store_true",

@@ -34,8 +34,8 @@ COOKIE_NAME = "pbx_bridge_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# request[...] keys: the session that authenticated this request (None when there was none).
-WEB_SESSION = "web_session"
+# The session that authenticated this request (None when there was none), once looked up.
+WEB_SESSION: web.RequestKey[SessionInfo | None] = web.RequestKey("web_session", SessionInfo)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,8 +49,7 @@ def _runtime(request: web.Request) -> Runtime:
 async def session_from_request(request: web.Request) -> SessionInfo | None:
     """The live session named by the request's cookie (looked up once per request)."""
     if WEB_SESSION in request:
-        found: SessionInfo | None = request[WEB_SESSION]
-        return found
+        return request[WEB_SESSION]
     cookie = request.cookies.get(COOKIE_NAME)
     info: SessionInfo | None = None
     if cookie and len(cookie) <= 128:
@@ -119,6 +118,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         and "Authorization" not in request.headers
         and (path.startswith("/api/") or path.startswith("/ui/"))
         and not path.startswith("/ui/static/")
+        and path != "/ui/login"  # signing in (again) replaces the session; it checks Origin itself
     ):
         found = await principal_from_session(request)
         if found is not None:

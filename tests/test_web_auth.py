@@ -334,6 +334,8 @@ def test_catalogs_complete_and_cover_every_string_used() -> None:
     for path in (WEB / "static").glob("*.js"):
         used |= set(re.findall(r'\bT\("([a-z_.0-9]+)"', path.read_text()))
     for path in WEB.glob("*.py"):
+        if path.name == "i18n.py":  # its docstring shows t("key", ...)
+            continue
         used |= set(re.findall(r'\bt\("([a-z_.0-9]+)"', path.read_text()))
     missing = sorted(k for k in used if not k.endswith(".") and k not in catalogs["en"])
     assert missing == []

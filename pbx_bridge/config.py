@@ -216,6 +216,23 @@ class RecordingsConfig:
 
 
 @dataclass
+class WebConfig:
+    # A session ends this many hours after sign-in, or after idle_minutes without a request.
+    session_hours: float = 12.0
+    idle_minutes: float = 120.0
+    # Secure flag on the session cookie: "auto" = when the request came over HTTPS (directly or,
+    # with trust_forwarded_proto, as told by the proxy's X-Forwarded-Proto), or always / never.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    trust_forwarded_proto: bool = False
+    # Language when neither the user's setting nor the browser's Accept-Language decides.
+    default_language: Literal["ru", "en"] = "ru"
+    # Time zone of the report's days.
+    report_timezone: str = "UTC"
+    # Names of the DIDs (ad channels) in reports: "+74951110000" = "Yandex Direct".
+    did_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -228,6 +245,7 @@ class Settings:
     api: ApiConfig = field(default_factory=ApiConfig)
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -405,6 +423,7 @@ def _check(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: two [[pbx]] entries have the same name")
     if not 0 < settings.server.port < 65536:
         raise ConfigError(f"{source}: 'server.port' must be 1-65535")
+    _check_web(settings.web, source)
     url = settings.database.url
     if url and not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://", url):
         raise ConfigError(
@@ -470,6 +489,20 @@ def _check_recordings(rec: RecordingsConfig, source: str) -> None:
         raise ConfigError(f"{where}signing_key' must be at least 16 bytes (or empty for a random key)")
     if rec.spool_dir and any(c in rec.spool_dir for c in "(),|"):
         raise ConfigError(f"{where}spool_dir' may not contain ( ) , | (MixMonitor options syntax)")
+
+
+def _check_web(web: WebConfig, source: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # local: only needed for this check
+
+    if web.session_hours <= 0 or web.idle_minutes <= 0:
+        raise ConfigError(f"{source}: 'web.session_hours' and 'web.idle_minutes' must be positive")
+    try:
+        ZoneInfo(web.report_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{source}: 'web.report_timezone' {web.report_timezone!r} is not a time zone "
+            "such as Europe/Moscow"
+        ) from None
 
 
 # --- showing -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from crm_sync.schema import metadata as crm_metadata
 from pbx_bridge.auth.schema import metadata as api_metadata
 from pbx_bridge.db.schema import metadata as core_metadata
+from pbx_bridge.web.schema import metadata as web_metadata
 from recordings.schema import metadata as recordings_metadata
 from recordings.transcription.schema import metadata as transcription_metadata
 
@@ -19,4 +20,5 @@ def all_metadata() -> list[sa.MetaData]:
         api_metadata,
         recordings_metadata,
         transcription_metadata,
+        web_metadata,
     ]

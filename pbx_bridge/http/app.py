@@ -63,4 +63,7 @@ def make_app(runtime: Runtime) -> web.Application:
         if fragment is not None:
             fragments.append(fragment)
     app[OPENAPI_DOC] = document(fragments)
+    from pbx_bridge.web.routes import setup as setup_web_ui  # local: the web UI imports RUNTIME
+
+    setup_web_ui(app)
     return app

@@ -1,0 +1,131 @@
+/* Call page: facts, the recording (the browser seeks with Range requests), the transcript as a
+   dialog whose words light up as the audio plays and seek the audio when clicked, tags, the card. */
+"use strict";
+
+(() => {
+  const { h, T, api, fmt, showError } = UI;
+  const id = PBX.data.call_id;
+  const player = document.getElementById("player");
+  let words = [];  // [{start, end, el}] in time order
+  let current = [];
+
+  function fact(label, value) { return [h("dt", {}, label), h("dd", {}, value)]; }
+
+  async function loadCall() {
+    const c = await api.call(id);
+    document.getElementById("call-title").textContent = T("call.title_of", { time: fmt.dateTime(c.started_at) });
+    document.getElementById("call-facts").replaceChildren(...[
+      fact(T("col.direction"), UI.direction(c.direction)),
+      fact(T("col.customer"), h("span", {}, UI.customer(c), " ", UI.phone(c.customer_number, c.client_id))),
+      c.did ? fact(T("filter.did"), c.did) : null,
+      fact(T("col.operator"), c.operator || "—"),
+      (c.operators_rung || []).length ? fact(T("call.rung"), c.operators_rung.join(", ")) : null,
+      (c.transfers || []).length ? fact(T("call.transfers"), c.transfers.map(t => (t.from_operator || "?") + " → " + (t.to_operator || "?")).join("; ")) : null,
+      fact(T("col.status"), UI.status(c)),
+      fact(T("call.started"), fmt.dateTime(c.started_at)),
+      fact(T("col.wait"), fmt.duration(c.wait_seconds)),
+      fact(T("col.talk"), fmt.duration(c.talk_seconds)),
+    ].filter(Boolean).flat());
+    if (c.hasRecording) { player.src = api.recordingUrl(id); }
+    else { player.hidden = true; document.getElementById("no-recording").hidden = false; }
+    player.addEventListener("error", () => { player.hidden = true; document.getElementById("no-recording").hidden = false; });
+    renderTags(c.tags);
+    loadClient(c).catch(showError);
+    return c;
+  }
+
+  function renderTags(tags) {
+    const box = document.getElementById("tags");
+    const seen = new Set([...box.querySelectorAll(".tag")].map(e => e.dataset.label));
+    for (const t of tags) {
+      if (!t.label || seen.has(t.label)) continue;
+      seen.add(t.label);
+      const el = h(t.start !== null ? "button" : "span", { type: t.start !== null ? "button" : null, class: "tag " + (t.kind ? "tag-" + t.kind : ""),
+        dataset: { label: t.label }, title: t.kind || null }, t.label, t.start !== null ? " · " + fmt.duration(t.start) : "");
+      if (t.start !== null) el.addEventListener("click", () => seek(Number(t.start)));
+      box.append(el);
+    }
+    document.getElementById("no-tags").hidden = box.children.length > 0;
+  }
+
+  async function loadClient(c) {
+    const box = document.getElementById("client-summary");
+    if (!c.client_id) {
+      box.replaceChildren(h("p", { class: "muted" }, T("pop.new_contact")),
+        c.customer_number ? h("a", { class: "button secondary", href: "/ui/clients/new?phone=" + encodeURIComponent(c.customer_number) }, T("pop.create_card")) : "");
+      return;
+    }
+    const card = await api.client(c.client_id);
+    box.replaceChildren(h("h3", {}, h("a", { href: "/ui/clients/" + card.id }, card.name || T("client.unnamed"))),
+      h("dl", { class: "facts" },
+        card.company ? fact(T("client.company"), card.company) : null,
+        fact(T("client.phones"), h("span", {}, ...card.phones.map(p => UI.phone(p.number, card.id)))),
+        fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—"),
+        card.notes ? fact(T("client.notes"), card.notes) : null));
+  }
+
+  async function loadTranscript() {
+    const tr = await api.transcript(id);
+    const box = document.getElementById("transcript");
+    if (!tr || !tr.turns.length) { document.getElementById("no-transcript").hidden = false; if (tr) renderTags(tr.tags); return; }
+    words = [];
+    box.replaceChildren(...tr.turns.map(turn => {
+      const speaker = turn.speaker === "operator" ? "operator" : "customer";
+      const text = h("p", { class: "turn-text" });
+      if (turn.words.length) {
+        turn.words.forEach((w, i) => {
+          const el = h("span", { class: "word", dataset: { start: w.start, end: w.end }, title: fmt.duration(w.start) + (w.conf !== null ? " · " + Math.round(w.conf * 100) + "%" : "") }, w.word);
+          if (w.conf !== null && w.conf < 0.6) el.classList.add("unsure");
+          words.push({ start: w.start, end: w.end, el });
+          text.append(el, i < turn.words.length - 1 ? " " : "");
+        });
+      } else {
+        text.append(turn.text);
+      }
+      return h("div", { class: "turn " + speaker, dataset: { start: turn.start } },
+        h("div", { class: "turn-meta" }, h("button", { type: "button", class: "link", onclick: () => seek(turn.start) }, fmt.duration(turn.start)), " · ", T("speaker." + speaker)),
+        text);
+    }));
+    words.sort((a, b) => a.start - b.start);
+    renderTags(tr.tags);
+  }
+
+  function seek(t) {
+    if (!Number.isFinite(t)) return;
+    player.currentTime = t;
+    highlight();
+    const p = player.play();
+    if (p && p.catch) p.catch(() => {});
+  }
+
+  document.getElementById("transcript").addEventListener("click", (ev) => {
+    const w = ev.target.closest && ev.target.closest(".word");
+    if (w) seek(Number(w.dataset.start));
+  });
+
+  /* Highlight the words being spoken (binary search; a frame loop while playing). */
+  function highlight() {
+    const t = player.currentTime;
+    let lo = 0, hi = words.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (words[mid].start <= t) lo = mid + 1; else hi = mid; }
+    const now = [];
+    for (let i = lo - 1; i >= 0 && i >= lo - 8; i--) if (words[i].start <= t && t < words[i].end) now.push(words[i].el);
+    if (now.length === current.length && now.every((e, i) => e === current[i])) return;
+    current.forEach(e => { e.classList.remove("current"); e.closest(".turn").classList.remove("speaking"); });
+    now.forEach(e => { e.classList.add("current"); e.closest(".turn").classList.add("speaking"); });
+    if (now.length && !player.paused) now[0].scrollIntoView({ block: "nearest" });
+    current = now;
+  }
+  function loop() { highlight(); if (!player.paused) requestAnimationFrame(loop); }
+  player.addEventListener("play", () => requestAnimationFrame(loop));
+  player.addEventListener("seeked", highlight);
+  player.addEventListener("timeupdate", highlight);
+
+  window.addEventListener("pbx:event", (e) => {
+    const ev = e.detail;
+    if (ev.type === "transcript.ready" && ev.raw && String(ev.raw.call_id ?? (ev.call && ev.call.id)) === String(id)) loadTranscript().catch(showError);
+  });
+
+  loadCall().catch(showError);
+  loadTranscript().catch(showError);
+})();

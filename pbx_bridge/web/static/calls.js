@@ -1,0 +1,105 @@
+/* Call journal: filters in the URL, cursor pagination, sorting of the loaded page, a play button. */
+"use strict";
+
+(() => {
+  const { h, T, api, fmt, showError } = UI;
+  const form = document.getElementById("filters");
+  const tbody = document.querySelector("#journal tbody");
+  const player = document.getElementById("row-player");
+  const FIELDS = ["from", "to", "direction", "status", "operator", "did", "number", "q"];
+  let cursors = [null];  // cursor of each page seen; the last is the current page's
+  let next = null;
+  let rows = [];
+  let sortKey = null, sortDir = -1;
+
+  function filtersFromUrl() {
+    const q = new URLSearchParams(location.search);
+    for (const f of FIELDS) if (form.elements[f]) form.elements[f].value = q.get(f) || "";
+  }
+
+  /* Dates in the form are local days; the API takes ISO 8601 instants, "to" exclusive. */
+  function apiParams() {
+    const p = {};
+    const v = (f) => form.elements[f].value.trim();
+    if (v("from")) p.from = new Date(v("from") + "T00:00:00").toISOString();
+    if (v("to")) { const d = new Date(v("to") + "T00:00:00"); d.setDate(d.getDate() + 1); p.to = d.toISOString(); }
+    if (v("direction")) p.direction = v("direction");
+    if (v("status") === "missed") p.missed = "true"; else if (v("status")) p.status = v("status");
+    for (const f of ["operator", "did", "number", "q"]) if (v(f)) p[f] = v(f);
+    p.limit = document.getElementById("page-size").value;
+    return p;
+  }
+
+  function sortValue(c, key) {
+    if (key === "customer") return (c.customer_name || c.customer_number || "").toLowerCase();
+    const v = c[key];
+    return v === null || v === undefined ? -Infinity : v;
+  }
+
+  function render() {
+    let shown = rows;
+    if (sortKey) shown = [...rows].sort((a, b) => { const x = sortValue(a, sortKey), y = sortValue(b, sortKey);
+                                                    return (x < y ? -1 : x > y ? 1 : 0) * sortDir; });
+    tbody.replaceChildren(...shown.flatMap(c => {
+      const tr = h("tr", { dataset: { callId: c.id } },
+        h("td", {}, h("a", { href: "/ui/calls/" + c.id }, fmt.dateTime(c.started_at))),
+        h("td", {}, UI.direction(c.direction)),
+        h("td", {}, UI.customer(c), c.customer_name && c.customer_number ? h("div", { class: "muted small" }, c.customer_number) : null,
+          " ", UI.c2c(c.customer_number, c.client_id)),
+        h("td", {}, c.operator || "—"),
+        h("td", { class: "num" }, fmt.duration(c.wait_seconds)),
+        h("td", { class: "num" }, fmt.duration(c.talk_seconds)),
+        h("td", {}, UI.status(c)),
+        h("td", {}, c.hasRecording ? h("button", { type: "button", class: "play", title: T("call.play"), "aria-label": T("call.play"),
+                                                   dataset: { callId: c.id }, onclick: (ev) => play(c.id, ev.currentTarget) }, "▶") : ""));
+      const extra = c.snippet ? h("tr", { class: "snippet" }, h("td", { colspan: 8 }, "… " + (c.snippet.text || c.snippet) + " …")) : null;
+      return extra ? [tr, extra] : [tr];
+    }));
+    document.getElementById("journal-empty").hidden = rows.length > 0;
+    document.getElementById("prev-page").disabled = cursors.length <= 1;
+    document.getElementById("next-page").disabled = !next;
+    document.getElementById("page-info").textContent = T("pager.page", { n: fmt.number(cursors.length) });
+    document.querySelectorAll("#journal th.sort").forEach(th => {
+      th.classList.toggle("asc", th.dataset.sort === sortKey && sortDir === 1);
+      th.classList.toggle("desc", th.dataset.sort === sortKey && sortDir === -1);
+    });
+  }
+
+  async function load() {
+    const cursor = cursors[cursors.length - 1];
+    try {
+      const res = await api.calls(Object.assign(apiParams(), cursor ? { cursor } : {}));
+      rows = res.items; next = res.next;
+    } catch (e) { rows = []; next = null; showError(e); }
+    render();
+  }
+
+  let playing = null;
+  function play(id, btn) {
+    if (playing === id && !player.paused) { player.pause(); btn.textContent = "▶"; return; }
+    document.querySelectorAll("button.play").forEach(b => { b.textContent = "▶"; });
+    player.src = api.recordingUrl(id);
+    playing = id;
+    player.play().then(() => { btn.textContent = "❚❚"; }).catch(() => UI.toast(T("call.no_recording"), "error"));
+  }
+  player.addEventListener("ended", () => document.querySelectorAll("button.play").forEach(b => { b.textContent = "▶"; }));
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    for (const f of FIELDS) if (form.elements[f].value) q.set(f, form.elements[f].value);
+    history.replaceState(null, "", "?" + q.toString());
+    cursors = [null]; load();
+  });
+  form.addEventListener("reset", () => { setTimeout(() => { history.replaceState(null, "", location.pathname); cursors = [null]; load(); }, 0); });
+  document.getElementById("next-page").addEventListener("click", () => { if (next) { cursors.push(next); load(); } });
+  document.getElementById("prev-page").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); load(); } });
+  document.getElementById("page-size").addEventListener("change", () => { cursors = [null]; load(); });
+  document.querySelectorAll("#journal th.sort").forEach(th => th.addEventListener("click", () => {
+    if (sortKey === th.dataset.sort) sortDir = -sortDir; else { sortKey = th.dataset.sort; sortDir = th.classList.contains("num") ? -1 : 1; }
+    render();
+  }));
+
+  filtersFromUrl();
+  load();
+})();

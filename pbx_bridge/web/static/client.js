@@ -1,0 +1,90 @@
+/* Client card: facts with click-to-call, editing (PATCH; POST for a new card), the timeline of
+   calls (with players), tasks and notes. */
+"use strict";
+
+(() => {
+  const { h, T, api, fmt, showError } = UI;
+  let id = PBX.data.client_id;
+  const form = document.getElementById("client-form");
+  let card = null;
+
+  function fact(label, value) { return [h("dt", {}, label), h("dd", {}, value)]; }
+
+  function renderCard() {
+    document.getElementById("client-title").textContent = card.name || T("client.unnamed");
+    document.getElementById("client-facts").replaceChildren(...[
+      fact(T("client.phones"), h("span", { class: "phones" }, ...card.phones.map(p => h("span", { class: "phone-line" }, UI.phone(p.number, card.id), p.label ? h("span", { class: "muted" }, " " + p.label) : "")))),
+      fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—"),
+      card.company ? fact(T("client.company"), card.company) : null,
+      card.email ? fact(T("client.email"), card.email) : null,
+      card.notes ? fact(T("client.notes"), h("span", { class: "pre" }, card.notes)) : null,
+    ].filter(Boolean).flat());
+  }
+
+  function edit(on) {
+    document.getElementById("client-view").hidden = on;
+    form.hidden = !on;
+    document.getElementById("form-error").hidden = true;
+    if (on && card) {
+      form.elements.name.value = card.name; form.elements.company.value = card.company; form.elements.email.value = card.email;
+      form.elements.notes.value = card.notes; form.elements.responsible.value = card.responsible ?? "";
+      form.elements.phones.value = card.phones.map(p => p.number).join("\n");
+    }
+  }
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const fields = api.clientFields({
+      name: form.elements.name.value.trim(), company: form.elements.company.value.trim(), email: form.elements.email.value.trim(),
+      notes: form.elements.notes.value, responsible: form.elements.responsible.value.trim(),
+      phones: form.elements.phones.value.split(/[\n,;]+/).map(s => s.trim()).filter(Boolean),
+    });
+    try {
+      if (id) { card = await api.updateClient(id, fields); }
+      else { card = await api.createClient(fields); id = card.id; history.replaceState(null, "", "/ui/clients/" + id); }
+      renderCard(); edit(false); UI.toast(T("client.saved"), "ok");
+      loadTimeline().catch(() => {});
+    } catch (e) {
+      const el = document.getElementById("form-error"); el.textContent = e.message; el.hidden = false;
+    }
+  });
+  document.getElementById("edit-client").addEventListener("click", () => edit(true));
+  document.getElementById("cancel-edit").addEventListener("click", () => { if (id) edit(false); else location.href = "/ui/clients"; });
+
+  function entry(e) {
+    const when = h("time", { datetime: e.at || "" }, fmt.dateTime(e.at));
+    if (e.kind === "call" && e.call) {
+      const c = e.call;
+      return h("li", { class: "tl tl-call" }, h("div", { class: "tl-head" }, when, " ", UI.direction(c.direction), " ", UI.status(c),
+          " ", h("span", { class: "muted" }, T("col.operator") + ": " + (c.operator || "—") + " · " + T("col.talk") + " " + fmt.duration(c.talk_seconds)),
+          " ", c.id ? h("a", { href: "/ui/calls/" + c.id }, T("action.open")) : ""),
+        c.hasRecording && c.id ? h("audio", { controls: true, preload: "none", src: api.recordingUrl(c.id) }) : null);
+    }
+    if (e.kind === "task" && e.task) {
+      const t = e.task;
+      return h("li", { class: "tl tl-task" }, h("div", { class: "tl-head" }, when, " ", h("span", { class: "badge" }, T("timeline.task")), " ",
+        h("strong", {}, t.title || T("task.call_back")), " ", h("span", { class: "muted" }, T("task.status." + t.status))),
+        t.status !== "closed" ? h("button", { type: "button", class: "secondary small", onclick: async (ev) => {
+          try { await api.closeTask(t.id); ev.target.remove(); UI.toast(T("task.closed"), "ok"); } catch (err) { showError(err); } } }, T("task.close")) : null);
+    }
+    return h("li", { class: "tl tl-note" }, h("div", { class: "tl-head" }, when, " ", h("span", { class: "badge" }, T("timeline." + e.kind))),
+      e.text ? h("p", { class: "pre" }, e.text) : null);
+  }
+
+  async function loadTimeline() {
+    const list = await api.timeline(id);
+    list.sort((a, b) => String(b.at).localeCompare(String(a.at)));
+    document.getElementById("timeline").replaceChildren(...list.map(entry));
+    document.getElementById("timeline-empty").hidden = list.length > 0;
+  }
+
+  if (id) {
+    api.client(id).then(c => { card = c; renderCard(); }).catch(showError);
+    loadTimeline().catch(showError);
+  } else {
+    card = { name: "", company: "", email: "", notes: "", responsible: PBX.user.extension || "", phones: PBX.data.phone ? [{ number: PBX.data.phone }] : [] };
+    document.getElementById("client-title").textContent = T("clients.new");
+    edit(true);
+    document.getElementById("timeline-empty").hidden = false;
+  }
+})();

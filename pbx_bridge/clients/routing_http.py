@@ -10,7 +10,7 @@ from aiohttp import web
 
 from crm_sync.routing import responsible_for
 from pbx_bridge.clients.options import match_settings
-from pbx_bridge.http.app import RUNTIME
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
 

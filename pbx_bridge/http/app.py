@@ -27,6 +27,7 @@ from pbx_bridge.recording import http as recording_http
 from pbx_bridge.reports import http as reports_http
 from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.web.routes import setup as setup_web_ui
 
 __all__ = ["RUNTIME", "make_app"]
 
@@ -63,7 +64,5 @@ def make_app(runtime: Runtime) -> web.Application:
         if fragment is not None:
             fragments.append(fragment)
     app[OPENAPI_DOC] = document(fragments)
-    from pbx_bridge.web.routes import setup as setup_web_ui  # local: the web UI imports RUNTIME
-
     setup_web_ui(app)
     return app

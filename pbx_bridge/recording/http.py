@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from pbx_bridge.db.schema import calls
-from pbx_bridge.http.app import RUNTIME
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event

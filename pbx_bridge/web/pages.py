@@ -67,7 +67,7 @@ WEB_UI: web.AppKey[WebUi] = web.AppKey("web_ui", WebUi)
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from pbx_bridge.http.app import RUNTIME  # local: pbx_bridge.http.app registers this module
+    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.http.app registers this module
 
     return request.app[RUNTIME]
 

@@ -32,6 +32,8 @@ from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange, ChangeKind
 from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
 
+_VARSET_NAMES = frozenset({"DIRECTION", "_DIRECTION", "__DIRECTION", "CALL_ID", "_CALL_ID",
+                           "__CALL_ID"})
 VALID_DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound", "internal"})
 UNKNOWN_NAMES = frozenset({"", "<unknown>", "unknown", "anonymous", "Anonymous"})
 # How many ended linkedids / hung-up uniqueids to remember so late duplicates do not resurrect
@@ -208,8 +210,20 @@ class CallTracker:
     # --- public API ---------------------------------------------------------------------
 
     def feed(self, event: AmiEvent) -> list[CallChange]:
-        handler = self._handlers.get(event.name)
+        name = event.name
+        handler = self._handlers.get(name)
         if handler is None:
+            return []
+        # The three most frequent events rarely matter: decide before any other work.
+        h = event.headers
+        if name == "VarSet":
+            if h.get("Variable") not in _VARSET_NAMES:
+                return []
+        elif name == "Newexten":
+            ch = self._channels.get(h.get("Uniqueid", ""))
+            if ch is None or h.get("Context") == ch.context:
+                return []
+        elif name == "CEL" and h.get("EventName") != "LINKEDID_END":
             return []
         ts = event.timestamp
         if not _valid_ts(ts):

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TRACES = Path(os.environ.get("PBX_BRIDGE_SHARED", ROOT.parent / "shared")) / "ami-traces"
 LAB = ["inbound_answered", "inbound_answered_recorded", "inbound_noanswer", "inbound_busy",
        "queue_ringall_answered", "outbound_answered", "click_to_call", "internal_call"]
-SETTINGS = TrackerSettings(pbx="lab", operator_channel=re.compile(r"^Local/(?P<ext>1\d\d)@(operators|op-phone)-"),
+SETTINGS = TrackerSettings(pbx="lab",
+                           operator_channel=re.compile(r"^Local/(?P<ext>1\d\d)@(operators|op-phone)-"),
                            inbound_contexts=frozenset({"from-trunk"}))
 BATCH = 1000  # events per transaction, as the consumer drains its queue
 
@@ -187,7 +188,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     n_calls = 200 if quick else 2000
     data, n_events = synthetic_stream(n_calls, concurrent=50)
     parse_cpu, parse_wall = bench_parse_only(data)
-    tracker_cpu, tracker_wall, n_changes, left = bench_tracker(data)
+    tracker_cpu, _tracker_wall, n_changes, left = bench_tracker(data)
     full_cpu, full_wall, saved = asyncio.run(bench_full(data))
     in_progress = 200 if quick else 1000
     mem_now, mem_peak = bench_memory(in_progress)

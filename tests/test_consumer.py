@@ -4,6 +4,7 @@ order, a failing hook never stops it, restart reconciliation, graceful stop."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -160,14 +161,19 @@ async def test_stop_drains_the_queue_first(engine: AsyncEngine, traces: Path) ->
 
 async def test_raw_events_kept_when_asked(engine: AsyncEngine, traces: Path) -> None:
     queue: asyncio.Queue[QueueItem] = asyncio.Queue()
-    consumer = CallConsumer(queue, engine, lab_settings, keep_raw=True)
+    # The traces are from late 2026; the clock says 30 days later, so with 40 days kept they
+    # stay, and with 10 days kept the hourly purge removes them.
     items = load_items(traces, "inbound_busy")
+    later = max(i.timestamp for i in items if isinstance(i, AmiEvent)) + 30 * 86400
+    consumer = CallConsumer(queue, engine, lab_settings, keep_raw_days=40, clock=lambda: later)
     for item in items:
         queue.put_nowait(item)
     await _run_until_idle(consumer, queue)
     async with engine.connect() as conn:
         n = (await conn.execute(sa.select(sa.func.count()).select_from(raw_events))).scalar_one()
     assert n == sum(1 for i in items if isinstance(i, AmiEvent))
+    async with engine.begin() as conn:
+        assert await store.purge_raw_events(conn, 10, now=datetime.fromtimestamp(later, UTC)) == n
 
 
 async def test_database_outage_loses_nothing(tmp_path: Path, traces: Path) -> None:

@@ -29,6 +29,7 @@ from pbx_bridge.log import event, log_context
 
 log = logging.getLogger("pbx_bridge.calls")
 
+PURGE_EVERY = 3600.0  # seconds between purges of old raw events
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))
 
@@ -85,7 +86,7 @@ class CallConsumer:
         tracker_settings: Callable[[str], TrackerSettings | None],
         hooks: Sequence[CallHook] = (),
         *,
-        keep_raw: bool = False,
+        keep_raw_days: int = 0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
         retry_delay: float = 1.0,
@@ -94,7 +95,10 @@ class CallConsumer:
         self.engine = engine
         self.tracker_settings = tracker_settings
         self.hooks = list(hooks)
-        self.keep_raw = keep_raw
+        # Raw AMI events are kept this many days (0 = not kept), purged once an hour.
+        self.keep_raw_days = keep_raw_days
+        self.keep_raw = keep_raw_days > 0
+        self._next_purge = 0.0
         self.max_batch = max_batch
         self.clock = clock
         self.retry_delay = retry_delay
@@ -234,6 +238,15 @@ class CallConsumer:
                 await asyncio.sleep(self.retry_delay)
             return
         saved, self._pending, self._pending_raw = self._pending, [], []
+        if self.keep_raw and self.clock() >= self._next_purge:
+            self._next_purge = self.clock() + PURGE_EVERY
+            try:
+                async with self.engine.begin() as conn:
+                    purged = await store.purge_raw_events(conn, self.keep_raw_days)
+                if purged:
+                    event(log, logging.INFO, "calls.raw_events_purged", count=purged)
+            except (OSError, sa.exc.SQLAlchemyError) as exc:
+                event(log, logging.WARNING, "calls.purge_failed", error=str(exc)[:300])
         self.changes_saved += len(saved)
         self.batches += 1
         for change in saved:

@@ -252,7 +252,7 @@ async def save_raw_events(conn: AsyncConnection, events: Sequence[AmiEvent]) -> 
         when = ev.received_at or ev.timestamp
         rows.append({
             "pbx": ev.pbx[:64], "name": ev.name[:64], "linkedid": _event_linkedid(ev),
-            "received_at": datetime.fromtimestamp(when if when > 0 else 0, UTC),
+            "received_at": datetime.fromtimestamp(when, UTC) if when > 0 else datetime.now(UTC),
             "headers": headers,
         })
     await conn.execute(sa.insert(raw_events), rows)

@@ -166,6 +166,9 @@ class CallConsumer:
             stopper = asyncio.ensure_future(self._stopping.wait())
             try:
                 done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                getter.cancel()  # an item not yet taken stays in the queue
+                raise
             finally:
                 stopper.cancel()
             if getter not in done:

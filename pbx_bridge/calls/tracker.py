@@ -444,10 +444,12 @@ class CallTracker:
         dst.started_at = min(dst.started_at, src.started_at)
         dst.last_ts = max(dst.last_ts, src.last_ts)
         self._calls.pop(src.linkedid, None)
-        self._alias[src.linkedid] = dst.linkedid
         for k, v in list(self._alias.items()):
             if v == src.linkedid:
                 self._alias[k] = dst.linkedid
+        self._alias[src.linkedid] = dst.linkedid
+        if len(self._alias) > ENDED_MEMORY:
+            del self._alias[next(iter(self._alias))]
         self._remember(self._ended, src.linkedid)
         if src.started_emitted:
             rec = self._record(src)

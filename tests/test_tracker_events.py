@@ -412,6 +412,8 @@ def test_restore_then_snapshot_with_the_call_keeps_following_it() -> None:
         started_at=T0,
         direction="inbound",
         customer_number="+79161234567",
+        customer_name="Ivan",
+        did="+74951110000",
         operators_rung=["101"],
         operator="101",
         answered_at=T0 + 2,
@@ -648,3 +650,18 @@ def test_same_record_when_fed_through_a_fresh_tracker_twice(traces: Path) -> Non
     a = ended(feed_all(CallTracker(trace_settings("lab")), items))[0]
     b = ended(feed_all(CallTracker(trace_settings("lab")), items))[0]
     assert close(summary(a), summary(b)) and a.to_dict() == b.to_dict()
+
+
+def test_restored_local_pair_stays_one_leg(traces: Path) -> None:
+    """A restart mid-call on the lab PBX: the snapshot's ;2 halves join their restored legs."""
+    items = load_items(traces, "queue_ringall_answered")
+    snap_at = next(k for k, i in enumerate(items) if isinstance(i, ChannelsSnapshot))
+    before = CallTracker(trace_settings("lab"))
+    feed_all(before, items[:snap_at])
+    (live,) = before.live_calls()
+    after = CallTracker(trace_settings("lab"))
+    after.restore([live])
+    changes = feed_all(after, items[snap_at:])
+    (rec,) = ended(changes)
+    check_record(rec, EXPECTED["queue_ringall_answered"])
+    assert len(rec.legs) == len(live.legs) == 3

@@ -155,6 +155,11 @@ class _Call:
         self.id: int | None = None
 
 
+def _leg_key(channel: str, uid: str) -> str:
+    """The two halves of a Local channel (`;1`, `;2`) are one leg; any other channel is one."""
+    return channel[:-2] if channel.startswith("Local/") and channel[-2:] in (";1", ";2") else uid
+
+
 def _valid_ts(ts: float) -> bool:
     return ts == ts and 0.0 < ts < 1e11  # not NaN, positive, before year 5138
 
@@ -238,8 +243,8 @@ class CallTracker:
             if call is not None:
                 self._after_event(call)
         except Exception:
-            # Junk we did not foresee: drop the event; other calls are untouched because every
-            # handler validates before it mutates.
+            # Junk we did not foresee: drop the rest of the event. Handlers only ever touch
+            # the call the event names, so other calls are unaffected.
             return changes
         return changes
 
@@ -291,15 +296,21 @@ class CallTracker:
             call.started_emitted = True
             for leg in rec.legs:
                 state = _LegState(Leg(**vars(leg)))
-                call.legs[leg.uniqueid] = state
-                if leg.hungup_at is None:
+                call.legs[_leg_key(leg.channel, leg.uniqueid)] = state
+                if leg.hungup_at is None and leg.uniqueid not in self._channels:
                     ch = _Channel(call, leg.uniqueid, leg.channel, leg.extension, state)
                     call.channels[leg.uniqueid] = ch
                     call.live.add(leg.uniqueid)
                     state.live.add(leg.uniqueid)
                     self._channels[leg.uniqueid] = ch
-            call.last_ts = max([rec.started_at, rec.answered_at or 0.0]
-                               + [leg.created_at for leg in rec.legs])
+                    if leg.uniqueid == rec.linkedid:
+                        call.origin_uid = leg.uniqueid
+            # The last time anything was known of it: what an outage end time falls back to.
+            call.last_ts = max(t for t in [rec.started_at, rec.answered_at,
+                                           *(leg.created_at for leg in rec.legs),
+                                           *(leg.answered_at for leg in rec.legs),
+                                           *(leg.hungup_at for leg in rec.legs)]
+                               if t is not None)
             self._calls[rec.linkedid] = call
             call.public_sig = self._public_sig(self._record(call))
 
@@ -374,7 +385,7 @@ class CallTracker:
         return ch
 
     def _add_channel(self, call: _Call, uid: str, name: str, ts: float) -> _Channel:
-        base = name[:-2] if name.startswith("Local/") and name[-2:] in (";1", ";2") else uid
+        base = _leg_key(name, uid)
         state = call.legs.get(base)
         ext = self._operator_ext(name)
         if state is None:

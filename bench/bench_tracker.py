@@ -36,6 +36,8 @@ LAB = ["inbound_answered", "inbound_answered_recorded", "inbound_noanswer", "inb
 SETTINGS = TrackerSettings(pbx="lab",
                            operator_channel=re.compile(r"^Local/(?P<ext>1\d\d)@(operators|op-phone)-"),
                            inbound_contexts=frozenset({"from-trunk"}))
+CUSTOMER_NUMBERS = [b"74951234567", b"79161234567", b"79161112233", b"74957654321", b"84959876543",
+                    b"89035550199", b"74991234567"]
 BATCH = 1000  # events per transaction, as the consumer drains its queue
 
 
@@ -60,10 +62,14 @@ def synthetic_stream(n_calls: int, concurrent: int, seed: int = 1) -> tuple[byte
     for i in range(n_calls):
         messages, ids = templates[i % len(templates)]
         tag = f"-b{i}".encode()
+        # A different customer on every call, so number normalization is not all cache hits.
+        tail = f"{(i * 7919) % 10**7:07d}".encode()
         rewritten = []
         for raw in messages:
             for old in ids:
                 raw = raw.replace(b": " + old + b"\r\n", b": " + old + tag + b"\r\n")
+            for number in CUSTOMER_NUMBERS:
+                raw = raw.replace(number, number[:-7] + tail)
             rewritten.append(raw)
         calls.append(rewritten)
     out: list[bytes] = []

@@ -107,9 +107,12 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
         index_elements=[calls.c.pbx, calls.c.linkedid], set_=update,
         where=calls.c.state != "ended",
     )
-    await conn.execute(stmt, rows)
-    ids: dict[tuple[str, str], tuple[int, str]] = {}
-    keys = list(latest)
+    result = await conn.execute(
+        stmt.returning(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state), rows)
+    ids: dict[tuple[str, str], tuple[int, str]] = {
+        (pbx, linkedid): (call_id, state) for pbx, linkedid, call_id, state in result}
+    # Rows left alone (already ended) return nothing: look their ids up.
+    keys = [key for key in latest if key not in ids]
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
         result = await conn.execute(

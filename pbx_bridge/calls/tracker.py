@@ -32,6 +32,7 @@ from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange, ChangeKind
 from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
 
+_DIALLED = re.compile(r"\+?[0-9*#]{1,40}")
 _VARSET_NAMES = frozenset({"DIRECTION", "_DIRECTION", "__DIRECTION", "CALL_ID", "_CALL_ID",
                            "__CALL_ID"})
 VALID_DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound", "internal"})
@@ -516,7 +517,8 @@ class CallTracker:
                 call = caller.call
             if caller.uid == call.origin_uid and call.dialled_raw is None:
                 exten = ev.headers.get("Exten", "")
-                if exten and len(exten) < 64:
+                # FreePBX dials trunks from a macro whose Exten is `s`: only a number counts.
+                if exten and len(exten) < 64 and _DIALLED.fullmatch(exten):
                     call.dialled_raw = exten
             if dest.ext is not None:
                 call.operator_dest = True
@@ -964,6 +966,9 @@ class CallTracker:
         elif direction == "outbound":
             dialled = call.dialled_raw or self._dialled_fallback(origin)
             customer = call.channels.get(call.customer_uid or "")
+            if dialled is None and customer is not None and _DIALLED.fullmatch(customer.cid_num):
+                # The dialled channel's caller ID is the number it was dialled with.
+                dialled = customer.cid_num
             number = self._norm(dialled)
             if customer is not None:
                 own = self._norm(customer.cid_num)
@@ -1031,7 +1036,7 @@ class CallTracker:
         """No Dial seen (joined mid-call): what the operator's channel runs is what they dialled."""
         if origin is None or not origin.exten or origin.exten == origin.ext:
             return None
-        return origin.exten if origin.exten.lstrip("+").isdigit() else None
+        return origin.exten if _DIALLED.fullmatch(origin.exten) else None
 
     @staticmethod
     def _status(call: _Call, direction: Direction) -> Status:

@@ -224,3 +224,25 @@ def test_tracker_settings_from_configuration() -> None:
 @pytest.fixture(autouse=True)
 def _quiet_hook_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("CRITICAL", logger="pbx_bridge.calls")
+
+
+async def test_an_item_that_breaks_does_not_stop_the_others(engine: AsyncEngine, traces: Path) -> None:
+    def settings_or_fail(name: str) -> TrackerSettings | None:
+        if name == "broken":
+            raise ValueError("bad operator pattern")
+        return lab_settings(name)
+
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    consumer = CallConsumer(queue, engine, settings_or_fail)
+    good = load_items(traces, "inbound_noanswer")
+    bad = load_items(traces, "inbound_busy", pbx="broken")
+    for a, b in zip(good, bad, strict=False):
+        queue.put_nowait(a)
+        queue.put_nowait(b)
+    for item in good[len(bad) :]:
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    assert consumer.item_errors == min(len(good), len(bad))
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+    check_record(rec, EXPECTED["inbound_noanswer"])

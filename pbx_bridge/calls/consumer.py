@@ -113,7 +113,9 @@ class CallConsumer:
         self.hook_errors = 0
         self.save_errors = 0
         self.events_ignored = 0  # of a PBX with no configuration
+        self.item_errors = 0
         self.last_lag_seconds = 0.0
+        self.last_pbx_lag_seconds = 0.0
         self.lag = LagHistogram()
         self.restored = 0
 
@@ -195,32 +197,44 @@ class CallConsumer:
         changes: list[CallChange] = []
         now = self.clock()
         for item in batch:
-            if isinstance(item, AmiEvent):
-                self.events_processed += 1
-                tracker = self.tracker(item.pbx)
-                if tracker is None:
-                    self.events_ignored += 1
-                    continue
-                changes += tracker.feed(item)
-                if self.keep_raw:
-                    self._pending_raw.append(item)
-            elif isinstance(item, ChannelsSnapshot):
-                tracker = self.tracker(item.pbx)
-                if tracker is not None:
-                    changes += tracker.resync(item)
-                event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
-            elif isinstance(item, ConnectionUp | ConnectionLost):
-                event(log, logging.DEBUG, "calls.connection", pbx=item.pbx,
-                      kind=type(item).__name__)
-        # Lag of the batch's newest event: how far behind the PBX the call log is.
+            try:
+                changes += self._process_item(item)
+            except Exception:
+                # The tracker never raises on bad input; this is a bug, and it must not stop
+                # the pipeline for every other call.
+                self.item_errors += 1
+                log.exception("calls.item_failed item=%s", type(item).__name__)
+        # Lag of the batch's newest event: how far behind the PBX the call log is (from its
+        # arrival: the pipeline's own delay; from its Timestamp: plus network and clock skew).
         for item in reversed(batch):
             if isinstance(item, AmiEvent):
                 when = item.received_at or item.timestamp
                 if when > 0:
                     self.last_lag_seconds = max(0.0, now - when)
                     self.lag.observe(self.last_lag_seconds)
+                stamped = item.timestamp
+                if stamped > 0:
+                    self.last_pbx_lag_seconds = now - stamped
                 break
         return changes
+
+    def _process_item(self, item: QueueItem) -> list[CallChange]:
+        if isinstance(item, AmiEvent):
+            self.events_processed += 1
+            tracker = self.tracker(item.pbx)
+            if tracker is None:
+                self.events_ignored += 1
+                return []
+            if self.keep_raw:
+                self._pending_raw.append(item)
+            return tracker.feed(item)
+        if isinstance(item, ChannelsSnapshot):
+            event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
+            tracker = self.tracker(item.pbx)
+            return tracker.resync(item) if tracker is not None else []
+        if isinstance(item, ConnectionUp | ConnectionLost):
+            event(log, logging.DEBUG, "calls.connection", pbx=item.pbx, kind=type(item).__name__)
+        return []
 
     async def _save_and_notify(self, changes: list[CallChange]) -> None:
         self._pending += changes

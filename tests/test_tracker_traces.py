@@ -293,3 +293,20 @@ def test_reconnect_that_lost_events(traces: Path, name: str) -> None:
             rec = records[0]
             assert rec.ended_during_outage or abs((rec.ended_at or 0) - (full.ended_at or 0)) < 0.3
             assert (rec.ended_at or 0) <= (full.ended_at or 0) + 0.3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_replayed_window_of_events_is_harmless(traces: Path, name: str) -> None:
+    """Events repeat around a reconnect: a stretch already seen arrives again."""
+    items = load_items(traces, name)
+    alone = summary(ended(feed_all(CallTracker(settings_for(name)), items))[0])
+    rng = random.Random(name + "window")
+    for _ in range(15):
+        k = rng.randrange(1, len(items))
+        j = rng.randrange(0, k)
+        changes = feed_all(CallTracker(settings_for(name)), [*items[:k], *items[j:k], *items[k:]])
+        records = ended(changes)
+        assert len(records) == 1, (j, k)
+        assert close(summary(records[0]), alone), (j, k, summary(records[0]), alone)
+        kinds = [c.kind for c in changes]
+        assert kinds.count("started") == 1 and kinds.count("answered") <= 1

@@ -144,7 +144,18 @@ class CallConsumer:
             event(log, logging.INFO, "calls.restored", count=self.restored)
 
     async def run(self) -> None:
-        await self.restore()
+        # Events must not be applied before the live calls are back in the trackers (the first
+        # snapshot would not know them): wait for the database, however long it takes.
+        while True:
+            try:
+                await self.restore()
+                break
+            except (OSError, sa.exc.SQLAlchemyError) as exc:
+                self.save_errors += 1
+                event(log, logging.ERROR, "calls.restore_failed", error=str(exc)[:300])
+                if self._stopping.is_set():
+                    return
+                await asyncio.sleep(self.retry_delay)
         while True:
             batch = await self._next_batch()
             if batch is None:

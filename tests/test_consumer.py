@@ -4,6 +4,7 @@ order, a failing hook never stops it, restart reconciliation, graceful stop."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -160,14 +161,19 @@ async def test_stop_drains_the_queue_first(engine: AsyncEngine, traces: Path) ->
 
 async def test_raw_events_kept_when_asked(engine: AsyncEngine, traces: Path) -> None:
     queue: asyncio.Queue[QueueItem] = asyncio.Queue()
-    consumer = CallConsumer(queue, engine, lab_settings, keep_raw=True)
+    # The traces are from late 2026; the clock says 30 days later, so with 40 days kept they
+    # stay, and with 10 days kept the hourly purge removes them.
     items = load_items(traces, "inbound_busy")
+    later = max(i.timestamp for i in items if isinstance(i, AmiEvent)) + 30 * 86400
+    consumer = CallConsumer(queue, engine, lab_settings, keep_raw_days=40, clock=lambda: later)
     for item in items:
         queue.put_nowait(item)
     await _run_until_idle(consumer, queue)
     async with engine.connect() as conn:
         n = (await conn.execute(sa.select(sa.func.count()).select_from(raw_events))).scalar_one()
     assert n == sum(1 for i in items if isinstance(i, AmiEvent))
+    async with engine.begin() as conn:
+        assert await store.purge_raw_events(conn, 10, now=datetime.fromtimestamp(later, UTC)) == n
 
 
 async def test_database_outage_loses_nothing(tmp_path: Path, traces: Path) -> None:
@@ -218,3 +224,25 @@ def test_tracker_settings_from_configuration() -> None:
 @pytest.fixture(autouse=True)
 def _quiet_hook_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("CRITICAL", logger="pbx_bridge.calls")
+
+
+async def test_an_item_that_breaks_does_not_stop_the_others(engine: AsyncEngine, traces: Path) -> None:
+    def settings_or_fail(name: str) -> TrackerSettings | None:
+        if name == "broken":
+            raise ValueError("bad operator pattern")
+        return lab_settings(name)
+
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    consumer = CallConsumer(queue, engine, settings_or_fail)
+    good = load_items(traces, "inbound_noanswer")
+    bad = load_items(traces, "inbound_busy", pbx="broken")
+    for a, b in zip(good, bad, strict=False):
+        queue.put_nowait(a)
+        queue.put_nowait(b)
+    for item in good[len(bad) :]:
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    assert consumer.item_errors == min(len(good), len(bad))
+    async with engine.connect() as conn:
+        (rec,) = await store.list_calls(conn)
+    check_record(rec, EXPECTED["inbound_noanswer"])

@@ -412,6 +412,8 @@ def test_restore_then_snapshot_with_the_call_keeps_following_it() -> None:
         started_at=T0,
         direction="inbound",
         customer_number="+79161234567",
+        customer_name="Ivan",
+        did="+74951110000",
         operators_rung=["101"],
         operator="101",
         answered_at=T0 + 2,
@@ -648,3 +650,66 @@ def test_same_record_when_fed_through_a_fresh_tracker_twice(traces: Path) -> Non
     a = ended(feed_all(CallTracker(trace_settings("lab")), items))[0]
     b = ended(feed_all(CallTracker(trace_settings("lab")), items))[0]
     assert close(summary(a), summary(b)) and a.to_dict() == b.to_dict()
+
+
+def test_restored_local_pair_stays_one_leg(traces: Path) -> None:
+    """A restart mid-call on the lab PBX: the snapshot's ;2 halves join their restored legs."""
+    items = load_items(traces, "queue_ringall_answered")
+    snap_at = next(k for k, i in enumerate(items) if isinstance(i, ChannelsSnapshot))
+    before = CallTracker(trace_settings("lab"))
+    feed_all(before, items[:snap_at])
+    (live,) = before.live_calls()
+    after = CallTracker(trace_settings("lab"))
+    after.restore([live])
+    changes = feed_all(after, items[snap_at:])
+    (rec,) = ended(changes)
+    check_record(rec, EXPECTED["queue_ringall_answered"])
+    assert len(rec.legs) == len(live.legs) == 3
+
+
+def test_outbound_through_a_dialplan_macro_takes_the_number_from_the_dialled_channel() -> None:
+    """FreePBX dials trunks from macro-dialout-trunk, whose Exten is `s`; the trunk channel's
+    caller ID is the number dialled."""
+    p = Pbx()
+    p.chan("O", "PJSIP/101-00000010", "pbx-7.1", "pbx-7.1", "macro-dialout-trunk", "s", "101")
+    p.chan("K", "PJSIP/trunk-00000011", "pbx-7.2", "pbx-7.1", "from-trunk", "", "84951234567")
+    events = [
+        p.ev("Newchannel", 0, "O"),
+        p.ev("Newchannel", 0.2, "K"),
+        p.ev("DialBegin", 0.2, "O", "K"),
+        p.ev("DialEnd", 3, "O", "K", DialStatus="ANSWER"),
+        p.ev("Hangup", 9, "K"),
+        p.ev("Hangup", 9, "O"),
+    ]
+    rec = ended(run(events))[0]
+    assert (rec.direction, rec.dialled, rec.customer_number, rec.operator) == (
+        "outbound",
+        "84951234567",
+        "+74951234567",
+        "101",
+    )
+    assert rec.status == "answered" and rec.wait_seconds == 3.0 and rec.talk_seconds == 6.0
+    assert [leg.role for leg in rec.legs] == ["operator", "customer"]
+
+
+def test_outbound_leg_in_an_inbound_context_does_not_make_it_inbound() -> None:
+    """On a SIP trunk the outbound leg runs in `from-trunk` too: the call started at 101."""
+    p = Pbx()
+    p.chan("O", "PJSIP/101-00000012", "pbx-8.1", "pbx-8.1", "from-internal", "89161234567", "101")
+    p.chan("K", "PJSIP/trunk-00000013", "pbx-8.2", "pbx-8.1", "from-trunk", "89161234567", "89161234567")
+    events = [
+        p.ev("Newchannel", 0, "O"),
+        p.ev("Newchannel", 0.1, "K"),
+        p.ev("DialBegin", 0.1, "O", "K"),
+        p.ev("DialEnd", 10, "O", "K", DialStatus="NOANSWER"),
+        p.ev("Hangup", 10, "K"),
+        p.ev("Hangup", 10.1, "O"),
+    ]
+    rec = ended(run(events))[0]
+    assert (rec.direction, rec.customer_number, rec.did, rec.status, rec.missed) == (
+        "outbound",
+        "+79161234567",
+        None,
+        "no_answer",
+        False,
+    )

@@ -3,6 +3,7 @@ arrive (duplicated, cut by a reconnect with a CoreShowChannels answer, interleav
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker
 from tests.conftest import TRACES
 from tests.tracker_support import (
@@ -47,6 +49,17 @@ def test_trace_gives_the_readme_record(traces: Path, name: str) -> None:
         assert answered.extension == EXPECTED[name].operator
     for ext in EXPECTED[name].rung:
         assert any(c.kind == "ringing" and c.extension == ext for c in changes)
+    # `updated` only when the public record changed.
+    for prev, change in itertools.pairwise(changes):
+        if change.kind == "updated":
+            assert _public(change.record) != _public(prev.record)
+
+
+def _public(rec: CallRecord) -> dict[str, object]:
+    data = rec.to_dict()
+    for key in ("wait_seconds", "talk_seconds", "ended_at", "status", "missed"):
+        data.pop(key)
+    return data
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -240,3 +253,60 @@ def test_interleaved_calls_give_the_same_records(names: list[str], seed: int) ->
     assert set(got) == set(expected)
     for linkedid, want in expected.items():
         assert close(got[linkedid], want), (linkedid, got[linkedid], want)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reconnect_that_lost_events(traces: Path, name: str) -> None:
+    """Events k..m lost while disconnected, then the CoreShowChannels answer at m, then the
+    rest: one record at most; a call still up at m ends as it would have; one that ended in
+    the gap is closed as ended during the outage, never twice."""
+    items = load_items(traces, name)
+    full = ended(feed_all(CallTracker(settings_for(name)), items))[0]
+    rng = random.Random(name + "lossy")
+    for _ in range(20):
+        k = rng.randrange(1, len(items) - 1)
+        m = rng.randrange(k, len(items))
+        table = ChannelTable()
+        seen_before_gap = False
+        at = 0.0
+        for idx, item in enumerate(items[:m]):
+            if isinstance(item, AmiEvent):
+                table.apply(item)
+                at = item.timestamp or at
+                if idx < k and item.headers.get("Linkedid") == full.linkedid:
+                    seen_before_gap = True
+            elif isinstance(item, ChannelsSnapshot):
+                table.apply_snapshot(item)
+        if not at:
+            continue
+        stream = [*items[:k], table.snapshot("lab", at), *items[m:]]
+        records = ended(feed_all(CallTracker(settings_for(name)), stream))
+        assert len(records) <= 1, (k, m)
+        alive_at_m = any(c["headers"].get("Linkedid") == full.linkedid for c in table.channels.values())
+        if alive_at_m:
+            assert len(records) == 1, (k, m)
+            rec = records[0]
+            assert not rec.ended_during_outage and abs((rec.ended_at or 0) - (full.ended_at or 0)) < 0.3
+            assert rec.direction in (full.direction, "unknown")
+        elif seen_before_gap:
+            assert len(records) == 1, (k, m)
+            rec = records[0]
+            assert rec.ended_during_outage or abs((rec.ended_at or 0) - (full.ended_at or 0)) < 0.3
+            assert (rec.ended_at or 0) <= (full.ended_at or 0) + 0.3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_replayed_window_of_events_is_harmless(traces: Path, name: str) -> None:
+    """Events repeat around a reconnect: a stretch already seen arrives again."""
+    items = load_items(traces, name)
+    alone = summary(ended(feed_all(CallTracker(settings_for(name)), items))[0])
+    rng = random.Random(name + "window")
+    for _ in range(15):
+        k = rng.randrange(1, len(items))
+        j = rng.randrange(0, k)
+        changes = feed_all(CallTracker(settings_for(name)), [*items[:k], *items[j:k], *items[k:]])
+        records = ended(changes)
+        assert len(records) == 1, (j, k)
+        assert close(summary(records[0]), alone), (j, k, summary(records[0]), alone)
+        kinds = [c.kind for c in changes]
+        assert kinds.count("started") == 1 and kinds.count("answered") <= 1

@@ -29,6 +29,7 @@ from pbx_bridge.log import event, log_context
 
 log = logging.getLogger("pbx_bridge.calls")
 
+PURGE_EVERY = 3600.0  # seconds between purges of old raw events
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))
 
@@ -85,7 +86,7 @@ class CallConsumer:
         tracker_settings: Callable[[str], TrackerSettings | None],
         hooks: Sequence[CallHook] = (),
         *,
-        keep_raw: bool = False,
+        keep_raw_days: int = 0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
         retry_delay: float = 1.0,
@@ -94,7 +95,10 @@ class CallConsumer:
         self.engine = engine
         self.tracker_settings = tracker_settings
         self.hooks = list(hooks)
-        self.keep_raw = keep_raw
+        # Raw AMI events are kept this many days (0 = not kept), purged once an hour.
+        self.keep_raw_days = keep_raw_days
+        self.keep_raw = keep_raw_days > 0
+        self._next_purge = 0.0
         self.max_batch = max_batch
         self.clock = clock
         self.retry_delay = retry_delay
@@ -109,7 +113,9 @@ class CallConsumer:
         self.hook_errors = 0
         self.save_errors = 0
         self.events_ignored = 0  # of a PBX with no configuration
+        self.item_errors = 0
         self.last_lag_seconds = 0.0
+        self.last_pbx_lag_seconds = 0.0
         self.lag = LagHistogram()
         self.restored = 0
 
@@ -138,7 +144,18 @@ class CallConsumer:
             event(log, logging.INFO, "calls.restored", count=self.restored)
 
     async def run(self) -> None:
-        await self.restore()
+        # Events must not be applied before the live calls are back in the trackers (the first
+        # snapshot would not know them): wait for the database, however long it takes.
+        while True:
+            try:
+                await self.restore()
+                break
+            except (OSError, sa.exc.SQLAlchemyError) as exc:
+                self.save_errors += 1
+                event(log, logging.ERROR, "calls.restore_failed", error=str(exc)[:300])
+                if self._stopping.is_set():
+                    return
+                await asyncio.sleep(self.retry_delay)
         while True:
             batch = await self._next_batch()
             if batch is None:
@@ -162,6 +179,9 @@ class CallConsumer:
             stopper = asyncio.ensure_future(self._stopping.wait())
             try:
                 done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                getter.cancel()  # an item not yet taken stays in the queue
+                raise
             finally:
                 stopper.cancel()
             if getter not in done:
@@ -188,32 +208,44 @@ class CallConsumer:
         changes: list[CallChange] = []
         now = self.clock()
         for item in batch:
-            if isinstance(item, AmiEvent):
-                self.events_processed += 1
-                tracker = self.tracker(item.pbx)
-                if tracker is None:
-                    self.events_ignored += 1
-                    continue
-                changes += tracker.feed(item)
-                if self.keep_raw:
-                    self._pending_raw.append(item)
-            elif isinstance(item, ChannelsSnapshot):
-                tracker = self.tracker(item.pbx)
-                if tracker is not None:
-                    changes += tracker.resync(item)
-                event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
-            elif isinstance(item, ConnectionUp | ConnectionLost):
-                event(log, logging.DEBUG, "calls.connection", pbx=item.pbx,
-                      kind=type(item).__name__)
-        # Lag of the batch's newest event: how far behind the PBX the call log is.
+            try:
+                changes += self._process_item(item)
+            except Exception:
+                # The tracker never raises on bad input; this is a bug, and it must not stop
+                # the pipeline for every other call.
+                self.item_errors += 1
+                log.exception("calls.item_failed item=%s", type(item).__name__)
+        # Lag of the batch's newest event: how far behind the PBX the call log is (from its
+        # arrival: the pipeline's own delay; from its Timestamp: plus network and clock skew).
         for item in reversed(batch):
             if isinstance(item, AmiEvent):
                 when = item.received_at or item.timestamp
                 if when > 0:
                     self.last_lag_seconds = max(0.0, now - when)
                     self.lag.observe(self.last_lag_seconds)
+                stamped = item.timestamp
+                if stamped > 0:
+                    self.last_pbx_lag_seconds = now - stamped
                 break
         return changes
+
+    def _process_item(self, item: QueueItem) -> list[CallChange]:
+        if isinstance(item, AmiEvent):
+            self.events_processed += 1
+            tracker = self.tracker(item.pbx)
+            if tracker is None:
+                self.events_ignored += 1
+                return []
+            if self.keep_raw:
+                self._pending_raw.append(item)
+            return tracker.feed(item)
+        if isinstance(item, ChannelsSnapshot):
+            event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
+            tracker = self.tracker(item.pbx)
+            return tracker.resync(item) if tracker is not None else []
+        if isinstance(item, ConnectionUp | ConnectionLost):
+            event(log, logging.DEBUG, "calls.connection", pbx=item.pbx, kind=type(item).__name__)
+        return []
 
     async def _save_and_notify(self, changes: list[CallChange]) -> None:
         self._pending += changes
@@ -234,6 +266,15 @@ class CallConsumer:
                 await asyncio.sleep(self.retry_delay)
             return
         saved, self._pending, self._pending_raw = self._pending, [], []
+        if self.keep_raw and self.clock() >= self._next_purge:
+            self._next_purge = self.clock() + PURGE_EVERY
+            try:
+                async with self.engine.begin() as conn:
+                    purged = await store.purge_raw_events(conn, self.keep_raw_days)
+                if purged:
+                    event(log, logging.INFO, "calls.raw_events_purged", count=purged)
+            except (OSError, sa.exc.SQLAlchemyError) as exc:
+                event(log, logging.WARNING, "calls.purge_failed", error=str(exc)[:300])
         self.changes_saved += len(saved)
         self.batches += 1
         for change in saved:

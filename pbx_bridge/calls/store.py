@@ -107,9 +107,12 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
         index_elements=[calls.c.pbx, calls.c.linkedid], set_=update,
         where=calls.c.state != "ended",
     )
-    await conn.execute(stmt, rows)
-    ids: dict[tuple[str, str], tuple[int, str]] = {}
-    keys = list(latest)
+    result = await conn.execute(
+        stmt.returning(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state), rows)
+    ids: dict[tuple[str, str], tuple[int, str]] = {
+        (pbx, linkedid): (call_id, state) for pbx, linkedid, call_id, state in result}
+    # Rows left alone (already ended) return nothing: look their ids up.
+    keys = [key for key in latest if key not in ids]
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
         result = await conn.execute(
@@ -252,7 +255,7 @@ async def save_raw_events(conn: AsyncConnection, events: Sequence[AmiEvent]) -> 
         when = ev.received_at or ev.timestamp
         rows.append({
             "pbx": ev.pbx[:64], "name": ev.name[:64], "linkedid": _event_linkedid(ev),
-            "received_at": datetime.fromtimestamp(when if when > 0 else 0, UTC),
+            "received_at": datetime.fromtimestamp(when, UTC) if when > 0 else datetime.now(UTC),
             "headers": headers,
         })
     await conn.execute(sa.insert(raw_events), rows)

@@ -32,6 +32,9 @@ from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange, ChangeKind
 from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
 
+_DIALLED = re.compile(r"\+?[0-9*#]{1,40}")
+_VARSET_NAMES = frozenset({"DIRECTION", "_DIRECTION", "__DIRECTION", "CALL_ID", "_CALL_ID",
+                           "__CALL_ID"})
 VALID_DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound", "internal"})
 UNKNOWN_NAMES = frozenset({"", "<unknown>", "unknown", "anonymous", "Anonymous"})
 # How many ended linkedids / hung-up uniqueids to remember so late duplicates do not resurrect
@@ -153,6 +156,11 @@ class _Call:
         self.id: int | None = None
 
 
+def _leg_key(channel: str, uid: str) -> str:
+    """The two halves of a Local channel (`;1`, `;2`) are one leg; any other channel is one."""
+    return channel[:-2] if channel.startswith("Local/") and channel[-2:] in (";1", ";2") else uid
+
+
 def _valid_ts(ts: float) -> bool:
     return ts == ts and 0.0 < ts < 1e11  # not NaN, positive, before year 5138
 
@@ -208,8 +216,20 @@ class CallTracker:
     # --- public API ---------------------------------------------------------------------
 
     def feed(self, event: AmiEvent) -> list[CallChange]:
-        handler = self._handlers.get(event.name)
+        name = event.name
+        handler = self._handlers.get(name)
         if handler is None:
+            return []
+        # The three most frequent events rarely matter: decide before any other work.
+        h = event.headers
+        if name == "VarSet":
+            if h.get("Variable") not in _VARSET_NAMES:
+                return []
+        elif name == "Newexten":
+            ch = self._channels.get(h.get("Uniqueid", ""))
+            if ch is None or h.get("Context") == ch.context:
+                return []
+        elif name == "CEL" and h.get("EventName") != "LINKEDID_END":
             return []
         ts = event.timestamp
         if not _valid_ts(ts):
@@ -224,8 +244,8 @@ class CallTracker:
             if call is not None:
                 self._after_event(call)
         except Exception:
-            # Junk we did not foresee: drop the event; other calls are untouched because every
-            # handler validates before it mutates.
+            # Junk we did not foresee: drop the rest of the event. Handlers only ever touch
+            # the call the event names, so other calls are unaffected.
             return changes
         return changes
 
@@ -277,15 +297,21 @@ class CallTracker:
             call.started_emitted = True
             for leg in rec.legs:
                 state = _LegState(Leg(**vars(leg)))
-                call.legs[leg.uniqueid] = state
-                if leg.hungup_at is None:
+                call.legs[_leg_key(leg.channel, leg.uniqueid)] = state
+                if leg.hungup_at is None and leg.uniqueid not in self._channels:
                     ch = _Channel(call, leg.uniqueid, leg.channel, leg.extension, state)
                     call.channels[leg.uniqueid] = ch
                     call.live.add(leg.uniqueid)
                     state.live.add(leg.uniqueid)
                     self._channels[leg.uniqueid] = ch
-            call.last_ts = max([rec.started_at, rec.answered_at or 0.0]
-                               + [leg.created_at for leg in rec.legs])
+                    if leg.uniqueid == rec.linkedid:
+                        call.origin_uid = leg.uniqueid
+            # The last time anything was known of it: what an outage end time falls back to.
+            call.last_ts = max(t for t in [rec.started_at, rec.answered_at,
+                                           *(leg.created_at for leg in rec.legs),
+                                           *(leg.answered_at for leg in rec.legs),
+                                           *(leg.hungup_at for leg in rec.legs)]
+                               if t is not None)
             self._calls[rec.linkedid] = call
             call.public_sig = self._public_sig(self._record(call))
 
@@ -360,7 +386,7 @@ class CallTracker:
         return ch
 
     def _add_channel(self, call: _Call, uid: str, name: str, ts: float) -> _Channel:
-        base = name[:-2] if name.startswith("Local/") and name[-2:] in (";1", ";2") else uid
+        base = _leg_key(name, uid)
         state = call.legs.get(base)
         ext = self._operator_ext(name)
         if state is None:
@@ -430,10 +456,12 @@ class CallTracker:
         dst.started_at = min(dst.started_at, src.started_at)
         dst.last_ts = max(dst.last_ts, src.last_ts)
         self._calls.pop(src.linkedid, None)
-        self._alias[src.linkedid] = dst.linkedid
         for k, v in list(self._alias.items()):
             if v == src.linkedid:
                 self._alias[k] = dst.linkedid
+        self._alias[src.linkedid] = dst.linkedid
+        if len(self._alias) > ENDED_MEMORY:
+            del self._alias[next(iter(self._alias))]
         self._remember(self._ended, src.linkedid)
         if src.started_emitted:
             rec = self._record(src)
@@ -489,7 +517,8 @@ class CallTracker:
                 call = caller.call
             if caller.uid == call.origin_uid and call.dialled_raw is None:
                 exten = ev.headers.get("Exten", "")
-                if exten and len(exten) < 64:
+                # FreePBX dials trunks from a macro whose Exten is `s`: only a number counts.
+                if exten and len(exten) < 64 and _DIALLED.fullmatch(exten):
                     call.dialled_raw = exten
             if dest.ext is not None:
                 call.operator_dest = True
@@ -937,6 +966,9 @@ class CallTracker:
         elif direction == "outbound":
             dialled = call.dialled_raw or self._dialled_fallback(origin)
             customer = call.channels.get(call.customer_uid or "")
+            if dialled is None and customer is not None and _DIALLED.fullmatch(customer.cid_num):
+                # The dialled channel's caller ID is the number it was dialled with.
+                dialled = customer.cid_num
             number = self._norm(dialled)
             if customer is not None:
                 own = self._norm(customer.cid_num)
@@ -1004,7 +1036,7 @@ class CallTracker:
         """No Dial seen (joined mid-call): what the operator's channel runs is what they dialled."""
         if origin is None or not origin.exten or origin.exten == origin.ext:
             return None
-        return origin.exten if origin.exten.lstrip("+").isdigit() else None
+        return origin.exten if _DIALLED.fullmatch(origin.exten) else None
 
     @staticmethod
     def _status(call: _Call, direction: Direction) -> Status:

@@ -14,6 +14,7 @@ from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
 from pbx_bridge.log import event
+from pbx_bridge.recording.http import recording_enricher
 from pbx_bridge.recording.service import SERVICE_NAME as RECORDINGS
 from pbx_bridge.recording.service import RecordingService
 from pbx_bridge.runtime import Runtime
@@ -33,6 +34,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
         # The call pipeline's recordings stage is pbx_bridge.recording.hook.RecordingHook(this).
         runtime.services[RECORDINGS] = RecordingService(runtime)
+        # The call detail's `recording` (pbx_bridge.calls.enrich.add_enricher's list).
+        runtime.services.setdefault("call_enrichers", []).append(recording_enricher)
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -256,3 +256,17 @@ async def test_legal_hold(api: Api) -> None:
     async with api.engine.connect() as conn:  # the bad requests changed nothing
         held = (await conn.execute(sa.select(calls.c.legal_hold).where(calls.c.id == api.call_id))).scalar()
     assert held is True
+
+
+async def test_call_detail_enricher(api: Api) -> None:
+    from pbx_bridge.calls.record import CallRecord
+    from pbx_bridge.recording.http import recording_enricher
+
+    async with api.engine.connect() as conn:
+        found = await recording_enricher(conn, CallRecord("main", "x", 0.0, id=api.call_id), {})
+        none = await recording_enricher(conn, CallRecord("main", "y", 0.0, id=424242), {})
+    assert none == {"recording": None}
+    rec = found["recording"]
+    assert rec["call_id"] == api.call_id and rec["state"] == "ready"
+    assert rec["url"] == f"/api/v1/calls/{api.call_id}/recording"
+    assert "stored_path" not in rec and not any("/" in str(v) and "api" not in str(v) for v in rec.values())

@@ -194,6 +194,7 @@ async def test_answered_call_is_recorded_converted_and_announced(env: Env) -> No
     message = events.queue.get_nowait()
     assert message is not None
     assert message["type"] == "recording.ready" and message["call_id"] == call_id
+    assert message["extensions"] == ["101"] and message["at"].endswith("Z")
     assert message["recording"]["sha256"] == row.sha256
     assert message["recording"]["url"] == f"/api/v1/calls/{call_id}/recording"
     assert [(lk.client_id, lk.call_id, lk.url) for lk in links] == [

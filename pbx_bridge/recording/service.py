@@ -55,6 +55,15 @@ class TimelineLink:
 TimelineCallback = Callable[[TimelineLink], Awaitable[None]]
 
 
+def ready_message(call_id: int, recording: dict[str, Any], extensions: list[str | None]) -> dict[str, Any]:
+    """`recording.ready` in the live events' one shape (pbx_bridge.events.messages.make_message:
+    type, at, extensions = the operators who may see it, then the payload)."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    exts = sorted({e for e in extensions if e})
+    return {"type": "recording.ready", "at": at, "extensions": exts, "call_id": call_id,
+            "recording": recording}
+
+
 def policy_from_config(rec: RecordingsConfig, region: str) -> Policy:
     def override(o: RecordingOverrideConfig) -> Override:
         return Override(o.record, None if o.retention_days < 0 else o.retention_days)
@@ -332,15 +341,15 @@ class RecordingService:
         if not row.playable:
             return  # state and log line already say what went wrong
         data = self.describe(row)
-        self.runtime.bus.publish({"type": "recording.ready", "call_id": row.call_id, "recording": data})
-        if not self._timeline:
-            return
         async with self.runtime.engine.connect() as conn:
-            client_id = (await conn.execute(
-                sa.select(calls.c.client_id).where(calls.c.id == row.call_id))).scalar()
-        if client_id is None:
+            call = (await conn.execute(
+                sa.select(calls.c.client_id, calls.c.operator, calls.c.operators_rung)
+                .where(calls.c.id == row.call_id))).first()
+        extensions = [] if call is None else [call.operator, *(call.operators_rung or [])]
+        self.runtime.bus.publish(ready_message(row.call_id, data, extensions))
+        if call is None or call.client_id is None or not self._timeline:
             return
-        link = TimelineLink(int(client_id), row.call_id, data["url"], data)
+        link = TimelineLink(int(call.client_id), row.call_id, data["url"], data)
         for callback in self._timeline:
             try:
                 await callback(link)

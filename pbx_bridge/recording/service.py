@@ -44,9 +44,10 @@ SERVICE_NAME = "recordings"
 
 @dataclass(frozen=True)
 class TimelineLink:
-    """What the client's timeline gets when a recording of one of their calls is ready."""
+    """What the client's timeline gets when a recording of a call is ready. `client_id` is the
+    call's matched card, if any (the CRM may also have attached the call to several cards)."""
 
-    client_id: int
+    client_id: int | None
     call_id: int
     url: str  # API path of the recording (GET, Range-capable)
     recording: dict[str, Any]
@@ -185,7 +186,8 @@ class RecordingService:
         self._schedule(record, lambda: self._end(record))
 
     def add_timeline_listener(self, callback: TimelineCallback) -> None:
-        """Called with a TimelineLink whenever a recording of a call with a client is ready."""
+        """`callback(TimelineLink)` runs whenever a recording is ready (playable): the CRM links it
+        on the client's timeline. A failing callback is logged and does not stop anything."""
         self._timeline.append(callback)
 
     async def drain(self) -> None:
@@ -347,9 +349,10 @@ class RecordingService:
                 .where(calls.c.id == row.call_id))).first()
         extensions = [] if call is None else [call.operator, *(call.operators_rung or [])]
         self.runtime.bus.publish(ready_message(row.call_id, data, extensions))
-        if call is None or call.client_id is None or not self._timeline:
+        if not self._timeline:
             return
-        link = TimelineLink(int(call.client_id), row.call_id, data["url"], data)
+        client_id = None if call is None or call.client_id is None else int(call.client_id)
+        link = TimelineLink(client_id, row.call_id, data["url"], data)
         for callback in self._timeline:
             try:
                 await callback(link)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -31,6 +31,7 @@ from pbx_bridge.runtime import Runtime
 from recordings import catalog, convert, mixmonitor
 from recordings.catalog import RecordingRow
 from recordings.finalize import FinalizeOptions, RetryPolicy
+from recordings.mixmonitor import Perspective
 from recordings.policy import Override, Policy, decide
 from recordings.retention import RetentionReport, apply_retention
 from recordings.schema import recordings
@@ -120,6 +121,13 @@ def operator_channel(record: CallRecord, extension: str | None) -> Leg | None:
     return max(answered, key=lambda leg: leg.answered_at or 0.0) if answered else None
 
 
+def customer_channel(record: CallRecord) -> Leg | None:
+    """The customer's channel while it is up (answered first)."""
+    up = [leg for leg in record.legs if leg.role == "customer" and leg.hungup_at is None]
+    up.sort(key=lambda leg: (leg.answered_at is None, leg.created_at))
+    return up[0] if up else None
+
+
 def _header(response: Any, name: str) -> str | None:
     """A header of an AMI response: a mapping, or an object with a `headers` mapping
     (pbx_bridge.ami.connection.ActionResponse)."""
@@ -164,14 +172,15 @@ class RecordingService:
     # --- what the hook calls (never blocks) -------------------------------------------------
 
     def call_answered(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, transfer=False))
+        self._schedule(record, lambda: self._start(record, extension, on="operator"))
 
     def call_transferred(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, transfer=True))
+        self._schedule(record, lambda: self._start(record, extension, on="customer"))
 
     def call_updated(self, record: CallRecord) -> None:
-        """A call being recorded gained an answered operator channel (e.g. a transfer completed
-        after its `transferred` change): record it as the next segment. Cheap: no I/O here."""
+        """A call being recorded gained an answered operator channel not yet recorded (a transfer
+        in a call without a customer channel, e.g. an internal call): record it as the next
+        segment. Cheap: no I/O here."""
         recorded = self._active.get(record.id) if record.id is not None else None
         if recorded is None:
             return
@@ -179,7 +188,7 @@ class RecordingService:
             if (leg.role == "operator" and leg.answered_at is not None and leg.hungup_at is None
                     and leg.channel not in recorded):
                 recorded.add(leg.channel)  # tried once: a refusal is not retried on every update
-                self._schedule(record, functools.partial(self._start, record, leg.extension, transfer=True))
+                self._schedule(record, functools.partial(self._start, record, leg.extension, on="operator"))
                 return
 
     def call_ended(self, record: CallRecord) -> None:
@@ -246,7 +255,10 @@ class RecordingService:
               mode="stereo" if stereo else "legs")
         return stereo
 
-    async def _start(self, record: CallRecord, extension: str | None, *, transfer: bool) -> None:
+    async def _start(self, record: CallRecord, extension: str | None, *,
+                     on: Literal["operator", "customer"]) -> None:
+        """Start a segment: on the operator's channel when a call is answered; on the customer's
+        channel after a transfer (the one channel that stays, whoever answers, and whenever)."""
         assert record.id is not None
         call_id = record.id
         async with self.runtime.engine.connect() as conn:
@@ -256,6 +268,8 @@ class RecordingService:
             existing = None
         if existing is not None and existing.state != "recording":
             return  # already finished (a late duplicate change)
+        if existing is not None and any(s.perspective == "customer" for s in existing.segments):
+            return  # the customer's channel is recorded to the end, whoever takes the call
         operator = extension or record.operator
         if existing is None:
             decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
@@ -266,10 +280,17 @@ class RecordingService:
             rule = decision.rule
         else:
             rule = existing.rule  # a transfer continues the call's recording
-        leg = operator_channel(record, operator)
+        perspective: Perspective = "operator"
+        leg = None
+        if on == "customer":
+            leg = customer_channel(record)
+            perspective = "customer" if leg is not None else "operator"
         if leg is None:
-            if transfer:
-                # The new operator has not answered yet; a later change brings their channel.
+            leg = operator_channel(record, operator)
+        if leg is None:
+            if on == "customer":
+                # No customer channel (internal call) and the new operator has not answered yet:
+                # the update that brings their channel starts the segment (call_updated).
                 event(log, logging.INFO, "recording.waiting_for_operator", call_id=call_id,
                       operator=operator)
                 return
@@ -282,7 +303,8 @@ class RecordingService:
         index = 1 if existing is None else max(s.index for s in existing.segments) + 1
         segment = mixmonitor.plan_segment(
             record.linkedid, index, stereo=await self._stereo(record.pbx), channel=leg.channel,
-            operator=leg.extension or operator, started_at=self._now())
+            operator=operator if perspective == "customer" else (leg.extension or operator),
+            started_at=self._now(), perspective=perspective)
         action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
         connection = self.runtime.pbx.get(record.pbx)
         if connection is None:

@@ -296,3 +296,18 @@ async def test_responses_match_the_openapi_description(api: Api) -> None:
     async with api.engine.connect() as conn:
         found = await recording_enricher(conn, CallRecord("main", "x", 0.0, id=api.call_id), {})
     jsonschema_rs.validate(_schema("Recording"), found["recording"])
+
+
+async def test_playable_file_for_other_readers(api: Api) -> None:
+    from recordings.catalog import playable_file
+
+    root = api.service.locations.recordings_dir
+    async with api.engine.connect() as conn:
+        found = await playable_file(conn, api.call_id, root)
+        assert found is not None and found.read_bytes() == api.wav
+        assert await playable_file(conn, 424242, root) is None
+    processing = await add_call(api.engine, "x-proc", "101", ["101"], state="processing")
+    evil = await add_call(api.engine, "x-evil", "101", ["101"], state="ready", stored="../../etc/passwd")
+    async with api.engine.connect() as conn:
+        assert await playable_file(conn, processing, root) is None
+        assert await playable_file(conn, evil, root) is None

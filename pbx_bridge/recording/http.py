@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -86,48 +88,57 @@ async def _recording(request: web.Request, call_id: int) -> RecordingRow:
     return row
 
 
+def _open_sized(path: Path) -> tuple[BinaryIO, int]:
+    fh = open(path, "rb")  # closed by the caller
+    return fh, os.fstat(fh.fileno()).st_size
+
+
+def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
+    return os.pread(fh.fileno(), size, offset)
+
+
 async def _stream(request: web.Request, row: RecordingRow) -> web.StreamResponse:
     service = _service(request)
     assert row.stored_path is not None
     try:
         path = resolve_stored(service.locations.recordings_dir, row.stored_path)
-        size = path.stat().st_size
+        # Opened before anything is sent: a vanished file is a clean 404, and the size is the
+        # size of the file actually streamed.
+        fh, size = await asyncio.to_thread(_open_sized, path)
     except (UnsafePath, OSError) as exc:
         event(log, logging.ERROR, "recording.file_unavailable", call_id=row.call_id, error=str(exc))
         raise ApiError(404, "recording_file_missing", "the recording's file is missing") from None
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/wav",
-               "Cache-Control": "private, max-age=0",
-               "Content-Disposition": f'inline; filename="call-{row.call_id}.wav"'}
-    if row.sha256:
-        headers["ETag"] = f'"{row.sha256}"'
     try:
-        wanted = parse_range(request.headers.get("Range"), size)
-    except RangeNotSatisfiable as exc:
-        raise ApiError(416, "range_not_satisfiable", str(exc),
-                       headers={"Content-Range": exc.content_range}) from None
-    if_range = request.headers.get("If-Range")
-    if wanted is not None and if_range is not None and if_range != headers.get("ETag"):
-        wanted = None  # the client's copy is stale: send the whole file
-    start, length = (0, size) if wanted is None else (wanted.start, wanted.length)
-    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
-    if wanted is not None:
-        response.headers["Content-Range"] = wanted.content_range
-    response.content_length = length
-    await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    fh = await asyncio.to_thread(open, path, "rb")
-    try:
-        await asyncio.to_thread(fh.seek, start)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/wav",
+                   "Cache-Control": "private, max-age=0",
+                   "Content-Disposition": f'inline; filename="call-{row.call_id}.wav"'}
+        if row.sha256:
+            headers["ETag"] = f'"{row.sha256}"'
+        try:
+            wanted = parse_range(request.headers.get("Range"), size)
+        except RangeNotSatisfiable as exc:
+            raise ApiError(416, "range_not_satisfiable", str(exc),
+                           headers={"Content-Range": exc.content_range}) from None
+        if_range = request.headers.get("If-Range")
+        if wanted is not None and if_range is not None and if_range != headers.get("ETag"):
+            wanted = None  # the client's copy is stale: send the whole file
+        start, length = (0, size) if wanted is None else (wanted.start, wanted.length)
+        response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+        if wanted is not None:
+            response.headers["Content-Range"] = wanted.content_range
+        response.content_length = length
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         left = length
         while left > 0:
-            data = await asyncio.to_thread(fh.read, min(CHUNK, left))
+            data = await asyncio.to_thread(_read_at, fh, start + length - left, min(CHUNK, left))
             if not data:
                 break  # the file shrank under us; the client sees a short body
             await response.write(data)
             left -= len(data)
     finally:
-        await asyncio.to_thread(fh.close)
+        fh.close()  # a read-only file: closing does not wait on the disk
     await response.write_eof()
     return response
 

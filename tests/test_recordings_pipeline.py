@@ -555,3 +555,28 @@ async def test_version_asked_with_core_settings_through_a_response_object(env: E
     await env.service.drain()
     assert [a["Action"] for a in env.peer.actions] == ["Login", "CoreSettings", "MixMonitor"]
     assert env.peer.actions[-1]["Options"] == "bD"
+
+
+async def test_a_segment_that_was_never_bridged_does_not_spoil_the_recording(env: Env) -> None:
+    """Transferred, then the customer hung up while the next phone rang: MixMonitor (option b)
+    wrote an empty file for the second segment. Retried like any empty file, then ready."""
+    env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    env.peer.channels[CUSTOMER] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw",
+                                                 empty=True)
+    call_id = await insert_call(env.engine, LAB_LINKEDID, rung=["101", "102"])
+    rec = record(call_id, LAB_LINKEDID, LAB_OPERATOR)
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.hook.on_change(CallChange("transferred", rec, extension="102"))
+    await env.hook.on_change(CallChange("ended", ended(rec)))
+    await env.service.drain()
+    for attempt in (1, 2):
+        await env.service.worker.run_once()
+        assert (await row_of(env, call_id)).state == "processing", attempt
+        env.clock.now += 60
+    await env.service.worker.run_once()
+    row = await row_of(env, call_id)
+    assert row.state == "ready" and row.stored_path is not None
+    assert row.last_error == f"segment without audio: {LAB_LINKEDID}.s2.raw"
+    stored = convert.read_wav(env.recordings_dir / row.stored_path)
+    assert np.array_equal(stored, raw(env.traces, LAB_LINKEDID))
+    assert list(env.spool.iterdir()) == []

@@ -109,14 +109,22 @@ def signing_key(rec: RecordingsConfig, data_dir: Path) -> bytes:
     return key
 
 
-def operator_channel(record: CallRecord, extension: str | None) -> Leg | None:
-    """The answered operator's channel: their latest answered leg still up."""
+def operator_channel(record: CallRecord, extension: str | None, *,
+                     answered_only: bool = False) -> Leg | None:
+    """The operator's channel to record: their latest answered leg still up; else their latest
+    leg still up (an outbound call's caller leg may not be marked answered yet when the call's
+    `answered` change comes); else their latest answered leg."""
     legs = [leg for leg in record.legs if leg.role == "operator"]
+    if answered_only:
+        legs = [leg for leg in legs if leg.answered_at is not None]
     if extension is not None:
         legs = [leg for leg in legs if leg.extension == extension]
-    up = [leg for leg in legs if leg.answered_at is not None and leg.hungup_at is None]
-    if up:
-        return max(up, key=lambda leg: leg.answered_at or 0.0)
+    live = [leg for leg in legs if leg.hungup_at is None]
+    answered_live = [leg for leg in live if leg.answered_at is not None]
+    if answered_live:
+        return max(answered_live, key=lambda leg: leg.answered_at or 0.0)
+    if live:
+        return max(live, key=lambda leg: leg.created_at)
     answered = [leg for leg in legs if leg.answered_at is not None]
     return max(answered, key=lambda leg: leg.answered_at or 0.0) if answered else None
 
@@ -286,7 +294,8 @@ class RecordingService:
             leg = customer_channel(record)
             perspective = "customer" if leg is not None else "operator"
         if leg is None:
-            leg = operator_channel(record, operator)
+            # After a transfer only a phone that answered: one still ringing may never be.
+            leg = operator_channel(record, operator, answered_only=on == "customer")
         if leg is None:
             if on == "customer":
                 # No customer channel (internal call) and the new operator has not answered yet:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from crm_sync.phones import normalize
 from pbx_bridge.ami.errors import ActionFailed, PbxUnavailable
 from pbx_bridge.calls.record import CallRecord, Leg
-from pbx_bridge.config import RecordingOverrideConfig, RecordingsConfig
+from pbx_bridge.config import ConfigError, RecordingOverrideConfig, RecordingsConfig
 from pbx_bridge.db.schema import calls
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
@@ -98,9 +98,17 @@ def signing_key(rec: RecordingsConfig, data_dir: Path) -> bytes:
         return rec.signing_key.encode()
     path = data_dir / "recording-links.key"
     try:
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         pass
+    except (ValueError, UnicodeDecodeError):
+        key = b""
+    else:
+        if len(key) >= 16:
+            return key
+    if path.exists():
+        raise ConfigError(f"{path}: not a signing key (hex, 16+ bytes); delete it to make a new one "
+                          "(links already handed out stop working) or set recordings.signing_key")
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,8 +15,7 @@ from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
 from pbx_bridge.log import event
-from pbx_bridge.recording.service import SERVICE_NAME as RECORDINGS
-from pbx_bridge.recording.service import RecordingService
+from pbx_bridge.recording.install import install as install_recordings
 from pbx_bridge.runtime import Runtime
 
 log = logging.getLogger("pbx_bridge.app")
@@ -34,20 +33,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
         crm = CrmServices(runtime)
         await crm.start()
-        # The call pipeline's recordings stage is pbx_bridge.recording.hook.RecordingHook(this).
-        runtime.services[RECORDINGS] = RecordingService(runtime)
+        recordings = install_recordings(runtime)  # pipeline stage: RecordingHook(recordings)
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
         await site.start()
-        runtime.services[RECORDINGS].start()  # conversion worker + retention job
+        recordings.start()  # conversion worker + retention job
         event(log, logging.INFO, "http.listening", host=settings.server.host,
               port=settings.server.port)
         try:
             await stop.wait()
         finally:
             event(log, logging.INFO, "shutdown")
-            await runtime.services[RECORDINGS].stop()
+            await recordings.stop()
             await runner.cleanup()
             await crm.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from recordings.mixmonitor import Segment
 from recordings.schema import PLAYABLE, recordings
+from recordings.storage import UnsafePath, resolve_stored
 
 
 @dataclass(frozen=True)
@@ -161,3 +163,14 @@ async def listing(conn: AsyncConnection, state: str | None, limit: int) -> list[
     if state is not None:
         query = query.where(recordings.c.state == state)
     return [_row(r) for r in (await conn.execute(query.limit(limit))).mappings()]
+
+
+async def playable_file(conn: AsyncConnection, call_id: int, recordings_dir: Path) -> Path | None:
+    """The call's WAV on disk, if it has a playable one (for transcription and other readers)."""
+    row = await get_by_call(conn, call_id)
+    if row is None or not row.playable or row.stored_path is None:
+        return None
+    try:
+        return resolve_stored(recordings_dir, row.stored_path)
+    except UnsafePath:
+        return None

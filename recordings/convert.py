@@ -109,11 +109,16 @@ def merge_legs(rx: Path, tx: Path) -> tuple[Pcm, list[FileProblem]]:
 
 
 def read_segment(spool: Path, segment: Segment) -> SegmentAudio:
-    """Raises FileProblem when a file is missing, empty or unreadable."""
+    """Left = operator, right = customer, whichever channel MixMonitor ran on. Raises
+    FileProblem when a file is missing, empty or unreadable."""
     if segment.mode == "stereo":
         pcm, problem = read_stereo_raw(spool / segment.files["stereo"])
-        return SegmentAudio(segment.index, pcm, [problem] if problem else [])
-    pcm, problems = merge_legs(spool / segment.files["rx"], spool / segment.files["tx"])
+        problems = [problem] if problem else []
+    else:
+        pcm, problems = merge_legs(spool / segment.files["rx"], spool / segment.files["tx"])
+    if segment.perspective == "customer":
+        # Read from the customer's channel = the customer: swap to keep the operator on the left.
+        pcm = pcm[:, ::-1]
     return SegmentAudio(segment.index, pcm, problems)
 
 
@@ -141,7 +146,7 @@ def write_wav(parts: Iterable[Pcm], out: Path) -> WavInfo:
             wav.setsampwidth(SAMPLE_WIDTH)
             wav.setframerate(SAMPLE_RATE)
             for pcm in parts:
-                data = pcm.astype("<i2").tobytes()
+                data = np.ascontiguousarray(pcm, dtype="<i2").tobytes()
                 wav.writeframes(data)
                 pcm_digest.update(data)
                 frames += len(pcm)

@@ -74,6 +74,13 @@ def convert_files(segments: list[Segment], call_id: int, recorded_at: datetime,
         problems.extend(audio.problems)
     if not segments:
         return FileOutcome("missing", error="no MixMonitor segment was started")
+    notes: list[str] = []
+    if last_attempt and audios:
+        # With option b an empty file is a segment that was never bridged (a transferred
+        # customer who hung up while the next phone rang): no audio lost, not a fault.
+        empty = [p for p in problems if p.kind == "empty"]
+        problems = [p for p in problems if p.kind != "empty"]
+        notes = [f"segment without audio: {p.path.name}" for p in empty]
     if problems and not last_attempt:
         return FileOutcome("retry", error=_describe(problems))
     if not audios:
@@ -88,8 +95,8 @@ def convert_files(segments: list[Segment], call_id: int, recorded_at: datetime,
     if problems:
         # Whatever audio there was is stored; the sources stay for a person to look at.
         final = "truncated" if all(p.kind == "truncated" for p in problems) else "missing"
-        return FileOutcome(final, wav=info, error=_describe(problems))
-    outcome = FileOutcome("ready", wav=info)
+        return FileOutcome(final, wav=info, error="; ".join([_describe(problems), *notes]))
+    outcome = FileOutcome("ready", wav=info, notes=notes)
     for path in convert.source_paths(loc.local_spool_dir, segments):
         try:
             path.unlink(missing_ok=True)

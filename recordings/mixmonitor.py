@@ -1,8 +1,11 @@
 """The AMI actions that record a call: MixMonitor per segment, StopMixMonitor at the end.
 
 Files are named after the call's Linkedid, so a file can always be tied to its call (and the
-name says nothing the request could choose). A transfer starts a new segment on the new
-operator's channel (``<linkedid>.s2``, ``.s3``, ...); the segments are joined in order into one WAV.
+name says nothing the request could choose). The first segment records the answering operator's
+channel. A transfer starts a new segment (``<linkedid>.s2``) on the *customer's* channel, the one
+channel that stays in the call however it is transferred (blind, attended, pickup) and however
+late the new operator answers; from the customer's side the directions are swapped, which the
+segment's `perspective` records and the conversion undoes. The segments are joined in order.
 
 Asterisk 20.11 / 21.6 / 22.1 and later: options ``bD`` give one stereo ``.raw`` (left = audio read
 from the operator's channel = the operator, right = audio written to it = the customer). Older
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Mode = Literal["stereo", "legs"]
+# Whose channel MixMonitor runs on: "operator" (left = read = operator) or "customer" (swapped).
+Perspective = Literal["operator", "customer"]
 
 # First releases of each branch with MixMonitor's `D` (interleaved stereo) option.
 _STEREO_SINCE: dict[int, tuple[int, int]] = {20: (20, 11), 21: (21, 6), 22: (22, 1)}
@@ -68,10 +73,12 @@ class Segment:
     operator: str | None
     files: dict[str, str]  # stereo: {"stereo"}; legs: {"rx", "tx", "mix"}
     started_at: float
+    perspective: Perspective = "operator"
 
     def to_dict(self) -> dict[str, object]:
         return {"index": self.index, "mode": self.mode, "channel": self.channel,
-                "operator": self.operator, "files": dict(self.files), "started_at": self.started_at}
+                "operator": self.operator, "files": dict(self.files), "started_at": self.started_at,
+                "perspective": self.perspective}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Segment:
@@ -82,17 +89,19 @@ class Segment:
                    channel=str(data["channel"]),
                    operator=None if data.get("operator") is None else str(data["operator"]),
                    files={str(k): str(v) for k, v in files.items()},
-                   started_at=float(str(data["started_at"])))
+                   started_at=float(str(data["started_at"])),
+                   perspective="customer" if data.get("perspective") == "customer" else "operator")
 
 
 def plan_segment(linkedid: str, index: int, *, stereo: bool, channel: str, operator: str | None,
-                 started_at: float) -> Segment:
+                 started_at: float, perspective: Perspective = "operator") -> Segment:
     stem = safe_file_stem(linkedid) + ("" if index == 1 else f".s{index}")
     if stereo:
-        return Segment(index, "stereo", channel, operator, {"stereo": f"{stem}.raw"}, started_at)
+        return Segment(index, "stereo", channel, operator, {"stereo": f"{stem}.raw"}, started_at,
+                       perspective)
     # The mixed mono file MixMonitor insists on is only a by-product, removed with the legs.
     files = {"rx": f"{stem}.rx.raw", "tx": f"{stem}.tx.raw", "mix": f"{stem}.mix.raw"}
-    return Segment(index, "legs", channel, operator, files, started_at)
+    return Segment(index, "legs", channel, operator, files, started_at, perspective)
 
 
 def spool_path_for_asterisk(spool_dir: str, name: str) -> str:

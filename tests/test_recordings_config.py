@@ -73,3 +73,19 @@ def test_bad_values_are_refused(tmp_path: Path, text: str, message: str) -> None
     with pytest.raises(ConfigError) as exc:
         load(tmp_path, f"[recordings]\n{text}\n")
     assert message in str(exc.value)
+
+
+def test_signing_key_file(tmp_path: Path) -> None:
+    from pbx_bridge.config import RecordingsConfig
+    from pbx_bridge.recording.service import signing_key
+
+    rec = RecordingsConfig()
+    first = signing_key(rec, tmp_path / "data")  # created once ...
+    assert len(first) == 32 and signing_key(rec, tmp_path / "data") == first  # ... then kept
+    assert (tmp_path / "data" / "recording-links.key").stat().st_mode & 0o777 == 0o600
+    rec.signing_key = "configured-key-0123456789"
+    assert signing_key(rec, tmp_path / "data") == b"configured-key-0123456789"
+    for junk in ("not hex at all", "abcd", ""):
+        (tmp_path / "data" / "recording-links.key").write_text(junk)
+        with pytest.raises(ConfigError, match="not a signing key"):
+            signing_key(RecordingsConfig(), tmp_path / "data")

@@ -81,6 +81,23 @@ def test_leg_files_are_merged_into_stereo(traces: Path, tmp_path: Path) -> None:
     assert np.array_equal(convert.read_wav(info.path)[:, 0], source[:, 0])
 
 
+def test_a_segment_recorded_on_the_customers_channel_is_swapped(traces: Path, tmp_path: Path) -> None:
+    source = raw_samples(traces / "recordings" / SIP)
+    for stereo in (True, False):
+        segment = plan_segment("pbx-1795731456.0", 2, stereo=stereo, channel="PJSIP/trunk-00000000",
+                               operator="102", started_at=0.0, perspective="customer")
+        if stereo:
+            (tmp_path / segment.files["stereo"]).write_bytes(source.astype("<i2").tobytes())
+        else:  # r() = read from the customer's channel = the customer
+            (tmp_path / segment.files["rx"]).write_bytes(source[:, 0].astype("<i2").tobytes())
+            (tmp_path / segment.files["tx"]).write_bytes(source[:, 1].astype("<i2").tobytes())
+        audio = convert.read_segment(tmp_path, segment)
+        assert np.array_equal(audio.pcm[:, 0], source[:, 1]) and np.array_equal(audio.pcm[:, 1], source[:, 0])
+        info = convert.write_wav([audio.pcm], tmp_path / "swapped.wav")
+        convert.verify_wav(info)
+        assert np.array_equal(convert.read_wav(info.path), source[:, ::-1])
+
+
 def test_segments_are_concatenated_in_order(traces: Path, tmp_path: Path) -> None:
     first, _ = convert.read_stereo_raw(traces / "recordings" / LAB)
     second, _ = convert.read_stereo_raw(traces / "recordings" / SIP)

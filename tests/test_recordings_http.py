@@ -256,3 +256,58 @@ async def test_legal_hold(api: Api) -> None:
     async with api.engine.connect() as conn:  # the bad requests changed nothing
         held = (await conn.execute(sa.select(calls.c.legal_hold).where(calls.c.id == api.call_id))).scalar()
     assert held is True
+
+
+async def test_call_detail_enricher(api: Api) -> None:
+    from pbx_bridge.calls.record import CallRecord
+    from pbx_bridge.recording.http import recording_enricher
+
+    async with api.engine.connect() as conn:
+        found = await recording_enricher(conn, CallRecord("main", "x", 0.0, id=api.call_id), {})
+        none = await recording_enricher(conn, CallRecord("main", "y", 0.0, id=424242), {})
+    assert none == {"recording": None}
+    rec = found["recording"]
+    assert rec["call_id"] == api.call_id and rec["state"] == "ready"
+    assert rec["url"] == f"/api/v1/calls/{api.call_id}/recording"
+    assert "stored_path" not in rec and not any("/" in str(v) and "api" not in str(v) for v in rec.values())
+
+
+def _schema(name: str) -> dict[str, Any]:
+    from pbx_bridge.recording.schemas import OPENAPI_SCHEMAS
+
+    return {**OPENAPI_SCHEMAS[name], "components": {"schemas": OPENAPI_SCHEMAS}}
+
+
+async def test_responses_match_the_openapi_description(api: Api) -> None:
+    import jsonschema_rs  # what schemathesis validates with
+
+    from pbx_bridge.calls.record import CallRecord
+    from pbx_bridge.recording.http import recording_enricher
+    from pbx_bridge.recording.schemas import OPENAPI_PATHS
+
+    canonical = {r.resource.canonical for r in api.client.app.router.routes() if r.resource is not None}
+    routes = {path for path in canonical if "recording" in path or "legal-hold" in path}
+    assert routes == set(OPENAPI_PATHS)
+    link = await api.client.post(f"/api/v1/calls/{api.call_id}/recording/link", headers=auth("crm"))
+    jsonschema_rs.validate(_schema("RecordingLink"), await link.json())
+    hold = await api.client.post(f"/api/v1/calls/{api.call_id}/legal-hold", json={"hold": False},
+                                 headers=auth("admin"))
+    jsonschema_rs.validate(_schema("LegalHold"), await hold.json())
+    async with api.engine.connect() as conn:
+        found = await recording_enricher(conn, CallRecord("main", "x", 0.0, id=api.call_id), {})
+    jsonschema_rs.validate(_schema("Recording"), found["recording"])
+
+
+async def test_playable_file_for_other_readers(api: Api) -> None:
+    from recordings.catalog import playable_file
+
+    root = api.service.locations.recordings_dir
+    async with api.engine.connect() as conn:
+        found = await playable_file(conn, api.call_id, root)
+        assert found is not None and found.read_bytes() == api.wav
+        assert await playable_file(conn, 424242, root) is None
+    processing = await add_call(api.engine, "x-proc", "101", ["101"], state="processing")
+    evil = await add_call(api.engine, "x-evil", "101", ["101"], state="ready", stored="../../etc/passwd")
+    async with api.engine.connect() as conn:
+        assert await playable_file(conn, processing, root) is None
+        assert await playable_file(conn, evil, root) is None

@@ -194,6 +194,7 @@ async def test_answered_call_is_recorded_converted_and_announced(env: Env) -> No
     message = events.queue.get_nowait()
     assert message is not None
     assert message["type"] == "recording.ready" and message["call_id"] == call_id
+    assert message["extensions"] == ["101"] and message["at"].endswith("Z")
     assert message["recording"]["sha256"] == row.sha256
     assert message["recording"]["url"] == f"/api/v1/calls/{call_id}/recording"
     assert [(lk.client_id, lk.call_id, lk.url) for lk in links] == [
@@ -222,35 +223,49 @@ async def test_older_asterisk_gets_leg_files_merged(env: Env) -> None:
     assert list(env.spool.iterdir()) == []  # legs and the mixed by-product removed
 
 
-async def test_transfer_adds_a_segment_on_the_new_operator(env: Env) -> None:
+CUSTOMER = "Local/cust@customer-00000004;1"
+
+
+async def test_transfer_records_the_rest_from_the_customers_channel(env: Env) -> None:
+    """A blind transfer as the tracker reports it: `transferred` while 102's phone still rings.
+    The rest of the call is recorded on the customer's channel (it stays, whoever answers);
+    its directions are swapped back so the operator stays on the left."""
     new_channel = "Local/102@operators-00000007;1"
     env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    # From the customer's channel: left = read from it = the customer.
+    env.peer.channels[CUSTOMER] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
     env.peer.channels[new_channel] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
     call_id = await insert_call(env.engine, LAB_LINKEDID, rung=["101", "102"])
     rec = record(call_id, LAB_LINKEDID, LAB_OPERATOR)
     await env.hook.on_change(CallChange("answered", rec, extension="101"))
-    transferred = CallRecord(**{**rec.__dict__, "operator": "102", "operators_rung": ["101", "102"],
-                                "legs": [*rec.legs[:1],
-                                         Leg("u2", LAB_OPERATOR, "operator", "101", T0, T0 + 2, T0 + 4),
-                                         Leg("u3", new_channel, "operator", "102", T0 + 3, T0 + 4)]})
-    await env.hook.on_change(CallChange("transferred", transferred, extension="102"))
-    # The call ends while 102's channel is still up in the snapshot: StopMixMonitor for it.
-    await env.hook.on_change(CallChange("ended", ended(transferred, still_up=(new_channel,))))
+    hung_101 = Leg("u2", LAB_OPERATOR, "operator", "101", T0, T0 + 2, T0 + 4)
+    rings_102 = Leg("u3", new_channel, "operator", "102", T0 + 4)
+    ringing = CallRecord(**{**rec.__dict__, "operator": "102", "operators_rung": ["101", "102"],
+                            "legs": [rec.legs[0], hung_101, rings_102]})
+    await env.hook.on_change(CallChange("transferred", ringing, extension="102"))
+    answered = CallRecord(**{**ringing.__dict__, "legs": [
+        rec.legs[0], hung_101, Leg("u3", new_channel, "operator", "102", T0 + 4, T0 + 5)]})
+    for _ in range(3):  # 102 answers: no further segment, the customer's channel has it all
+        await env.hook.on_change(CallChange("updated", answered))
+    # The call ends while the customer's channel is still up in the snapshot: StopMixMonitor.
+    await env.hook.on_change(CallChange("ended", ended(answered, still_up=(CUSTOMER,))))
     await env.service.drain()
     monitors = [a for a in env.peer.actions if a["Action"] == "MixMonitor"]
-    assert [(a["Channel"], a["File"]) for a in monitors] == [
-        (LAB_OPERATOR, f"{ASTERISK_SPOOL}/{LAB_LINKEDID}.raw"),
-        (new_channel, f"{ASTERISK_SPOOL}/{LAB_LINKEDID}.s2.raw")]
+    assert [(a["Channel"], a["File"], a["Options"]) for a in monitors] == [
+        (LAB_OPERATOR, f"{ASTERISK_SPOOL}/{LAB_LINKEDID}.raw", "bD"),
+        (CUSTOMER, f"{ASTERISK_SPOOL}/{LAB_LINKEDID}.s2.raw", "bD")]
     stops = [a for a in env.peer.actions if a["Action"] == "StopMixMonitor"]
-    assert [a["Channel"] for a in stops] == [new_channel]
+    assert [a["Channel"] for a in stops] == [CUSTOMER]
     await env.service.worker.run_once()
     row = await row_of(env, call_id)
     assert row.state == "ready" and len(row.segments) == 2
-    assert [s.operator for s in row.segments] == ["101", "102"]
+    assert [(s.operator, s.perspective) for s in row.segments] == [("101", "operator"), ("102", "customer")]
     assert row.stored_path is not None
     stored = convert.read_wav(env.recordings_dir / row.stored_path)
-    both = np.concatenate([raw(env.traces, LAB_LINKEDID), raw(env.traces, SIP_LINKEDID)])
-    assert np.array_equal(stored, both)
+    first, second = raw(env.traces, LAB_LINKEDID), raw(env.traces, SIP_LINKEDID)
+    assert np.array_equal(stored[: len(first)], first)
+    assert np.array_equal(stored[len(first):, 0], second[:, 1])  # operator 102 on the left
+    assert np.array_equal(stored[len(first):, 1], second[:, 0])  # the customer on the right
 
 
 async def test_lagging_mount_is_retried_until_the_file_appears(
@@ -451,24 +466,25 @@ async def test_compression_without_ffmpeg_is_skipped_cleanly(env: Env, settings:
     assert row.stored_path is not None and (env.recordings_dir / row.stored_path).exists()
 
 
-async def test_transfer_announced_before_the_new_operator_answers(env: Env) -> None:
-    """The `transferred` change may come while 102's phone still rings; the update that carries
-    102's answered channel then starts the next segment (once, however many updates follow)."""
+async def test_transfer_without_a_customer_channel_waits_for_the_new_operator(env: Env) -> None:
+    """An internal call has no customer channel: the transfer's segment goes on the new
+    operator's channel, once an update shows it answered (once, however many updates follow)."""
     new_channel = "PJSIP/102-00000004"
     env.peer.channels[SIP_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw")
     env.peer.channels[new_channel] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
-    call_id = await insert_call(env.engine, SIP_LINKEDID, rung=["101", "102"])
-    rec = record(call_id, SIP_LINKEDID, SIP_OPERATOR)
+    call_id = await insert_call(env.engine, SIP_LINKEDID, rung=["101", "102"], direction="internal")
+    rec = record(call_id, SIP_LINKEDID, SIP_OPERATOR, direction="internal")
+    rec.legs = rec.legs[1:]  # no customer
     await env.hook.on_change(CallChange("answered", rec, extension="101"))
     hung_101 = Leg("u2", SIP_OPERATOR, "operator", "101", T0, T0 + 2, T0 + 4)
-    ringing = CallRecord(**{**rec.__dict__, "legs": [rec.legs[0], hung_101,
-                                                     Leg("u3", new_channel, "operator", "102", T0 + 4)]})
+    rings_102 = Leg("u3", new_channel, "operator", "102", T0 + 4)
+    ringing = CallRecord(**{**rec.__dict__, "legs": [hung_101, rings_102]})
     await env.hook.on_change(CallChange("transferred", ringing, extension="102"))
     await env.service.drain()
     assert len([a for a in env.peer.actions if a["Action"] == "MixMonitor"]) == 1
     assert (await row_of(env, call_id)).last_error is None  # waiting is not an error
     answered = CallRecord(**{**rec.__dict__, "operator": "102", "legs": [
-        rec.legs[0], hung_101, Leg("u3", new_channel, "operator", "102", T0 + 4, T0 + 5)]})
+        hung_101, Leg("u3", new_channel, "operator", "102", T0 + 4, T0 + 5)]})
     for _ in range(3):
         await env.hook.on_change(CallChange("updated", answered))
     await env.service.drain()
@@ -539,3 +555,28 @@ async def test_version_asked_with_core_settings_through_a_response_object(env: E
     await env.service.drain()
     assert [a["Action"] for a in env.peer.actions] == ["Login", "CoreSettings", "MixMonitor"]
     assert env.peer.actions[-1]["Options"] == "bD"
+
+
+async def test_a_segment_that_was_never_bridged_does_not_spoil_the_recording(env: Env) -> None:
+    """Transferred, then the customer hung up while the next phone rang: MixMonitor (option b)
+    wrote an empty file for the second segment. Retried like any empty file, then ready."""
+    env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    env.peer.channels[CUSTOMER] = FakeSpoolWrite(env.traces / "recordings" / f"{SIP_LINKEDID}.raw",
+                                                 empty=True)
+    call_id = await insert_call(env.engine, LAB_LINKEDID, rung=["101", "102"])
+    rec = record(call_id, LAB_LINKEDID, LAB_OPERATOR)
+    await env.hook.on_change(CallChange("answered", rec, extension="101"))
+    await env.hook.on_change(CallChange("transferred", rec, extension="102"))
+    await env.hook.on_change(CallChange("ended", ended(rec)))
+    await env.service.drain()
+    for attempt in (1, 2):
+        await env.service.worker.run_once()
+        assert (await row_of(env, call_id)).state == "processing", attempt
+        env.clock.now += 60
+    await env.service.worker.run_once()
+    row = await row_of(env, call_id)
+    assert row.state == "ready" and row.stored_path is not None
+    assert row.last_error == f"segment without audio: {LAB_LINKEDID}.s2.raw"
+    stored = convert.read_wav(env.recordings_dir / row.stored_path)
+    assert np.array_equal(stored, raw(env.traces, LAB_LINKEDID))
+    assert list(env.spool.iterdir()) == []

@@ -176,3 +176,22 @@ def test_signed_links() -> None:
         assert exc.value.reason == "malformed"
     with pytest.raises(ValueError):
         signing.sign(b"short", 1, now=0, ttl_seconds=1)
+
+
+def test_which_channel_is_recorded() -> None:
+    from pbx_bridge.calls.record import CallRecord, Leg
+    from pbx_bridge.recording.service import customer_channel, operator_channel
+
+    rec = CallRecord("main", "x", 0.0, legs=[
+        Leg("1", "PJSIP/trunk-1", "customer", None, 0.0, answered_at=2.0),
+        Leg("2", "PJSIP/101-1", "operator", "101", 0.5, answered_at=2.0, hungup_at=3.0),
+        Leg("3", "PJSIP/102-1", "operator", "102", 0.6),  # rang, still up, never answered
+        Leg("4", "PJSIP/101-2", "operator", "101", 4.0, answered_at=5.0),
+    ])
+    assert operator_channel(rec, "101").channel == "PJSIP/101-2"  # type: ignore[union-attr]
+    # An outbound caller leg may not be marked answered yet: still up is enough.
+    assert operator_channel(rec, "102").channel == "PJSIP/102-1"  # type: ignore[union-attr]
+    assert operator_channel(rec, "103") is None
+    assert customer_channel(rec).channel == "PJSIP/trunk-1"  # type: ignore[union-attr]
+    rec.legs[0].hungup_at = 9.0
+    assert customer_channel(rec) is None

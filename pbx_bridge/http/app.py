@@ -24,6 +24,7 @@ from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_han
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
+from pbx_bridge.recording import schemas as recording_schemas
 from pbx_bridge.reports import http as reports_http
 from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
@@ -40,7 +41,8 @@ FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
     (reports_http.setup, reports_schemas.OPENAPI),
     (clients_http.setup, clients_schemas.OPENAPI),
     (routing_http.setup, None),
-    (recording_http.setup, None),
+    (recording_http.setup, Fragment(paths=recording_schemas.OPENAPI_PATHS,
+                                    schemas=recording_schemas.OPENAPI_SCHEMAS)),
 ]
 
 

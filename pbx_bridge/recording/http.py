@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
 from pbx_bridge.recording.service import SERVICE_NAME, RecordingService
+from pbx_bridge.runtime import Runtime
 from recordings import catalog, signing
 from recordings.catalog import RecordingRow
 from recordings.playback import RangeNotSatisfiable, parse_range
@@ -32,8 +37,12 @@ CHUNK = 64 * 1024
 SIGNED_PREFIX = "/api/v1/recordings/signed/"
 
 
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
 def _service(request: web.Request) -> RecordingService:
-    service = request.app[RUNTIME].services.get(SERVICE_NAME)
+    service = _runtime(request).services.get(SERVICE_NAME)
     if not isinstance(service, RecordingService):
         raise ApiError(503, "recordings_unavailable", "recordings are not enabled")
     return service
@@ -48,7 +57,7 @@ def _call_id(request: web.Request) -> int:
 
 async def _visible_call(request: web.Request, call_id: int, who: Principal) -> Any:
     """The call, if this principal may see it: operators only their own (answered or rung)."""
-    async with request.app[RUNTIME].engine.connect() as conn:
+    async with _runtime(request).engine.connect() as conn:
         row = (await conn.execute(
             sa.select(calls.c.id, calls.c.operator, calls.c.operators_rung, calls.c.legal_hold)
             .where(calls.c.id == call_id))).first()
@@ -63,7 +72,7 @@ async def _visible_call(request: web.Request, call_id: int, who: Principal) -> A
 
 
 async def _recording(request: web.Request, call_id: int) -> RecordingRow:
-    async with request.app[RUNTIME].engine.connect() as conn:
+    async with _runtime(request).engine.connect() as conn:
         row = await catalog.get_by_call(conn, call_id)
     if row is None:
         raise ApiError(404, "recording_not_found", "this call has no recording")
@@ -77,48 +86,57 @@ async def _recording(request: web.Request, call_id: int) -> RecordingRow:
     return row
 
 
+def _open_sized(path: Path) -> tuple[BinaryIO, int]:
+    fh = open(path, "rb")  # closed by the caller
+    return fh, os.fstat(fh.fileno()).st_size
+
+
+def _read_at(fh: BinaryIO, offset: int, size: int) -> bytes:
+    return os.pread(fh.fileno(), size, offset)
+
+
 async def _stream(request: web.Request, row: RecordingRow) -> web.StreamResponse:
     service = _service(request)
     assert row.stored_path is not None
     try:
         path = resolve_stored(service.locations.recordings_dir, row.stored_path)
-        size = path.stat().st_size
+        # Opened before anything is sent: a vanished file is a clean 404, and the size is the
+        # size of the file actually streamed.
+        fh, size = await asyncio.to_thread(_open_sized, path)
     except (UnsafePath, OSError) as exc:
         event(log, logging.ERROR, "recording.file_unavailable", call_id=row.call_id, error=str(exc))
         raise ApiError(404, "recording_file_missing", "the recording's file is missing") from None
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/wav",
-               "Cache-Control": "private, max-age=0",
-               "Content-Disposition": f'inline; filename="call-{row.call_id}.wav"'}
-    if row.sha256:
-        headers["ETag"] = f'"{row.sha256}"'
     try:
-        wanted = parse_range(request.headers.get("Range"), size)
-    except RangeNotSatisfiable as exc:
-        raise ApiError(416, "range_not_satisfiable", str(exc),
-                       headers={"Content-Range": exc.content_range}) from None
-    if_range = request.headers.get("If-Range")
-    if wanted is not None and if_range is not None and if_range != headers.get("ETag"):
-        wanted = None  # the client's copy is stale: send the whole file
-    start, length = (0, size) if wanted is None else (wanted.start, wanted.length)
-    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
-    if wanted is not None:
-        response.headers["Content-Range"] = wanted.content_range
-    response.content_length = length
-    await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    fh = await asyncio.to_thread(open, path, "rb")
-    try:
-        await asyncio.to_thread(fh.seek, start)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/wav",
+                   "Cache-Control": "private, max-age=0",
+                   "Content-Disposition": f'inline; filename="call-{row.call_id}.wav"'}
+        if row.sha256:
+            headers["ETag"] = f'"{row.sha256}"'
+        try:
+            wanted = parse_range(request.headers.get("Range"), size)
+        except RangeNotSatisfiable as exc:
+            raise ApiError(416, "range_not_satisfiable", str(exc),
+                           headers={"Content-Range": exc.content_range}) from None
+        if_range = request.headers.get("If-Range")
+        if wanted is not None and if_range is not None and if_range != headers.get("ETag"):
+            wanted = None  # the client's copy is stale: send the whole file
+        start, length = (0, size) if wanted is None else (wanted.start, wanted.length)
+        response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+        if wanted is not None:
+            response.headers["Content-Range"] = wanted.content_range
+        response.content_length = length
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         left = length
         while left > 0:
-            data = await asyncio.to_thread(fh.read, min(CHUNK, left))
+            data = await asyncio.to_thread(_read_at, fh, start + length - left, min(CHUNK, left))
             if not data:
                 break  # the file shrank under us; the client sees a short body
             await response.write(data)
             left -= len(data)
     finally:
-        await asyncio.to_thread(fh.close)
+        fh.close()  # a read-only file: closing does not wait on the disk
     await response.write_eof()
     return response
 
@@ -138,7 +156,7 @@ async def create_link(request: web.Request) -> web.Response:
     service = _service(request)
     link = signing.sign(service.signing_key, row.call_id, now=time.time(),
                         ttl_seconds=service.config.link_ttl_seconds)
-    base = request.app[RUNTIME].settings.server.public_url.rstrip("/") or (
+    base = _runtime(request).settings.server.public_url.rstrip("/") or (
         f"{request.scheme}://{request.host}")
     event(log, logging.INFO, "recording.link_issued", call_id=call_id, by=who.name,
           expires_at=link.expires_at)
@@ -168,12 +186,21 @@ async def set_legal_hold(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or set(body) != {"hold"} or not isinstance(body["hold"], bool):
         raise ApiError(400, "bad_request", 'body must be {"hold": true|false}')
     hold = body["hold"]
-    async with request.app[RUNTIME].engine.begin() as conn:
+    async with _runtime(request).engine.begin() as conn:
         result = await conn.execute(calls.update().where(calls.c.id == call_id).values(legal_hold=hold))
     if not result.rowcount:
         raise ApiError(404, "not_found", "no such call")
     event(log, logging.INFO, "recording.legal_hold", call_id=call_id, hold=hold, by=who.name)
     return web.json_response({"call_id": call_id, "legal_hold": hold})
+
+
+async def recording_enricher(conn: AsyncConnection, record: CallRecord,
+                             _detail: dict[str, Any]) -> dict[str, Any]:
+    """The call detail's `recording` (GET /api/v1/calls/{id}): the public shape, or None."""
+    if record.id is None:
+        return {"recording": None}
+    row = await catalog.get_by_call(conn, record.id)
+    return {"recording": None if row is None else RecordingService.describe(row)}
 
 
 def setup(app: web.Application) -> None:

@@ -17,20 +17,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from crm_sync.phones import normalize
 from pbx_bridge.ami.errors import ActionFailed, PbxUnavailable
 from pbx_bridge.calls.record import CallRecord, Leg
-from pbx_bridge.config import RecordingOverrideConfig, RecordingsConfig
+from pbx_bridge.config import ConfigError, RecordingOverrideConfig, RecordingsConfig
 from pbx_bridge.db.schema import calls
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
 from recordings import catalog, convert, mixmonitor
 from recordings.catalog import RecordingRow
 from recordings.finalize import FinalizeOptions, RetryPolicy
+from recordings.mixmonitor import Perspective
 from recordings.policy import Override, Policy, decide
 from recordings.retention import RetentionReport, apply_retention
 from recordings.schema import recordings
@@ -44,15 +45,25 @@ SERVICE_NAME = "recordings"
 
 @dataclass(frozen=True)
 class TimelineLink:
-    """What the client's timeline gets when a recording of one of their calls is ready."""
+    """What the client's timeline gets when a recording of a call is ready. `client_id` is the
+    call's matched card, if any (the CRM may also have attached the call to several cards)."""
 
-    client_id: int
+    client_id: int | None
     call_id: int
     url: str  # API path of the recording (GET, Range-capable)
     recording: dict[str, Any]
 
 
 TimelineCallback = Callable[[TimelineLink], Awaitable[None]]
+
+
+def ready_message(call_id: int, recording: dict[str, Any], extensions: list[str | None]) -> dict[str, Any]:
+    """`recording.ready` in the live events' one shape (pbx_bridge.events.messages.make_message:
+    type, at, extensions = the operators who may see it, then the payload)."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    exts = sorted({e for e in extensions if e})
+    return {"type": "recording.ready", "at": at, "extensions": exts, "call_id": call_id,
+            "recording": recording}
 
 
 def policy_from_config(rec: RecordingsConfig, region: str) -> Policy:
@@ -87,9 +98,17 @@ def signing_key(rec: RecordingsConfig, data_dir: Path) -> bytes:
         return rec.signing_key.encode()
     path = data_dir / "recording-links.key"
     try:
-        return bytes.fromhex(path.read_text().strip())
+        key = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         pass
+    except (ValueError, UnicodeDecodeError):
+        key = b""
+    else:
+        if len(key) >= 16:
+            return key
+    if path.exists():
+        raise ConfigError(f"{path}: not a signing key (hex, 16+ bytes); delete it to make a new one "
+                          "(links already handed out stop working) or set recordings.signing_key")
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -98,16 +117,31 @@ def signing_key(rec: RecordingsConfig, data_dir: Path) -> bytes:
     return key
 
 
-def operator_channel(record: CallRecord, extension: str | None) -> Leg | None:
-    """The answered operator's channel: their latest answered leg still up."""
+def operator_channel(record: CallRecord, extension: str | None, *,
+                     answered_only: bool = False) -> Leg | None:
+    """The operator's channel to record: their latest answered leg still up; else their latest
+    leg still up (an outbound call's caller leg may not be marked answered yet when the call's
+    `answered` change comes); else their latest answered leg."""
     legs = [leg for leg in record.legs if leg.role == "operator"]
+    if answered_only:
+        legs = [leg for leg in legs if leg.answered_at is not None]
     if extension is not None:
         legs = [leg for leg in legs if leg.extension == extension]
-    up = [leg for leg in legs if leg.answered_at is not None and leg.hungup_at is None]
-    if up:
-        return max(up, key=lambda leg: leg.answered_at or 0.0)
+    live = [leg for leg in legs if leg.hungup_at is None]
+    answered_live = [leg for leg in live if leg.answered_at is not None]
+    if answered_live:
+        return max(answered_live, key=lambda leg: leg.answered_at or 0.0)
+    if live:
+        return max(live, key=lambda leg: leg.created_at)
     answered = [leg for leg in legs if leg.answered_at is not None]
     return max(answered, key=lambda leg: leg.answered_at or 0.0) if answered else None
+
+
+def customer_channel(record: CallRecord) -> Leg | None:
+    """The customer's channel while it is up (answered first)."""
+    up = [leg for leg in record.legs if leg.role == "customer" and leg.hungup_at is None]
+    up.sort(key=lambda leg: (leg.answered_at is None, leg.created_at))
+    return up[0] if up else None
 
 
 def _header(response: Any, name: str) -> str | None:
@@ -154,14 +188,15 @@ class RecordingService:
     # --- what the hook calls (never blocks) -------------------------------------------------
 
     def call_answered(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, transfer=False))
+        self._schedule(record, lambda: self._start(record, extension, on="operator"))
 
     def call_transferred(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, transfer=True))
+        self._schedule(record, lambda: self._start(record, extension, on="customer"))
 
     def call_updated(self, record: CallRecord) -> None:
-        """A call being recorded gained an answered operator channel (e.g. a transfer completed
-        after its `transferred` change): record it as the next segment. Cheap: no I/O here."""
+        """A call being recorded gained an answered operator channel not yet recorded (a transfer
+        in a call without a customer channel, e.g. an internal call): record it as the next
+        segment. Cheap: no I/O here."""
         recorded = self._active.get(record.id) if record.id is not None else None
         if recorded is None:
             return
@@ -169,14 +204,15 @@ class RecordingService:
             if (leg.role == "operator" and leg.answered_at is not None and leg.hungup_at is None
                     and leg.channel not in recorded):
                 recorded.add(leg.channel)  # tried once: a refusal is not retried on every update
-                self._schedule(record, functools.partial(self._start, record, leg.extension, transfer=True))
+                self._schedule(record, functools.partial(self._start, record, leg.extension, on="operator"))
                 return
 
     def call_ended(self, record: CallRecord) -> None:
         self._schedule(record, lambda: self._end(record))
 
     def add_timeline_listener(self, callback: TimelineCallback) -> None:
-        """Called with a TimelineLink whenever a recording of a call with a client is ready."""
+        """`callback(TimelineLink)` runs whenever a recording is ready (playable): the CRM links it
+        on the client's timeline. A failing callback is logged and does not stop anything."""
         self._timeline.append(callback)
 
     async def drain(self) -> None:
@@ -235,7 +271,10 @@ class RecordingService:
               mode="stereo" if stereo else "legs")
         return stereo
 
-    async def _start(self, record: CallRecord, extension: str | None, *, transfer: bool) -> None:
+    async def _start(self, record: CallRecord, extension: str | None, *,
+                     on: Literal["operator", "customer"]) -> None:
+        """Start a segment: on the operator's channel when a call is answered; on the customer's
+        channel after a transfer (the one channel that stays, whoever answers, and whenever)."""
         assert record.id is not None
         call_id = record.id
         async with self.runtime.engine.connect() as conn:
@@ -245,6 +284,8 @@ class RecordingService:
             existing = None
         if existing is not None and existing.state != "recording":
             return  # already finished (a late duplicate change)
+        if existing is not None and any(s.perspective == "customer" for s in existing.segments):
+            return  # the customer's channel is recorded to the end, whoever takes the call
         operator = extension or record.operator
         if existing is None:
             decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
@@ -255,10 +296,18 @@ class RecordingService:
             rule = decision.rule
         else:
             rule = existing.rule  # a transfer continues the call's recording
-        leg = operator_channel(record, operator)
+        perspective: Perspective = "operator"
+        leg = None
+        if on == "customer":
+            leg = customer_channel(record)
+            perspective = "customer" if leg is not None else "operator"
         if leg is None:
-            if transfer:
-                # The new operator has not answered yet; a later change brings their channel.
+            # After a transfer only a phone that answered: one still ringing may never be.
+            leg = operator_channel(record, operator, answered_only=on == "customer")
+        if leg is None:
+            if on == "customer":
+                # No customer channel (internal call) and the new operator has not answered yet:
+                # the update that brings their channel starts the segment (call_updated).
                 event(log, logging.INFO, "recording.waiting_for_operator", call_id=call_id,
                       operator=operator)
                 return
@@ -271,7 +320,8 @@ class RecordingService:
         index = 1 if existing is None else max(s.index for s in existing.segments) + 1
         segment = mixmonitor.plan_segment(
             record.linkedid, index, stereo=await self._stereo(record.pbx), channel=leg.channel,
-            operator=leg.extension or operator, started_at=self._now())
+            operator=operator if perspective == "customer" else (leg.extension or operator),
+            started_at=self._now(), perspective=perspective)
         action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
         connection = self.runtime.pbx.get(record.pbx)
         if connection is None:
@@ -332,15 +382,16 @@ class RecordingService:
         if not row.playable:
             return  # state and log line already say what went wrong
         data = self.describe(row)
-        self.runtime.bus.publish({"type": "recording.ready", "call_id": row.call_id, "recording": data})
+        async with self.runtime.engine.connect() as conn:
+            call = (await conn.execute(
+                sa.select(calls.c.client_id, calls.c.operator, calls.c.operators_rung)
+                .where(calls.c.id == row.call_id))).first()
+        extensions = [] if call is None else [call.operator, *(call.operators_rung or [])]
+        self.runtime.bus.publish(ready_message(row.call_id, data, extensions))
         if not self._timeline:
             return
-        async with self.runtime.engine.connect() as conn:
-            client_id = (await conn.execute(
-                sa.select(calls.c.client_id).where(calls.c.id == row.call_id))).scalar()
-        if client_id is None:
-            return
-        link = TimelineLink(int(client_id), row.call_id, data["url"], data)
+        client_id = None if call is None or call.client_id is None else int(call.client_id)
+        link = TimelineLink(client_id, row.call_id, data["url"], data)
         for callback in self._timeline:
             try:
                 await callback(link)

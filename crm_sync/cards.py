@@ -398,10 +398,7 @@ _SUMMARY_PHONES = (
 )
 
 
-async def card_summary(
-    db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
-) -> CardSummary:
-    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
+def _summary(candidate: Candidate, rows: Sequence[Any], ambiguous: bool) -> CardSummary:
     return CardSummary(
         id=candidate.id,
         name=candidate.name,
@@ -411,6 +408,20 @@ async def card_summary(
         tags=list(candidate.tags),
         ambiguous=ambiguous,
     )
+
+
+async def card_summary(
+    db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
+) -> CardSummary:
+    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
+    return _summary(candidate, rows, ambiguous)
+
+
+def card_summary_sync(
+    conn: sa.engine.Connection, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
+) -> CardSummary:
+    rows = conn.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit}).all()
+    return _summary(candidate, rows, ambiguous)
 
 
 def _looks_like_phone(query: str) -> bool:

@@ -486,7 +486,9 @@ async def test_call_facts_from_record() -> None:
     assert f.answered and not f.missed
 
 
-async def test_click_to_call_with_client_id_lands_on_that_card(engine: AsyncEngine, settings: Settings) -> None:
+async def test_click_to_call_with_client_id_lands_on_that_card(
+    engine: AsyncEngine, settings: Settings
+) -> None:
     """The CRM placed the call from a card (click-to-call with a client id): that card gets the
     call even though the number dialled is not on it, and no other card is created."""
     async with engine.begin() as conn:

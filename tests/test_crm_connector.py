@@ -442,3 +442,26 @@ async def test_connector_without_url_for_kind_is_a_noop(settings: Settings) -> N
 
         now = datetime.now(UTC)
         await connector.send(OutboxItem(1, "k", "call", {}, 0, now, now, None, False, None))
+
+
+async def test_serve_wiring_starts_hook_and_worker(
+    engine: AsyncEngine, settings: Settings, crm_server: Server
+) -> None:
+    """What `serve` starts: the hook published for the pipeline, the worker delivering."""
+    from pbx_bridge.clients.service import CrmServices
+    from pbx_bridge.db.engine import make_sessionmaker
+    from pbx_bridge.runtime import Runtime
+
+    crm = FakeCrm()
+    external(settings, await crm_server(crm))
+    runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    services = CrmServices(runtime)
+    await services.start()
+    try:
+        hook = runtime.services["crm_hook"]
+        assert isinstance(hook, CrmHook) and isinstance(runtime.services["crm_outbox"], OutboxWorker)
+        await replay(engine, hook, trace_records()["inbound_answered"])
+        await wait_for(lambda: all_delivered(engine))
+    finally:
+        await services.stop()
+    assert [g["event"] for g in crm.received] == ["contact", "call"]

@@ -111,7 +111,8 @@ class CrmHook:
                 self._live.pop(next(iter(self._live)))
         if cached is not None:
             change.client = cached[0]
-            record.client_id = cached[1]
+            if record.client_id is None:  # a card chosen up front (click-to-call) is kept
+                record.client_id = cached[1]
 
     async def identify(self, record: CallRecord) -> tuple[dict[str, Any] | None, int | None, bool]:
         """The screen pop: the matched card's summary (and, with no card, the external CRM's)."""

@@ -465,3 +465,21 @@ async def test_serve_wiring_starts_hook_and_worker(
     finally:
         await services.stop()
     assert [g["event"] for g in crm.received] == ["contact", "call"]
+
+
+async def test_purge_delivered_keeps_dead_and_pending(engine: AsyncEngine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        old = await outbox.enqueue(conn, "phone:+1", "call", {}, now - timedelta(days=10))
+        fresh = await outbox.enqueue(conn, "phone:+1", "call", {}, now)
+        dead = await outbox.enqueue(conn, "phone:+2", "call", {}, now - timedelta(days=10))
+        pending = await outbox.enqueue(conn, "phone:+3", "call", {}, now - timedelta(days=10))
+        await outbox.mark_delivered(conn, old, now - timedelta(days=9))
+        await outbox.mark_delivered(conn, fresh, now)
+        item = await outbox.get_item(conn, dead)
+        assert item is not None
+        await outbox.mark_failed(conn, item, DeliveryError("no", retryable=False), now, outbox.RetryPolicy())
+        assert await outbox.purge_delivered(conn, now - timedelta(days=7)) == 1
+    assert sorted(i.id for i in await items(engine)) == sorted([fresh, dead, pending])

@@ -232,6 +232,58 @@ async def create_card(
     return client_id
 
 
+async def create_cards(
+    db: Db,
+    cards: Sequence[CardInput],
+    settings: MatchSettings,
+    now: datetime,
+    *,
+    allow_unparsed: bool = False,
+) -> list[int]:
+    """Insert many cards at once (imports); all are validated before anything is written."""
+    values: list[dict[str, Any]] = []
+    phone_lists: list[list[PhoneEntry]] = []
+    email_lists: list[list[str]] = []
+    for card in cards:
+        name = clean_name(card.name)
+        phone_lists.append(prepare_phones(card.phones, settings, allow_unparsed=allow_unparsed))
+        email_lists.append(clean_emails(card.emails))
+        values.append(
+            {
+                "name": name,
+                "name_key": name.casefold(),
+                "company": _optional_text(card.company, "company", 255),
+                "responsible": clean_responsible(card.responsible),
+                "source": _optional_text(card.source, "source", 128),
+                "tags": clean_tags(card.tags),
+                "notes": _optional_text(card.notes, "notes", 100_000),
+                "auto_created": False,
+                "created_at": now,
+                "updated_at": now,
+                "last_activity_at": now,
+            }
+        )
+    if not values:
+        return []
+    result = await db.execute(
+        sa.insert(clients).returning(clients.c.id, sort_by_parameter_order=True), values
+    )
+    ids = [int(i) for i in result.scalars()]
+    phone_rows = [
+        {"client_id": cid, "e164": p.e164, "raw": p.raw, "suffix": p.suffix}
+        for cid, entries in zip(ids, phone_lists, strict=True)
+        for p in entries
+    ]
+    if phone_rows:
+        await db.execute(sa.insert(client_phones), phone_rows)
+    email_rows = [
+        {"client_id": cid, "email": e} for cid, emails in zip(ids, email_lists, strict=True) for e in emails
+    ]
+    if email_rows:
+        await db.execute(sa.insert(client_emails), email_rows)
+    return ids
+
+
 async def _insert_phones(db: Db, client_id: int, entries: Sequence[PhoneEntry]) -> None:
     if entries:
         await db.execute(
@@ -398,10 +450,7 @@ _SUMMARY_PHONES = (
 )
 
 
-async def card_summary(
-    db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
-) -> CardSummary:
-    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
+def _summary(candidate: Candidate, rows: Sequence[Any], ambiguous: bool) -> CardSummary:
     return CardSummary(
         id=candidate.id,
         name=candidate.name,
@@ -411,6 +460,20 @@ async def card_summary(
         tags=list(candidate.tags),
         ambiguous=ambiguous,
     )
+
+
+async def card_summary(
+    db: Db, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
+) -> CardSummary:
+    rows = (await db.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit})).all()
+    return _summary(candidate, rows, ambiguous)
+
+
+def card_summary_sync(
+    conn: sa.engine.Connection, candidate: Candidate, *, ambiguous: bool = False, phones_limit: int = 10
+) -> CardSummary:
+    rows = conn.execute(_SUMMARY_PHONES, {"client_id": candidate.id, "limit": phones_limit}).all()
+    return _summary(candidate, rows, ambiguous)
 
 
 def _looks_like_phone(query: str) -> bool:
@@ -457,14 +520,16 @@ async def search_cards(db: Db, query: str, settings: MatchSettings, *, limit: in
     return out
 
 
-async def find_cards_by_e164(db: Db, numbers: Sequence[str]) -> list[int]:
-    """Cards holding any of these E.164 numbers, most recently active first (import merging)."""
-    if not numbers:
-        return []
-    sub = sa.select(client_phones.c.client_id).where(client_phones.c.e164.in_(list(numbers)))
-    rows = await db.execute(
-        sa.select(clients.c.id)
-        .where(clients.c.id.in_(sub))
-        .order_by(clients.c.last_activity_at.desc(), clients.c.id.desc())
-    )
-    return [int(r) for r in rows.scalars()]
+async def owners_by_e164(db: Db, numbers: Sequence[str]) -> dict[str, int]:
+    """For each number, the card holding it (the most recently active when several do)."""
+    out: dict[str, int] = {}
+    for i in range(0, len(numbers), 900):  # stay far below the drivers' parameter limits
+        rows = await db.execute(
+            sa.select(client_phones.c.e164, clients.c.id)
+            .join(clients, clients.c.id == client_phones.c.client_id)
+            .where(client_phones.c.e164.in_(list(numbers[i : i + 900])))
+            .order_by(clients.c.last_activity_at.desc(), clients.c.id.desc())
+        )
+        for e164, client_id in rows:
+            out.setdefault(e164, int(client_id))
+    return out

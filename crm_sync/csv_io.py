@@ -17,17 +17,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tqdm import tqdm
 
+from crm_sync import phones
 from crm_sync.cards import (
+    MAX_PHONES_PER_CARD,
     CardError,
     CardInput,
+    PhoneEntry,
     add_phones,
     clean_emails,
     clean_name,
     clean_responsible,
     clean_tags,
-    create_card,
-    find_cards_by_e164,
+    create_cards,
     iso,
+    owners_by_e164,
     prepare_phones,
 )
 from crm_sync.matching import MatchSettings
@@ -188,6 +191,7 @@ async def import_csv(
     dry_run: bool = False,
     allow_unparsed: bool = False,
     progress: bool = False,
+    batch: int = 500,
 ) -> ImportReport:
     """Import cards; with dry_run everything is checked and counted, then rolled back."""
     text, used = decode(data, encoding)
@@ -211,7 +215,9 @@ async def import_csv(
     async with engine.connect() as conn:
         trans = await conn.begin()
         try:
+            importer = _Importer(conn, settings, now, allow_unparsed, report)
             bar = tqdm(total=total_lines, unit="row", disable=not progress, desc="import")
+            chunk: list[_Row] = []
             while True:
                 try:
                     cells = next(reader)
@@ -233,15 +239,11 @@ async def import_csv(
                         Rejected(row.line, f"{len(cells)} cells but {len(headers)} columns")
                     )
                     continue
-                try:
-                    merged = await _import_row(conn, row, settings, now, allow_unparsed)
-                except CardError as exc:
-                    report.rejected.append(Rejected(row.line, str(exc)))
-                    continue
-                if merged:
-                    report.merged += 1
-                else:
-                    report.created += 1
+                chunk.append(row)
+                if len(chunk) >= batch:
+                    await importer.flush(chunk)
+                    chunk = []
+            await importer.flush(chunk)
             bar.close()
         except BaseException:
             await trans.rollback()
@@ -250,53 +252,130 @@ async def import_csv(
             await trans.rollback()
         else:
             await trans.commit()
+    report.rejected.sort(key=lambda r: r.line)
     return report
 
 
-async def _import_row(
-    db: Db, row: _Row, settings: MatchSettings, now: datetime, allow_unparsed: bool
-) -> bool:
-    """Create the row's card, or merge it into the card that has one of its numbers. True = merged."""
-    name = clean_name(row.one("name"))
-    raw_phones = row.many("phone")
-    if not raw_phones:
-        raise CardError("phone", "no phone number")
-    entries = prepare_phones(raw_phones, settings, allow_unparsed=allow_unparsed)
-    emails = clean_emails(row.many("email"))
-    responsible = clean_responsible(row.one("responsible"))
-    tags = clean_tags(row.many("tags"))
-    existing = await find_cards_by_e164(db, [p.e164 for p in entries if p.e164])
-    if not existing:
-        await create_card(
-            db,
-            CardInput(
-                name=name,
-                phones=[p.raw for p in entries],
-                emails=emails,
-                company=row.one("company"),
-                responsible=responsible,
-                source=row.one("source"),
-                tags=tags,
-                notes=row.one("notes"),
-            ),
-            settings,
-            now,
-            allow_unparsed=allow_unparsed,
+@dataclass
+class _Prepared:
+    line: int
+    card: CardInput
+    entries: list[PhoneEntry]
+
+
+def _phone_key(entry: PhoneEntry) -> str:
+    return entry.e164 or "raw:" + phones.digits(entry.raw)
+
+
+class _Importer:
+    """Rows in batches: validated in Python, one query for the cards that already hold the
+    batch's numbers, the batch's new cards inserted together. A row whose number is already on a
+    card (in the database, or earlier in the file) is merged into that card."""
+
+    def __init__(
+        self, db: Db, settings: MatchSettings, now: datetime, allow_unparsed: bool, report: ImportReport
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.now = now
+        self.allow_unparsed = allow_unparsed
+        self.report = report
+        self.owner: dict[str, int] = {}  # E.164 -> card id, for cards in the database
+
+    def prepare(self, row: _Row) -> _Prepared:
+        name = clean_name(row.one("name"))
+        raw_phones = row.many("phone")
+        if not raw_phones:
+            raise CardError("phone", "no phone number")
+        entries = prepare_phones(raw_phones, self.settings, allow_unparsed=self.allow_unparsed)
+        card = CardInput(
+            name=name,
+            phones=[p.raw for p in entries],
+            emails=clean_emails(row.many("email")),
+            company=row.one("company"),
+            responsible=clean_responsible(row.one("responsible")),
+            source=row.one("source"),
+            tags=clean_tags(row.many("tags")),
+            notes=row.one("notes"),
         )
-        return False
-    client_id = existing[0]
-    await add_phones(db, client_id, [p.raw for p in entries], settings, now, allow_unparsed=allow_unparsed)
+        return _Prepared(row.line, card, entries)
+
+    async def flush(self, rows: list[_Row]) -> None:
+        prepared: list[_Prepared] = []
+        for row in rows:
+            try:
+                prepared.append(self.prepare(row))
+            except CardError as exc:
+                self.report.rejected.append(Rejected(row.line, str(exc)))
+        unknown = {p.e164 for item in prepared for p in item.entries if p.e164 and p.e164 not in self.owner}
+        if unknown:
+            self.owner.update(await owners_by_e164(self.db, sorted(unknown)))
+        new: list[_Prepared] = []
+        pending: dict[str, int] = {}  # E.164 -> index in `new`
+        for item in prepared:
+            numbers = [p.e164 for p in item.entries if p.e164]
+            in_db = next((self.owner[n] for n in numbers if n in self.owner), None)
+            in_batch = next((pending[n] for n in numbers if n in pending), None)
+            try:
+                if in_db is not None:
+                    await _merge_into(self.db, in_db, item, self.settings, self.now, self.allow_unparsed)
+                elif in_batch is not None:
+                    _merge_prepared(new[in_batch], item)
+                else:
+                    new.append(item)
+            except CardError as exc:
+                self.report.rejected.append(Rejected(item.line, str(exc)))
+                continue
+            if in_db is None and in_batch is None:
+                self.report.created += 1
+                in_batch = len(new) - 1
+            else:
+                self.report.merged += 1
+            if in_db is None and in_batch is not None:
+                for n in numbers:
+                    pending[n] = in_batch
+        if new:
+            ids = await create_cards(
+                self.db,
+                [item.card for item in new],
+                self.settings,
+                self.now,
+                allow_unparsed=self.allow_unparsed,
+            )
+            for item, client_id in zip(new, ids, strict=True):
+                for p in item.entries:
+                    if p.e164:
+                        self.owner[p.e164] = client_id
+
+
+def _merge_prepared(into: _Prepared, item: _Prepared) -> None:
+    """A later row of the same batch with one of the card's numbers: combined before inserting."""
+    keys = {_phone_key(p) for p in into.entries}
+    extra = [p for p in item.entries if _phone_key(p) not in keys]
+    if len(into.entries) + len(extra) > MAX_PHONES_PER_CARD:
+        raise CardError("phones", f"a card holds at most {MAX_PHONES_PER_CARD} phone numbers")
+    into.entries.extend(extra)
+    into.card.phones.extend(p.raw for p in extra)
+    into.card.emails.extend(e for e in item.card.emails if e not in into.card.emails)
+    into.card.tags.extend(t for t in item.card.tags if t not in into.card.tags)
+    for key in ("company", "responsible", "source", "notes"):
+        if not getattr(into.card, key) and getattr(item.card, key):
+            setattr(into.card, key, getattr(item.card, key))
+
+
+async def _merge_into(
+    db: Db, client_id: int, item: _Prepared, settings: MatchSettings, now: datetime, allow_unparsed: bool
+) -> None:
+    """Merge a row into a card already in the database: new numbers, e-mails and tags added,
+    empty fields filled, nothing overwritten."""
+    await add_phones(db, client_id, item.card.phones, settings, now, allow_unparsed=allow_unparsed)
     card = (await db.execute(sa.select(clients).where(clients.c.id == client_id))).one()
     fill: dict[str, Any] = {"updated_at": now}
-    for key, value in (
-        ("company", row.one("company")),
-        ("responsible", responsible),
-        ("source", row.one("source")),
-        ("notes", row.one("notes")),
-    ):
+    for key in ("company", "responsible", "source", "notes"):
+        value = getattr(item.card, key)
         if value and not getattr(card, key):
             fill[key] = value
-    merged_tags = list(card.tags or []) + [t for t in tags if t not in (card.tags or [])]
+    merged_tags = list(card.tags or []) + [t for t in item.card.tags if t not in (card.tags or [])]
     if merged_tags != list(card.tags or []):
         fill["tags"] = merged_tags
     await db.execute(sa.update(clients).where(clients.c.id == client_id).values(fill))
@@ -305,10 +384,9 @@ async def _import_row(
             await db.execute(sa.select(client_emails.c.email).where(client_emails.c.client_id == client_id))
         ).scalars()
     )
-    new_emails = [e for e in emails if e not in have]
+    new_emails = [e for e in item.card.emails if e not in have]
     if new_emails:
         await db.execute(sa.insert(client_emails), [{"client_id": client_id, "email": e} for e in new_emails])
-    return True
 
 
 async def export_csv(db: Db, out: TextIO, *, batch: int = 1000) -> int:

@@ -200,6 +200,14 @@ async def retry(db: Db, item_id: int, now: datetime) -> OutboxItem:
     return fresh
 
 
+async def purge_delivered(db: Db, before: datetime) -> int:
+    """Forget items delivered before `before` (dead letters and pending items are kept)."""
+    result = await db.execute(
+        sa.delete(outbox).where(outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -262,9 +270,19 @@ async def run_delivery_loop(
     poll_interval: float = 1.0,
     wake: asyncio.Event | None = None,
     clock: Callable[[], datetime] = utcnow,
+    keep_delivered: timedelta | None = None,
 ) -> None:
-    """Deliver until `stop` is set. `wake` (set by whoever enqueues) cuts the poll wait short."""
+    """Deliver until `stop` is set. `wake` (set by whoever enqueues) cuts the poll wait short.
+    With `keep_delivered`, delivered items older than that are deleted (checked hourly)."""
+    last_purge: datetime | None = None
     while not stop.is_set():
+        if keep_delivered is not None and (last_purge is None or clock() - last_purge > timedelta(hours=1)):
+            last_purge = clock()
+            try:
+                async with engine.begin() as conn:
+                    await purge_delivered(conn, last_purge - keep_delivered)
+            except (sa.exc.SQLAlchemyError, OSError):
+                log.exception("outbox.purge_failed")
         try:
             sent = await deliver_due(engine, send, policy, clock=clock)
         except (sa.exc.SQLAlchemyError, OSError):

@@ -38,9 +38,12 @@ def normalize(text: str | None, region: str = "RU", max_extension_length: int = 
     if not d or len(d) <= max_extension_length:
         return None
     candidates = [raw]
-    # Asterisk often gives international numbers without the "+" (74951110000).
-    if not raw.startswith("+") and not raw.startswith("00"):
-        candidates.append("+" + d)
+    # Asterisk often gives international numbers without the "+" (74951110000). Only for plain
+    # digit strings, and not when they start with the region's trunk prefix: "8 495 1234567
+    # (ask Ivan)" or a mistyped "8495123456" must not become a Vietnamese +84 number.
+    if not raw.startswith("+") and not raw.startswith("00") and _plain_digits(raw):
+        if not _starts_with_trunk_prefix(d, region):
+            candidates.append("+" + d)
     for candidate in candidates:
         try:
             number = phonenumbers.parse(candidate, region)
@@ -49,6 +52,17 @@ def normalize(text: str | None, region: str = "RU", max_extension_length: int = 
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
+
+
+def _plain_digits(text: str) -> bool:
+    return re.fullmatch(r"[\d\s().\-]+", text) is not None
+
+
+def _starts_with_trunk_prefix(d: str, region: str) -> bool:
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or not meta.national_prefix:
+        return False
+    return d.startswith(meta.national_prefix) and str(meta.country_code) != meta.national_prefix
 
 
 def parse_or_raise(text: str, region: str = "RU", max_extension_length: int = 5) -> str:

@@ -139,6 +139,8 @@ class CrmConfig:
     outbox_retry_base: float = 2.0
     outbox_retry_max: float = 600.0
     outbox_poll_interval: float = 1.0
+    # Delivered outbox items are deleted after this many days (0 = kept forever).
+    outbox_keep_days: int = 7
 
 
 @dataclass
@@ -464,6 +466,8 @@ def _check_crm(crm: CrmConfig, source: str) -> None:
                 "outbox_retry_base", "outbox_retry_max", "outbox_poll_interval"):
         if getattr(crm, key) <= 0:
             raise ConfigError(f"{source}: 'crm.{key}' must be positive")
+    if crm.outbox_keep_days < 0:
+        raise ConfigError(f"{source}: 'crm.outbox_keep_days' must not be negative")
     if crm.outbox_max_attempts < 1:
         raise ConfigError(f"{source}: 'crm.outbox_max_attempts' must be at least 1")
 def _check_recordings(rec: RecordingsConfig, source: str) -> None:

@@ -442,3 +442,44 @@ async def test_connector_without_url_for_kind_is_a_noop(settings: Settings) -> N
 
         now = datetime.now(UTC)
         await connector.send(OutboxItem(1, "k", "call", {}, 0, now, now, None, False, None))
+
+
+async def test_serve_wiring_starts_hook_and_worker(
+    engine: AsyncEngine, settings: Settings, crm_server: Server
+) -> None:
+    """What `serve` starts: the hook published for the pipeline, the worker delivering."""
+    from pbx_bridge.clients.service import CrmServices
+    from pbx_bridge.db.engine import make_sessionmaker
+    from pbx_bridge.runtime import Runtime
+
+    crm = FakeCrm()
+    external(settings, await crm_server(crm))
+    runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    services = CrmServices(runtime)
+    await services.start()
+    try:
+        hook = runtime.services["crm_hook"]
+        assert isinstance(hook, CrmHook) and isinstance(runtime.services["crm_outbox"], OutboxWorker)
+        await replay(engine, hook, trace_records()["inbound_answered"])
+        await wait_for(lambda: all_delivered(engine))
+    finally:
+        await services.stop()
+    assert [g["event"] for g in crm.received] == ["contact", "call"]
+
+
+async def test_purge_delivered_keeps_dead_and_pending(engine: AsyncEngine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        old = await outbox.enqueue(conn, "phone:+1", "call", {}, now - timedelta(days=10))
+        fresh = await outbox.enqueue(conn, "phone:+1", "call", {}, now)
+        dead = await outbox.enqueue(conn, "phone:+2", "call", {}, now - timedelta(days=10))
+        pending = await outbox.enqueue(conn, "phone:+3", "call", {}, now - timedelta(days=10))
+        await outbox.mark_delivered(conn, old, now - timedelta(days=9))
+        await outbox.mark_delivered(conn, fresh, now)
+        item = await outbox.get_item(conn, dead)
+        assert item is not None
+        await outbox.mark_failed(conn, item, DeliveryError("no", retryable=False), now, outbox.RetryPolicy())
+        assert await outbox.purge_delivered(conn, now - timedelta(days=7)) == 1
+    assert sorted(i.id for i in await items(engine)) == sorted([fresh, dead, pending])

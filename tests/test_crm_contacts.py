@@ -484,3 +484,27 @@ async def test_call_facts_from_record() -> None:
     f = call_facts(record)
     assert f.started_at.tzinfo is not None and f.talk_seconds == pytest.approx(4.9)
     assert f.answered and not f.missed
+
+
+async def test_click_to_call_with_client_id_lands_on_that_card(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """The CRM placed the call from a card (click-to-call with a client id): that card gets the
+    call even though the number dialled is not on it, and no other card is created."""
+    async with engine.begin() as conn:
+        chosen = await cards.create_card(conn, CardInput(name="Chosen", phones=["+74950000001"]), RU, T0)
+    hook = CrmHook(engine, crm_settings(settings, outbound="every"))
+    record = replace(trace_records()["click_to_call"], client_id=chosen)
+    await replay(engine, hook, record)
+    async with engine.connect() as conn:
+        n_cards = (await conn.execute(sa.select(sa.func.count()).select_from(clients))).scalar_one()
+        row = (await conn.execute(sa.select(calls.c.client_id).where(calls.c.id == record.id))).one()
+        entries = await timeline.list_timeline(conn, chosen)
+    assert n_cards == 1 and row.client_id == chosen
+    assert [e["payload"]["linkedid"] for e in entries] == ["click_to_call-linkedid"]
+    # A stale id (card deleted since) falls back to matching / the policy.
+    stale = replace(trace_records()["outbound_answered"], client_id=chosen + 1000)
+    await replay(engine, hook, stale)
+    async with engine.connect() as conn:
+        n_cards = (await conn.execute(sa.select(sa.func.count()).select_from(clients))).scalar_one()
+    assert n_cards == 2 and stale.client_id not in (None, chosen + 1000)

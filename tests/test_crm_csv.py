@@ -145,7 +145,8 @@ async def test_rejected_rows_reported_valid_rows_kept(engine: AsyncEngine) -> No
     assert await count(engine) == 2 and await count(engine, client_phones) == 2
 
 
-async def test_duplicates_merged_by_phone(engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("batch", [1, 2, 500])
+async def test_duplicates_merged_by_phone(engine: AsyncEngine, batch: int) -> None:
     async with engine.begin() as conn:
         existing = await cards.create_card(
             conn, CardInput(name="Existing", phones=["+74957654321"], tags=["old"]), RU, NOW
@@ -156,7 +157,7 @@ async def test_duplicates_merged_by_phone(engine: AsyncEngine) -> None:
         "Ivan P.,+7 (495) 123-45-67; +7 916 111-22-33,ivan@b.ru,Acme,b\n"  # same person, new number
         "Olga,84957654321,olga@c.ru,Lutik,new\n"  # already in the database
     )
-    report = await import_csv(engine, text.encode(), RU, NOW)
+    report = await import_csv(engine, text.encode(), RU, NOW, batch=batch)
     assert (report.created, report.merged, report.rejected) == (1, 2, [])
     assert await count(engine) == 2
     async with engine.connect() as conn:

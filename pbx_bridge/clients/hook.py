@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_sync import tasks as crm_tasks
-from crm_sync.cards import card_summary, get_card
+from crm_sync.cards import card_exists, get_card
 from crm_sync.connector import KIND_CALL, KIND_CONTACT, HttpConnector
 from crm_sync.contacts import CallFacts, Resolution, resolve_or_create, run_claiming
 from crm_sync.matching import match_number
@@ -27,6 +27,7 @@ from crm_sync.timeline import attach_call, call_payload
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord, to_datetime
+from pbx_bridge.clients.caller_lookup import CallerLookup
 from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
 from pbx_bridge.db.schema import calls
@@ -75,10 +76,12 @@ class CrmHook:
         connector: HttpConnector | None = None,
         outbox_wake: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
+        lookup: CallerLookup | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.match = match_settings(settings)
+        self.lookup = lookup or CallerLookup(engine, self.match)
         self.policy = contact_policy(settings)
         self.bus = bus
         self.connector = connector
@@ -87,6 +90,9 @@ class CrmHook:
         self.external = settings.crm.external_enabled
         # (pbx, linkedid) -> (card summary or None, client id, ambiguous)
         self._live: dict[tuple[str, str], tuple[dict[str, Any] | None, int | None, bool]] = {}
+
+    def close(self) -> None:
+        self.lookup.close()
 
     async def on_change(self, change: CallChange) -> None:
         record = change.record
@@ -105,32 +111,28 @@ class CrmHook:
                 self._live.pop(next(iter(self._live)))
         if cached is not None:
             change.client = cached[0]
-            record.client_id = cached[1]
+            if record.client_id is None:  # a card chosen up front (click-to-call) is kept
+                record.client_id = cached[1]
 
     async def identify(self, record: CallRecord) -> tuple[dict[str, Any] | None, int | None, bool]:
         """The screen pop: the matched card's summary (and, with no card, the external CRM's)."""
-        async with self.engine.connect() as conn:
-            match = await match_number(conn, record.customer_number, self.match)
-            if match.client is not None:
-                summary = await card_summary(conn, match.client, ambiguous=match.ambiguous)
-                return dict(summary), match.client.id, match.ambiguous
+        match, summary = await self.lookup.screen_pop(record.customer_number)
+        if match.client is not None and summary is not None:
+            return dict(summary), match.client.id, match.ambiguous
         if self.connector is not None and match.e164 and self.connector.settings.lookup_url:
             found = await self._external_lookup(match.e164)
             if found is not None:
-                return (
-                    {
-                        "id": None,
-                        "name": found.get("name"),
-                        "company": found.get("company"),
-                        "responsible": found.get("responsible"),
-                        "phones": [{"e164": match.e164, "raw": match.e164}],
-                        "tags": [],
-                        "ambiguous": False,
-                        "external": found,
-                    },
-                    None,
-                    False,
-                )
+                pop = {
+                    "id": None,
+                    "name": found.get("name"),
+                    "company": found.get("company"),
+                    "responsible": found.get("responsible"),
+                    "phones": [{"e164": match.e164, "raw": match.e164}],
+                    "tags": [],
+                    "ambiguous": False,
+                    "external": found,
+                }
+                return pop, None, False
         return None, None, False
 
     async def _external_lookup(self, e164: str) -> dict[str, Any] | None:
@@ -147,10 +149,15 @@ class CrmHook:
         facts = call_facts(record)
         enqueued: list[int] = []
 
+        # A card chosen before the call (click-to-call with a client id) wins over matching.
+        preset = record.client_id
+
         async def work(conn: AsyncConnection) -> Resolution:
             enqueued.clear()
             now = self.clock()
-            res = await resolve_or_create(conn, facts, self.policy, self.match, now)
+            res = await self._preset(conn, preset, facts)
+            if res is None:
+                res = await resolve_or_create(conn, facts, self.policy, self.match, now)
             responsible: str | None = None
             if res.client_id is not None:
                 await attach_call(conn, res.client_id, facts)
@@ -191,6 +198,18 @@ class CrmHook:
                     card = await get_card(conn, res.client_id, phones_limit=10)
                 self.bus.publish({"type": "client.created", "client": card, "call_id": record.id})
         return res
+
+    async def _preset(
+        self, conn: AsyncConnection, client_id: int | None, facts: CallFacts
+    ) -> Resolution | None:
+        if client_id is None:
+            return None
+        match = await match_number(conn, facts.customer_number, self.match)
+        if match.client_id == client_id:
+            return Resolution(client_id, False, match.ambiguous, match.e164, match)
+        if not await card_exists(conn, client_id):
+            return None
+        return Resolution(client_id, False, False, match.e164, None)
 
     @staticmethod
     def _call_row(record: CallRecord) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,6 +42,7 @@ class OutboxWorker:
                 self._stop,
                 poll_interval=self.settings.crm.outbox_poll_interval,
                 wake=self.wake,
+                keep_delivered=timedelta(days=keep) if (keep := self.settings.crm.outbox_keep_days) else None,
             ),
             name="crm-outbox",
         )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from crm_sync.routing import responsible_for
+from pbx_bridge.clients.caller_lookup import CallerLookup
 from pbx_bridge.clients.options import match_settings
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
 
 PATH = "/api/v1/routing/responsible"
+LOOKUP: web.AppKey[CallerLookup] = web.AppKey("crm_caller_lookup", CallerLookup)
 
 
 async def responsible(request: web.Request) -> web.Response:
@@ -24,11 +25,21 @@ async def responsible(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_number", "the number query parameter is required")
     if len(number) > 64:
         raise ApiError(422, "invalid_number", "the number is longer than 64 characters")
-    runtime = request.app[RUNTIME]
-    async with runtime.engine.connect() as conn:
-        extension = await responsible_for(conn, number, match_settings(runtime.settings))
+    match = await request.app[LOOKUP].match(number)
+    extension = match.client.responsible if match.client is not None else None
     return web.Response(text=extension or "", content_type="text/plain")
+
+
+async def _open(app: web.Application) -> None:
+    runtime = app[RUNTIME]
+    app[LOOKUP] = CallerLookup(runtime.engine, match_settings(runtime.settings))
+
+
+async def _close(app: web.Application) -> None:
+    app[LOOKUP].close()
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get(PATH, responsible)
+    app.on_startup.append(_open)
+    app.on_cleanup.append(_close)

@@ -31,5 +31,7 @@ class CrmServices:
             self.runtime.services["crm_outbox"] = self.worker
 
     async def stop(self) -> None:
+        if self.hook is not None:
+            self.hook.close()
         if self.worker is not None:
             await self.worker.stop()

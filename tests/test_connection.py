@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -38,8 +39,8 @@ async def sim() -> AsyncIterator[AmiSimulator]:
 
 
 async def next_item(queue: asyncio.Queue[QueueItem], match: Callable[[QueueItem], bool],
-                    timeout: float = 5.0) -> QueueItem:
-    deadline = time.monotonic() + timeout
+                    within: float = 5.0) -> QueueItem:
+    deadline = time.monotonic() + within
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -56,8 +57,8 @@ def drain(queue: asyncio.Queue[QueueItem]) -> list[QueueItem]:
     return items
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
@@ -118,7 +119,7 @@ async def test_wrong_credentials_auth_failed_one_log_line_slow_retries(
             await conn.send_action({"Action": "Ping"})
         # Fixed on the PBX side: the next slow retry logs in.
         sim.settings.secret = "wrong"
-        await next_item(queue, lambda i: isinstance(i, ConnectionUp), timeout=3)
+        await next_item(queue, lambda i: isinstance(i, ConnectionUp), within=3)
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
         assert conn.state == "connected" and conn.last_error == ""
     finally:
@@ -135,10 +136,10 @@ async def test_keepalive_detects_half_open_connection_and_reconnects(sim: AmiSim
         assert conn.logins == 1
         frozen_at = time.monotonic()
         assert sim.freeze_clients() == 1  # socket stays open, nothing answers
-        lost = await next_item(queue, lambda i: isinstance(i, ConnectionLost), timeout=3)
+        lost = await next_item(queue, lambda i: isinstance(i, ConnectionLost), within=3)
         assert isinstance(lost, ConnectionLost) and "Ping" in lost.reason
         assert time.monotonic() - frozen_at < 0.2 + 0.3 + 0.5
-        await next_item(queue, lambda i: isinstance(i, ConnectionUp), timeout=3)
+        await next_item(queue, lambda i: isinstance(i, ConnectionUp), within=3)
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
         assert conn.state == "connected" and conn.logins == 2
     finally:
@@ -169,12 +170,12 @@ async def test_reconnect_backoff_timing_over_tcp() -> None:
                          rand=lambda: next(jitter))
     await conn.start()
     try:
-        await until(lambda: len(accepted) >= 8, timeout=10)
+        await until(lambda: len(accepted) >= 8, within=10)
     finally:
         await conn.stop()
         server.close()
         await server.wait_closed()
-    gaps = [b - a for a, b in zip(accepted, accepted[1:], strict=False)][:7]
+    gaps = [b - a for a, b in itertools.pairwise(accepted)][:7]
     expected = [backoff_delay(n, 0.05, 0.4, r) for n, r in enumerate([0.0, 0.999] * 4)][:7]
     # 0.025, 0.1, 0.1, 0.4, 0.2, 0.4, 0.2: doubling, jittered, never past the cap
     for gap, want in zip(gaps, expected, strict=True):

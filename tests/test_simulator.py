@@ -47,15 +47,15 @@ class RawClient:
         self.writer.write(("".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n").encode())
         await self.writer.drain()
 
-    async def message(self, timeout: float = 5.0) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+    async def message(self) -> bytes:
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5.0)
 
     async def login(self, secret: str = "simulator") -> bytes:
         await self.action(Action="Login", Username="bridge", Secret=secret)
         return await self.message()
 
-    async def read_exactly(self, size: int, timeout: float = 10.0) -> bytes:
-        return await asyncio.wait_for(self.reader.readexactly(size), timeout)
+    async def read_exactly(self, size: int) -> bytes:
+        return await asyncio.wait_for(self.reader.readexactly(size), 10.0)
 
     def close(self) -> None:
         self.writer.close()
@@ -121,11 +121,13 @@ async def test_replay_keeps_original_timing_scaled_and_can_shift_timestamps(
 async def test_login_refused_like_asterisk(sim: AmiSimulator) -> None:
     client = await RawClient.connect(sim.port)
     await client.action(Action="Login", ActionID="a1", Username="bridge", Secret="nope")
-    assert await client.message() == b"Response: Error\r\nActionID: a1\r\nMessage: Authentication failed\r\n\r\n"
+    assert await client.message() == \
+        b"Response: Error\r\nActionID: a1\r\nMessage: Authentication failed\r\n\r\n"
     assert await client.reader.read() == b""  # and the PBX hangs up
     client = await RawClient.connect(sim.port)
     await client.action(Action="Ping", ActionID="p0")
-    assert await client.message() == b"Response: Error\r\nActionID: p0\r\nMessage: Authentication Required\r\n\r\n"
+    assert await client.message() == \
+        b"Response: Error\r\nActionID: p0\r\nMessage: Authentication Required\r\n\r\n"
     client.close()
 
 
@@ -248,8 +250,8 @@ async def test_hangup_action_ends_the_call_and_its_recording(sim: AmiSimulator, 
         answer = await conn.send_action({"Action": "Hangup", "Channel": channel})
         assert answer.message == "Channel Hungup"
         await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "Hangup"
-                        and i.headers.get("Uniqueid") == "hang-1", timeout=3)
-        await until(lambda: not sim.live_channels(), timeout=10)
+                        and i.headers.get("Uniqueid") == "hang-1", within=3)
+        await until(lambda: not sim.live_channels(), within=10)
         await until(lambda: (tmp_path / "spool" / "monitor" / "h.raw").stat().st_size > 0)
         with pytest.raises(Exception, match="No such channel"):
             await conn.send_action({"Action": "Hangup", "Channel": channel})
@@ -269,7 +271,7 @@ async def test_generator_makes_fresh_realistic_calls_to_every_client(sim: AmiSim
             await next_item(q, lambda i: isinstance(i, ChannelsSnapshot))
         sim.start_generator(30, max_calls=12)
         await asyncio.sleep(0.5)
-        await until(lambda: not sim.calls, timeout=20)
+        await until(lambda: not sim.calls, within=20)
         await asyncio.sleep(0.2)
         streams = []
         for q in queues:
@@ -348,11 +350,12 @@ async def test_resync_replay_state_shows_in_snapshot_after_a_cut(sim: AmiSimulat
 
 def test_simulate_command_serves_generated_calls(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "PBX_BRIDGE_SERVER__DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "PBX_BRIDGE_SERVER__DATA_DIR": str(tmp_path), "PYTHONFAULTHANDLER": "1"}
+    log_file = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx_bridge", "simulate", "--listen", f"127.0.0.1:{port}",
-         "--calls-per-second", "5", "--speed", "20"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--calls-per-second", "2", "--speed", "5"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -364,7 +367,7 @@ def test_simulate_command_serves_generated_calls(tmp_path: Path) -> None:
             await conn.start()
             try:
                 await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "Newchannel",
-                                timeout=10)
+                                within=10)
             finally:
                 await conn.stop()
             return []
@@ -372,7 +375,15 @@ def test_simulate_command_serves_generated_calls(tmp_path: Path) -> None:
         asyncio.run(listen())
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: where it hangs, in the log
+            code = proc.wait()
+        log_file.close()
+    log = (tmp_path / "stderr.log").read_text()
+    assert code == 0, log
+    assert "error" not in log.lower() and "Traceback" not in log, log
 
 
 def test_simulate_command_rejects_bad_arguments() -> None:

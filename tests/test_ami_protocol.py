@@ -66,7 +66,7 @@ def test_empty_last_value_and_dest_variables_are_kept() -> None:
 def test_reader_reassembles_any_split_of_the_stream(traces: Path, chunk: int) -> None:
     data = (traces / "inbound_answered.ami").read_bytes()
     data = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b">>> "))
-    data = data.replace("Ivan Petrov".encode(), "Иван Петров".encode())
+    data = data.replace(b"Ivan Petrov", "Иван Петров".encode())
     sink = Sink()
     protocol = BridgeAmiProtocol(sink)
     protocol.responses = {}

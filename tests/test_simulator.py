@@ -395,3 +395,67 @@ def test_simulate_command_rejects_bad_arguments() -> None:
     result = subprocess.run([sys.executable, "-m", "pbx_bridge", "simulate", "--trace", "/no/such.ami"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no such file" in result.stderr
+
+
+async def _originate_and_collect(sim: AmiSimulator, fields: dict[str, str]) -> list[AmiEvent]:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(pbx_config(sim.port), queue)
+    await conn.start()
+    try:
+        await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
+        await conn.originate(fields)
+        await asyncio.sleep(0.2)
+        await until(lambda: not sim.calls, within=15)
+        await asyncio.sleep(0.1)
+        events = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, AmiEvent):
+                events.append(item)
+        return events
+    finally:
+        await conn.stop()
+
+
+async def test_originate_customer_busy(sim: AmiSimulator) -> None:
+    sim.settings.speed = 20
+    sim.settings.originate_outcome = "customer_busy"
+    events = await _originate_and_collect(sim, {
+        "Channel": "Local/103@op-phone/n", "Context": "from-internal", "Exten": "89161112233",
+        "Priority": "1", "ChannelId": "busy-1", "Variable": "__CALL_ID=crm-busy"})
+    assert all(e.headers["Linkedid"] == "busy-1" for e in events if "Linkedid" in e.headers)
+    # every channel ends carrying the request's CALL_ID (new channels start without it)
+    assert all(e.variables["CALL_ID"] == "crm-busy" for e in events if e.name == "Hangup")
+    response = next(e for e in events if e.name == "OriginateResponse")
+    assert (response.headers["Response"], response.headers["Reason"]) == ("Success", "4")
+    assert response.headers["Exten"] == "89161112233"
+    ends = [(e.headers.get("Channel", ""), e.headers["DialStatus"]) for e in events
+            if e.name == "DialEnd"]
+    assert ends[-1][1] == "BUSY" and ends[-1][0].startswith("Local/103@op-phone-")
+    causes = {e.headers["Channel"]: e.headers["Cause"] for e in events if e.name == "Hangup"}
+    busy_leg = next(ch for ch in causes if ch.startswith("Local/89161112233@pstn-") and ch.endswith(";2"))
+    assert causes[busy_leg] == "17"  # User busy, as in inbound_busy.ami
+    assert len(causes) == 4 and sim.live_channels() == []
+    assert not any(e.name in ("BridgeEnter", "QueueMemberStatus") for e in events)
+
+
+async def test_originate_operator_does_not_answer(sim: AmiSimulator) -> None:
+    sim.settings.speed = 10
+    sim.settings.originate_outcome = "operator_noanswer"
+    started = time.monotonic()
+    events = await _originate_and_collect(sim, {
+        "Channel": "Local/101@op-phone/n", "Context": "from-internal", "Exten": "89031234567",
+        "Priority": "1", "ChannelId": "na-1", "Variable": "__CALL_ID=crm-na", "Timeout": "5000"})
+    assert time.monotonic() - started >= 5.0 / 10
+    response = events[-1]
+    assert response.name == "OriginateResponse"
+    assert response.headers["Response"] == "Failure" and response.headers["Reason"] == "3"
+    assert response.headers["Channel"] == "Local/101@op-phone/n"  # as requested
+    assert response.headers["Uniqueid"] == "na-1" and response.variables == {}
+    assert [e.headers["DialStatus"] for e in events if e.name in ("DialState", "DialEnd")] == \
+        ["RINGING", "NOANSWER"]
+    assert not any("@pstn-" in e.headers.get("Channel", "") for e in events)
+    channels = {e.headers["Channel"] for e in events if e.name == "Hangup"}
+    assert len(channels) == 2 and all(c.startswith("Local/101@op-phone-") for c in channels)
+    assert any(e.name == "CEL" and e.headers["EventName"] == "LINKEDID_END" for e in events)
+    assert all(e.headers["Linkedid"] == "na-1" for e in events if "Linkedid" in e.headers)

@@ -19,7 +19,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +30,14 @@ from pbx_bridge.simulator.channels import (
     core_show_channel,
     core_show_channels_complete,
 )
+from pbx_bridge.simulator.outcomes import customer_busy, operator_noanswer
 from pbx_bridge.simulator.recording import Recorder
-from pbx_bridge.simulator.templates import CallTemplate, broadcast_events, build_template
+from pbx_bridge.simulator.templates import (
+    CallTemplate,
+    broadcast_events,
+    build_template,
+    build_template_from_frames,
+)
 from pbx_bridge.simulator.trace import Frame, read_trace
 
 log = logging.getLogger("pbx_bridge.simulator")
@@ -49,7 +55,8 @@ MAX_SESSION_BACKLOG = 16 * 1024 * 1024
 _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
-OriginateOutcome = Literal["answer"]
+OriginateOutcome = Literal["answer", "operator_noanswer", "customer_busy"]
+DEFAULT_ORIGINATE_TIMEOUT = 30.0  # Asterisk's, when the Originate has no Timeout
 
 
 @dataclass(eq=False)
@@ -110,7 +117,9 @@ class SimulatorSettings:
     seed: int | None = None
     speed: float = 1.0  # how fast generated and originated calls play (2 = twice as fast)
     uptime_at_start: int = 100
-    extra_events: list[str] = field(default_factory=list)
+    # What happens to the next Originate: answered (click_to_call.ami), the operator's phone
+    # rings out, or the operator answers and the customer's line is busy (see outcomes.py).
+    originate_outcome: OriginateOutcome = "answer"
 
 
 class AmiSimulator:
@@ -369,8 +378,38 @@ class AmiSimulator:
                             call_id=variables.get("CALL_ID", ""),
                             channel_id=action.get("ChannelId"),
                             action_id=action.get("ActionID"))
-        template = self.template(CLICK_TO_CALL_TRACE)
-        self.add_call(template, values)
+        try:
+            ring = float(action.get("Timeout") or 0) / 1000 or DEFAULT_ORIGINATE_TIMEOUT
+        except ValueError:
+            ring = DEFAULT_ORIGINATE_TIMEOUT
+        call = self.add_call(self.originate_template(self.settings.originate_outcome, ring), values)
+        call.values.update(requested_channel=channel, requested_exten=exten,
+                           requested_context=action.get("Context"))
+
+    def originate_template(self, outcome: OriginateOutcome, ring_seconds: float) -> CallTemplate:
+        key = f"{outcome}:{ring_seconds:g}" if outcome != "answer" else CLICK_TO_CALL_TRACE
+        if key not in self._templates:
+            folder = Path(self.settings.traces_dir or DATA_DIR)
+            c2c = broadcast_events(read_trace(folder / f"{CLICK_TO_CALL_TRACE}.ami"))
+            if outcome == "answer":
+                frames = c2c
+            elif outcome == "customer_busy":
+                frames = customer_busy(c2c, broadcast_events(read_trace(folder / "inbound_busy.ami")))
+            else:
+                frames = operator_noanswer(
+                    c2c, broadcast_events(read_trace(folder / "inbound_noanswer.ami")), ring_seconds)
+            template = build_template_from_frames(frames, key)
+            for event in template.events:
+                if event.name == "OriginateResponse":
+                    # Asterisk echoes the request's Context and Exten, and on failure the Channel
+                    # as requested (no channel came up).
+                    fields = ["Context", "Exten"] + (["Channel"] if "Response: Failure" in event.fmt
+                                                     else [])
+                    for field in fields:
+                        event.fmt = re.sub(rf"(?m)^{field}: [^\r\n]*",
+                                           f"{field}: {{requested_{field.lower()}}}", event.fmt)
+            self._templates[key] = template
+        return self._templates[key]
 
     def _hangup(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")

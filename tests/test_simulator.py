@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pbx_bridge.ami.connection import PbxConnection
+from pbx_bridge.ami.errors import ActionFailed
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp, QueueItem
 from pbx_bridge.simulator.recording import SAMPLE_AUDIO
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
@@ -206,8 +207,10 @@ async def test_mixmonitor_writes_a_real_stereo_raw_file(sim: AmiSimulator, tmp_p
                        if c.fields["Uniqueid"] == "rec-call")
         started = time.monotonic()
         answer = await conn.send_action({"Action": "MixMonitor", "Channel": channel,
-                                         "File": "rec-call.raw", "Options": "bD"})
+                                         "File": "rec-call.raw", "Options": "bDi(MON_ID)"})
         assert answer.get("Response") == "Success"
+        monitor_id = answer.get("MixMonitorID")
+        assert monitor_id.startswith("0x")  # only with option i(VAR), as in app_mixmonitor.c
         path = tmp_path / "spool" / "monitor" / "rec-call.raw"
         assert path.exists()
         var = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "VarSet"
@@ -216,17 +219,22 @@ async def test_mixmonitor_writes_a_real_stereo_raw_file(sim: AmiSimulator, tmp_p
         start = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "MixMonitorStart")
         assert isinstance(start, AmiEvent) and start.headers["Channel"] == channel
         await asyncio.sleep(0.6)
-        await conn.send_action({"Action": "StopMixMonitor", "Channel": channel})
+        with pytest.raises(ActionFailed, match="Could not stop monitoring channel"):
+            await conn.send_action({"Action": "StopMixMonitor", "Channel": channel,
+                                    "MixMonitorID": "0xwrong"})
+        await conn.send_action({"Action": "StopMixMonitor", "Channel": channel,
+                                "MixMonitorID": monitor_id})
         took = time.monotonic() - started
         await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "MixMonitorStop")
         data = path.read_bytes()
         assert len(data) % 4 == 0
         assert 0.55 * 32000 <= len(data) <= (took + 0.1) * 32000
         assert data == SAMPLE_AUDIO.read_bytes()[: len(data)]  # the real audio, stereo slin
-        with pytest.raises(Exception, match="outside the spool"):
+        with pytest.raises(ActionFailed, match="Could not start monitoring channel"):
             await conn.send_action({"Action": "MixMonitor", "Channel": channel,
-                                    "File": "/etc/evil.raw", "Options": "bD"})
-        with pytest.raises(Exception, match="No such channel"):
+                                    "File": "/etc/evil.raw", "Options": "bD"})  # outside the spool
+        assert not os.path.exists("/etc/evil.raw")  # noqa: ASYNC240
+        with pytest.raises(ActionFailed, match="No such channel"):
             await conn.send_action({"Action": "MixMonitor", "Channel": "PJSIP/nobody-1",
                                     "File": "x.raw"})
     finally:
@@ -253,7 +261,7 @@ async def test_hangup_action_ends_the_call_and_its_recording(sim: AmiSimulator, 
                         and i.headers.get("Uniqueid") == "hang-1", within=3)
         await until(lambda: not sim.live_channels(), within=10)
         await until(lambda: (tmp_path / "spool" / "monitor" / "h.raw").stat().st_size > 0)
-        with pytest.raises(Exception, match="No such channel"):
+        with pytest.raises(ActionFailed, match="No such channel"):
             await conn.send_action({"Action": "Hangup", "Channel": channel})
     finally:
         await conn.stop()

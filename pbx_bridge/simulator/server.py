@@ -426,6 +426,8 @@ class AmiSimulator:
         session.write(_response(action, "Error", "No such channel"))
 
     def _mixmonitor(self, session: Session, action: ReceivedAction) -> None:
+        # Answers as app_mixmonitor.c's manager_mixmonitor: `MixMonitorID` only with option
+        # i(VAR), errors "No channel specified" / "No such channel" / "Could not start ...".
         name = action.get("Channel")
         if not name:
             session.write(_response(action, "Error", "No channel specified"))
@@ -434,15 +436,22 @@ class AmiSimulator:
         if channel is None:
             session.write(_response(action, "Error", "No such channel"))
             return
+        options = action.get("Options")
         file_name = action.get("File") or f"{channel.fields.get('Uniqueid', 'mixmonitor')}.wav"
+        id_var = re.search(r"i\(([^)]*)\)", options)
+        monitor_id = f"0x{self.rng.getrandbits(48):012x}" if id_var else ""
         try:
-            path = self.recorder.start(name, file_name, action.get("Options"), self.clock())
+            path = self.recorder.start(name, file_name, options, self.clock(), monitor_id)
         except ValueError as exc:
-            session.write(_response(action, "Error", str(exc)))
+            log.warning("simulator.mixmonitor_refused", extra={"kv": {"reason": str(exc)}})
+            session.write(_response(action, "Error", "Could not start monitoring channel"))
             return
-        # Real Asterisk 22 answers just Success (see inbound_answered_recorded.ami).
-        session.write(_lines("Response: Success", _aid(action)))
+        session.write(_lines("Response: Success", _aid(action),
+                             f"MixMonitorID: {monitor_id}" if monitor_id else ""))
         now = self.clock()
+        if id_var:
+            self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
+                                          [("Variable", id_var.group(1)), ("Value", monitor_id)]))
         self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
                                       [("Variable", "MIXMONITOR_FILENAME"), ("Value", str(path))]))
         self.broadcast(_channel_event("MixMonitorStart", channel, now, self.settings.system_name,
@@ -451,12 +460,15 @@ class AmiSimulator:
 
     def _stop_mixmonitor(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")
-        channel = self._find_channel(name) if name else None
+        if not name:
+            session.write(_response(action, "Error", "No channel specified"))
+            return
+        channel = self._find_channel(name)
         if channel is None:
             session.write(_response(action, "Error", "No such channel"))
             return
-        if not self.recorder.stop(name, self.clock()):
-            session.write(_response(action, "Error", "Could not stop MixMonitor"))
+        if not self.recorder.stop(name, self.clock(), action.get("MixMonitorID")):
+            session.write(_response(action, "Error", "Could not stop monitoring channel"))
             return
         session.write(_lines("Response: Success", _aid(action)))
         self.broadcast(_channel_event("MixMonitorStop", channel, self.clock(),

@@ -397,3 +397,19 @@ async def test_full_bounded_queue_pauses_reading_and_loses_nothing(sim: AmiSimul
         assert seen == [f"n{n}" for n in range(200)]
     finally:
         await conn.stop()
+
+
+async def test_unanswered_events_action_is_not_fatal(sim: AmiSimulator,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """manager.conf `broken_events_action = yes`: Asterisk does not answer `Events: on`."""
+    sim.action_hook = lambda session, action: action.name == "Events"
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(pbx_config(sim.port, ping_timeout=0.3), queue)
+    await conn.start()
+    try:
+        snapshot = await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot), within=10)
+        assert isinstance(snapshot, ChannelsSnapshot)
+        assert conn.state == "connected" and conn.logins == 1
+        assert any(r.getMessage() == "ami.events_unanswered" for r in caplog.records)
+    finally:
+        await conn.stop()

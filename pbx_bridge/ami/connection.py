@@ -315,7 +315,12 @@ class PbxConnection:
             raise AuthenticationFailed(str(exc)) from None
         self.asterisk_banner = protocol.version or ""
         # Per-session settings are gone after every reconnect (pitfall 11): send them again.
-        await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+        try:
+            await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+        except ActionTimeout:
+            # manager.conf `broken_events_action = yes` answers nothing to `Events: on`; Login's
+            # `Events: on` already did it, and the Ping watchdog will tell a dead connection.
+            log_event(log, logging.WARNING, "ami.events_unanswered", pbx=self.pbx_name)
         self.logins += 1
         self.state = "connected"
         self.last_error = ""

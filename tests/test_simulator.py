@@ -467,3 +467,26 @@ async def test_originate_operator_does_not_answer(sim: AmiSimulator) -> None:
     assert len(channels) == 2 and all(c.startswith("Local/101@op-phone-") for c in channels)
     assert any(e.name == "CEL" and e.headers["EventName"] == "LINKEDID_END" for e in events)
     assert all(e.headers["Linkedid"] == "na-1" for e in events if "Linkedid" in e.headers)
+
+
+async def test_demo_pbx_for_serve_generates_calls_the_bridge_understands(tmp_path: Path) -> None:
+    from pbx_bridge.config import SimulatorConfig
+    from pbx_bridge.simulator.embedded import start_demo_pbx
+
+    config = SimulatorConfig(port=0, calls_per_second=20.0, operators=["301", "302"])
+    simulator, pbx = await start_demo_pbx(config, tmp_path)
+    simulator.settings.speed = 20
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(pbx, queue)
+    await conn.start()
+    try:
+        event = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "Newchannel"
+                                and "@operators-" in i.headers["Channel"], within=15)
+        assert isinstance(event, AmiEvent)
+        found = re.match(pbx.operator_channel, event.headers["Channel"])
+        assert found and found.group("ext") in ("301", "302")
+        assert pbx.name == "simulator" and pbx.asterisk_version.startswith("22")
+        assert simulator.recorder.spool_dir == tmp_path / "simulator-spool"
+    finally:
+        await conn.stop()
+        await simulator.stop()

@@ -373,7 +373,7 @@ async def test_stop_cancels_scheduled_reconnects() -> None:
     await simulator.start()
     try:
         await asyncio.sleep(0.5)
-        assert simulator.actions == [] and simulator.sessions == []
+        assert not simulator.actions and simulator.sessions == []
     finally:
         await simulator.stop()
     with pytest.raises(PbxUnavailable):

@@ -490,3 +490,21 @@ async def test_demo_pbx_for_serve_generates_calls_the_bridge_understands(tmp_pat
     finally:
         await conn.stop()
         await simulator.stop()
+
+
+async def test_overloaded_generator_does_not_starve_the_loop(sim: AmiSimulator) -> None:
+    """Asked for far more calls than it can render, the simulator still answers actions."""
+    sim.settings.speed = 50
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(pbx_config(sim.port), queue)
+    await conn.start()
+    try:
+        await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
+        sim.start_generator(100)  # 5000 calls/s wanted: always a backlog
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        pong = await conn.send_action({"Action": "Ping"}, timeout=3)
+        assert pong.get("Ping") == "Pong" and time.monotonic() - started < 3
+        assert conn.events_received > 1000
+    finally:
+        await conn.stop()

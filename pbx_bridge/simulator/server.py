@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,8 @@ class AmiSimulator:
         self.rng = random.Random(self.settings.seed)
         self.counters = IdCounters()
         self.sessions: list[Session] = []
-        self.actions: list[ReceivedAction] = []
+        # The latest actions received, for tests and debugging (bounded: serve runs for weeks).
+        self.actions: deque[ReceivedAction] = deque(maxlen=10_000)
         self.table = ChannelTable()  # channels of replayed traces
         self.calls: dict[int, LiveCall] = {}  # generated / originated calls being played
         self.events_sent = 0
@@ -235,7 +237,9 @@ class AmiSimulator:
                 session.write(data)
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Wait until clients took what was written (full-speed modes); drop one stuck longer."""
+        """Wait until clients took what was written (full-speed modes); drop one stuck longer.
+        Always yields to the loop once, so a producer with a backlog cannot starve the rest."""
+        await asyncio.sleep(0)
         for session in list(self.sessions):
             if session.closed or session.frozen or not session.authenticated:
                 continue

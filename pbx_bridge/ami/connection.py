@@ -372,3 +372,5 @@ class PbxConnection:
         if abort and not protocol.closed:
             protocol.transport.abort()
         protocol.close()
+        # Forget it, so that its late connection_lost cannot end the next session.
+        self._protocol = None

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from panoramisk import Manager
 
 from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.connection import PbxConnection
@@ -220,9 +221,17 @@ async def test_after_reconnect_settings_resent_and_snapshot_has_live_channels(
 async def test_utf8_split_across_tcp_writes_arrives_intact(sim: AmiSimulator) -> None:
     queue: asyncio.Queue[QueueItem] = asyncio.Queue()
     conn = PbxConnection(pbx_config(sim.port), queue)
+    # A stock panoramisk Manager on the same stream proves that the split really happened
+    # between two reads: it loses the character (pitfall 3).
+    bare_names: list[str] = []
+    bare = Manager(loop=asyncio.get_running_loop(), host="127.0.0.1", port=sim.port,
+                   username="bridge", secret="simulator", ping_delay=3600, ping_interval=3600)
+    bare.register_event("NewCallerid", lambda _m, msg: bare_names.append(msg["CallerIDName"]))
+    bare.connect()
     await conn.start()
     try:
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
+        await sim.wait_logins(2)
         message = ("Event: NewCallerid\r\nChannel: PJSIP/trunk-00000001\r\n"
                    "CallerIDName: Иван Петров\r\nUniqueid: 1.1\r\n\r\n").encode()
         cut = message.index("Иван".encode()) + 1  # inside the two bytes of "И"
@@ -233,7 +242,10 @@ async def test_utf8_split_across_tcp_writes_arrives_intact(sim: AmiSimulator) ->
         event = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "NewCallerid")
         assert isinstance(event, AmiEvent)
         assert event.headers["CallerIDName"] == "Иван Петров"
+        await until(lambda: bool(bare_names))
+        assert bare_names == ["ван Петров"]
     finally:
+        bare.close()
         await conn.stop()
 
 

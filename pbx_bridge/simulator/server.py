@@ -573,7 +573,9 @@ class AmiSimulator:
             template = self.template(self.rng.choices(names, weights)[0])
             self.add_call(template, self.new_call_values(template))
             count += 1
-            await asyncio.sleep(self.rng.expovariate(calls_per_second) / max(self.settings.speed, 1e-9))
+            speed = self.settings.speed
+            # Poisson arrivals; speed 0 = as fast as possible (still yielding to the loop).
+            await asyncio.sleep(self.rng.expovariate(calls_per_second) / speed if speed > 0 else 0)
 
     async def blast(self, calls: int, *, concurrent: int = 50, batch_events: int = 1024) -> int:
         """As fast as possible: `calls` generated calls, `concurrent` at a time interleaved, with

@@ -53,6 +53,9 @@ GENERATOR_TRACES = {
 CLICK_TO_CALL_TRACE = "click_to_call"
 # Asterisk drops a session whose output backs up (writetimeout); we drop it past this backlog.
 MAX_SESSION_BACKLOG = 16 * 1024 * 1024
+# The generator waits while this many calls are still being played (it outruns the renderer
+# at high speeds; memory would grow without bound).
+MAX_CALLS_IN_PROGRESS = 2000
 _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
@@ -574,6 +577,8 @@ class AmiSimulator:
             self.add_call(template, self.new_call_values(template))
             count += 1
             speed = self.settings.speed
+            while len(self.calls) > MAX_CALLS_IN_PROGRESS:  # rendering is behind: wait for it
+                await asyncio.sleep(0.01)
             # Poisson arrivals; speed 0 = as fast as possible (still yielding to the loop).
             await asyncio.sleep(self.rng.expovariate(calls_per_second) / speed if speed > 0 else 0)
 

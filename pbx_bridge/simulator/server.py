@@ -20,7 +20,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +72,7 @@ class Session:
     events_on: bool = True
     frozen: bool = False  # half-open: the socket stays open, nothing is read or written
     closed: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, data: bytes) -> None:
         if self.closed or self.frozen:
@@ -87,6 +88,7 @@ class Session:
 
     def abort(self) -> None:
         self.closed = True
+        self.gone.set()
         self.writer.transport.abort()
 
 
@@ -260,7 +262,8 @@ class AmiSimulator:
             while not session.closed:
                 block = await reader.readuntil(b"\r\n\r\n")
                 if session.frozen:
-                    await asyncio.Event().wait()  # never answers again; the socket stays open
+                    await session.gone.wait()  # never answers again; the socket stays open
+                    break
                 headers = _parse_action(block)
                 if headers:
                     await self._dispatch(session, ReceivedAction(session.id, headers, self.clock()))
@@ -577,7 +580,7 @@ class AmiSimulator:
             self.add_call(template, self.new_call_values(template))
             count += 1
             speed = self.settings.speed
-            while len(self.calls) > MAX_CALLS_IN_PROGRESS:  # rendering is behind: wait for it
+            while len(self.calls) > MAX_CALLS_IN_PROGRESS:  # noqa: ASYNC110 - renderer behind
                 await asyncio.sleep(0.01)
             # Poisson arrivals; speed 0 = as fast as possible (still yielding to the loop).
             await asyncio.sleep(self.rng.expovariate(calls_per_second) / speed if speed > 0 else 0)

@@ -268,6 +268,9 @@ class PbxConnection:
                 continue
             except (OSError, TimeoutError, SessionLost, PbxUnavailable, ActionFailed) as exc:
                 self.last_error = _describe(exc) if not isinstance(exc, SessionLost) else str(exc)
+            except Exception as exc:  # a bug must not end supervision: log it, reconnect
+                log.exception("ami.session_error", extra={"kv": {"pbx": self.pbx_name}})
+                self.last_error = _describe(exc)
             self._close_protocol()
             if self._up:
                 self._up = False

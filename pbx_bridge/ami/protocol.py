@@ -211,7 +211,7 @@ class BridgeAmiProtocol(AMIProtocol):
                     log.exception("ami.message_error")
         if len(tail) > MAX_PENDING_BYTES:
             # No message is this long: drop it up to the last line end, or all of it and the
-            # rest of its line, and say so once.
+            # rest of its line, and say so.
             cut = tail.rfind(b"\r\n")
             if cut == -1 or len(tail) - cut > MAX_PENDING_BYTES:
                 self.garbage_bytes += len(tail)

@@ -358,7 +358,8 @@ async def test_resync_replay_state_shows_in_snapshot_after_a_cut(sim: AmiSimulat
 
 def test_simulate_command_serves_generated_calls(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "PBX_BRIDGE_SERVER__DATA_DIR": str(tmp_path), "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, "PBX_BRIDGE_SERVER__DATA_DIR": str(tmp_path), "PYTHONFAULTHANDLER": "1",
+           "PBX_BRIDGE_LOGGING__LEVEL": "DEBUG"}
     log_file = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbx_bridge", "simulate", "--listen", f"127.0.0.1:{port}",
@@ -391,6 +392,7 @@ def test_simulate_command_serves_generated_calls(tmp_path: Path) -> None:
         log_file.close()
     log = (tmp_path / "stderr.log").read_text()
     assert code == 0, log
+    assert "simulator.stopped" in log
     assert "error" not in log.lower() and "Traceback" not in log, log
 
 

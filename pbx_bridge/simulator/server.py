@@ -12,6 +12,7 @@ its calls, so CoreShowChannels after a reconnect shows the live ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
 from pbx_bridge.simulator.channels import (
     Channel,
@@ -153,6 +155,7 @@ class AmiSimulator:
         self._logins = 0
         self._templates: dict[str, CallTemplate] = {}
         self._started_at = 0.0
+        self._running = False
         # Tests: called with every action before it is handled; True = do not handle it.
         self.action_hook: Callable[[Session, ReceivedAction], bool] | None = None
 
@@ -165,6 +168,7 @@ class AmiSimulator:
         return port
 
     async def start(self) -> None:
+        self._running = True
         self._started_at = self.clock()
         self._wake = asyncio.Event()
         self._server = await asyncio.start_server(self._serve, self.settings.host,
@@ -173,17 +177,21 @@ class AmiSimulator:
         log.info("simulator.listening", extra={"kv": {"host": self.settings.host, "port": self.port}})
 
     async def stop(self) -> None:
+        self._running = False
         tasks = [t for t in (self._player, *self._tasks) if t is not None]
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(task)
         self._tasks.clear()
+        log.debug("simulator.tasks_stopped")
         for session in list(self.sessions):
             session.abort()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            # Bounded: on some Pythons wait_closed waits for every connection handler.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
         self.recorder.finish_all(self.clock())
+        log.info("simulator.stopped")
 
     async def __aenter__(self) -> AmiSimulator:
         await self.start()
@@ -524,7 +532,7 @@ class AmiSimulator:
     async def _play(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
-        while True:
+        while self._running:
             if not self._heap:
                 self._wake.clear()
                 await self._wake.wait()
@@ -575,7 +583,7 @@ class AmiSimulator:
         names = list(GENERATOR_TRACES)
         weights = [GENERATOR_TRACES[n] for n in names]
         count = 0
-        while max_calls is None or count < max_calls:
+        while self._running and (max_calls is None or count < max_calls):
             template = self.template(self.rng.choices(names, weights)[0])
             self.add_call(template, self.new_call_values(template))
             count += 1

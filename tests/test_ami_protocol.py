@@ -79,3 +79,26 @@ def test_reader_reassembles_any_split_of_the_stream(traces: Path, chunk: int) ->
     assert [e.name for e in sink.events] == [f.name for f in expected]
     names = {e.headers.get("CallerIDName") for e in sink.events}
     assert "Иван Петров" in names and "Ivan Petrov" not in names
+
+
+async def test_cancel_and_wait_stops_a_task_that_swallowed_a_cancel() -> None:
+    import asyncio
+
+    from pbx_bridge.ami.tasks import cancel_and_wait
+
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise  # as wait_for on 3.11 can lose one cancellation, this loses the first
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    assert await cancel_and_wait(task, limit=2.0)
+    assert task.cancelled() and swallowed == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from panoramisk import Manager
 
 from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.connection import PbxConnection
@@ -38,8 +40,8 @@ async def sim() -> AsyncIterator[AmiSimulator]:
 
 
 async def next_item(queue: asyncio.Queue[QueueItem], match: Callable[[QueueItem], bool],
-                    timeout: float = 5.0) -> QueueItem:
-    deadline = time.monotonic() + timeout
+                    within: float = 5.0) -> QueueItem:
+    deadline = time.monotonic() + within
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -56,8 +58,8 @@ def drain(queue: asyncio.Queue[QueueItem]) -> list[QueueItem]:
     return items
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
@@ -118,7 +120,7 @@ async def test_wrong_credentials_auth_failed_one_log_line_slow_retries(
             await conn.send_action({"Action": "Ping"})
         # Fixed on the PBX side: the next slow retry logs in.
         sim.settings.secret = "wrong"
-        await next_item(queue, lambda i: isinstance(i, ConnectionUp), timeout=3)
+        await next_item(queue, lambda i: isinstance(i, ConnectionUp), within=3)
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
         assert conn.state == "connected" and conn.last_error == ""
     finally:
@@ -135,10 +137,10 @@ async def test_keepalive_detects_half_open_connection_and_reconnects(sim: AmiSim
         assert conn.logins == 1
         frozen_at = time.monotonic()
         assert sim.freeze_clients() == 1  # socket stays open, nothing answers
-        lost = await next_item(queue, lambda i: isinstance(i, ConnectionLost), timeout=3)
+        lost = await next_item(queue, lambda i: isinstance(i, ConnectionLost), within=3)
         assert isinstance(lost, ConnectionLost) and "Ping" in lost.reason
         assert time.monotonic() - frozen_at < 0.2 + 0.3 + 0.5
-        await next_item(queue, lambda i: isinstance(i, ConnectionUp), timeout=3)
+        await next_item(queue, lambda i: isinstance(i, ConnectionUp), within=3)
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
         assert conn.state == "connected" and conn.logins == 2
     finally:
@@ -169,12 +171,12 @@ async def test_reconnect_backoff_timing_over_tcp() -> None:
                          rand=lambda: next(jitter))
     await conn.start()
     try:
-        await until(lambda: len(accepted) >= 8, timeout=10)
+        await until(lambda: len(accepted) >= 8, within=10)
     finally:
         await conn.stop()
         server.close()
         await server.wait_closed()
-    gaps = [b - a for a, b in zip(accepted, accepted[1:], strict=False)][:7]
+    gaps = [b - a for a, b in itertools.pairwise(accepted)][:7]
     expected = [backoff_delay(n, 0.05, 0.4, r) for n, r in enumerate([0.0, 0.999] * 4)][:7]
     # 0.025, 0.1, 0.1, 0.4, 0.2, 0.4, 0.2: doubling, jittered, never past the cap
     for gap, want in zip(gaps, expected, strict=True):
@@ -219,9 +221,17 @@ async def test_after_reconnect_settings_resent_and_snapshot_has_live_channels(
 async def test_utf8_split_across_tcp_writes_arrives_intact(sim: AmiSimulator) -> None:
     queue: asyncio.Queue[QueueItem] = asyncio.Queue()
     conn = PbxConnection(pbx_config(sim.port), queue)
+    # A stock panoramisk Manager on the same stream proves that the split really happened
+    # between two reads: it loses the character (pitfall 3).
+    bare_names: list[str] = []
+    bare = Manager(loop=asyncio.get_running_loop(), host="127.0.0.1", port=sim.port,
+                   username="bridge", secret="simulator", ping_delay=3600, ping_interval=3600)
+    bare.register_event("NewCallerid", lambda _m, msg: bare_names.append(msg["CallerIDName"]))
+    bare.connect()
     await conn.start()
     try:
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
+        await sim.wait_logins(2)
         message = ("Event: NewCallerid\r\nChannel: PJSIP/trunk-00000001\r\n"
                    "CallerIDName: Иван Петров\r\nUniqueid: 1.1\r\n\r\n").encode()
         cut = message.index("Иван".encode()) + 1  # inside the two bytes of "И"
@@ -232,7 +242,10 @@ async def test_utf8_split_across_tcp_writes_arrives_intact(sim: AmiSimulator) ->
         event = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "NewCallerid")
         assert isinstance(event, AmiEvent)
         assert event.headers["CallerIDName"] == "Иван Петров"
+        await until(lambda: bool(bare_names))
+        assert bare_names == ["ван Петров"]
     finally:
+        bare.close()
         await conn.stop()
 
 
@@ -372,7 +385,7 @@ async def test_stop_cancels_scheduled_reconnects() -> None:
     await simulator.start()
     try:
         await asyncio.sleep(0.5)
-        assert simulator.actions == [] and simulator.sessions == []
+        assert not simulator.actions and simulator.sessions == []
     finally:
         await simulator.stop()
     with pytest.raises(PbxUnavailable):
@@ -394,5 +407,21 @@ async def test_full_bounded_queue_pauses_reading_and_loses_nothing(sim: AmiSimul
                 seen.append(item.headers["UserEvent"])
             await asyncio.sleep(0.001)  # a slow consumer
         assert seen == [f"n{n}" for n in range(200)]
+    finally:
+        await conn.stop()
+
+
+async def test_unanswered_events_action_is_not_fatal(sim: AmiSimulator,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """manager.conf `broken_events_action = yes`: Asterisk does not answer `Events: on`."""
+    sim.action_hook = lambda session, action: action.name == "Events"
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(pbx_config(sim.port, ping_timeout=0.3), queue)
+    await conn.start()
+    try:
+        snapshot = await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot), within=10)
+        assert isinstance(snapshot, ChannelsSnapshot)
+        assert conn.state == "connected" and conn.logins == 1
+        assert any(r.getMessage() == "ami.events_unanswered" for r in caplog.records)
     finally:
         await conn.stop()

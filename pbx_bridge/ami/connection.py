@@ -28,6 +28,7 @@ from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
 from pbx_bridge.ami.protocol import BridgeAmiProtocol, BridgeManager, message_to_event
+from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.config import PbxConfig
 from pbx_bridge.log import event as log_event
 
@@ -89,6 +90,7 @@ class PbxConnection:
         self._lost: asyncio.Future[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._up = False  # ConnectionUp delivered and no ConnectionLost since
+        self._stopping = False
         self._overflow: deque[QueueItem] = deque()
         self._drainer: asyncio.Task[None] | None = None
 
@@ -115,14 +117,15 @@ class PbxConnection:
         self._manager = BridgeManager(host=self.config.host, port=self.config.port, loop=loop,
                                       protocol_factory=lambda: BridgeAmiProtocol(self))
         self.state = "connecting"
+        self._stopping = False
         self._supervisor = asyncio.create_task(self._supervise(), name=f"ami:{self.pbx_name}")
 
     async def stop(self) -> None:
         """Close the connection and cancel any scheduled reconnect (pitfall 10)."""
+        self._stopping = True
         task, self._supervisor = self._supervisor, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
         self._close_protocol()
         if self._manager is not None:
             self._manager.close()
@@ -130,8 +133,7 @@ class PbxConnection:
             self._up = False
             self._deliver(ConnectionLost(self.pbx_name, self._clock(), "stopped"))
         if self._drainer is not None:
-            self._drainer.cancel()
-            await asyncio.gather(self._drainer, return_exceptions=True)
+            await cancel_and_wait(self._drainer)
             self._drainer = None
         self.state = "stopped"
         log_event(log, logging.INFO, "ami.stopped", pbx=self.pbx_name)
@@ -246,7 +248,7 @@ class PbxConnection:
 
     async def _supervise(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             if self.state != "auth_failed":
                 self.state = "connecting"
             try:
@@ -268,6 +270,9 @@ class PbxConnection:
                 continue
             except (OSError, TimeoutError, SessionLost, PbxUnavailable, ActionFailed) as exc:
                 self.last_error = _describe(exc) if not isinstance(exc, SessionLost) else str(exc)
+            except Exception as exc:  # a bug must not end supervision: log it, reconnect
+                log.exception("ami.session_error", extra={"kv": {"pbx": self.pbx_name}})
+                self.last_error = _describe(exc)
             self._close_protocol()
             if self._up:
                 self._up = False
@@ -315,7 +320,12 @@ class PbxConnection:
             raise AuthenticationFailed(str(exc)) from None
         self.asterisk_banner = protocol.version or ""
         # Per-session settings are gone after every reconnect (pitfall 11): send them again.
-        await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+        try:
+            await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+        except ActionTimeout:
+            # manager.conf `broken_events_action = yes` answers nothing to `Events: on`; Login's
+            # `Events: on` already did it, and the Ping watchdog will tell a dead connection.
+            log_event(log, logging.WARNING, "ami.events_unanswered", pbx=self.pbx_name)
         self.logins += 1
         self.state = "connected"
         self.last_error = ""
@@ -347,7 +357,7 @@ class PbxConnection:
         lost = self._lost
         assert lost is not None
         interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        while True:
+        while not self._stopping:
             done, _ = await asyncio.wait({lost}, timeout=interval)
             if done:
                 raise SessionLost(f"connection lost: {lost.result()}")
@@ -367,3 +377,5 @@ class PbxConnection:
         if abort and not protocol.closed:
             protocol.transport.abort()
         protocol.close()
+        # Forget it, so that its late connection_lost cannot end the next session.
+        self._protocol = None

@@ -89,6 +89,31 @@ def to_event(pbx: str, pairs: list[tuple[str, str]], received_at: float) -> AmiE
                     received_at=received_at)
 
 
+def parse_event(pbx: str, text: str, received_at: float) -> AmiEvent:
+    """One message straight to an AmiEvent (name "" when it has no `Event:`): the hot path,
+    same result as to_event(parse_headers(text)) in one pass."""
+    headers: dict[str, str] = {}
+    variables: dict[str, str] = {}
+    for line in text.split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            if "ChanVariable" in key:
+                var, _, val = value.partition("=")
+                if key == "ChanVariable" or key.startswith("ChanVariable("):
+                    variables[var] = val
+                else:
+                    headers[f"{key}.{var}"] = val
+            elif key == "Event" and "Event" in headers:
+                continue  # the first Event: names the message
+            else:
+                headers[key] = value
+        elif line.endswith(":") and " " not in line:
+            headers[line[:-1]] = ""
+    name = headers.pop("Event", "")
+    return AmiEvent(pbx=pbx, name=name, headers=headers, variables=variables,
+                    received_at=received_at)
+
+
 def message_to_event(pbx: str, message: Any, received_at: float) -> AmiEvent:
     """An action-answer Message back as an AmiEvent, from the exact headers we parsed."""
     # Message.__getattr__ answers '' for a missing attribute, hence the isinstance check.
@@ -186,7 +211,7 @@ class BridgeAmiProtocol(AMIProtocol):
                     log.exception("ami.message_error")
         if len(tail) > MAX_PENDING_BYTES:
             # No message is this long: drop it up to the last line end, or all of it and the
-            # rest of its line, and say so once.
+            # rest of its line, and say so.
             cut = tail.rfind(b"\r\n")
             if cut == -1 or len(tail) - cut > MAX_PENDING_BYTES:
                 self.garbage_bytes += len(tail)
@@ -200,24 +225,21 @@ class BridgeAmiProtocol(AMIProtocol):
         self._pending = tail
 
     def _message(self, text: str, received_at: float) -> None:
-        pairs = parse_headers(text)
-        if not pairs:
-            self.garbage_bytes += len(text)
-            return
-        if pairs[0][0] == "Event" or any(k == "Event" for k, _ in pairs):
-            action_id = next((v for k, v in pairs if k == "ActionID"), None)
-            name = next(v for k, v in pairs if k == "Event")
-            if action_id is None or name == "OriginateResponse":
-                self.sink.deliver_event(to_event(self.sink.pbx_name, pairs, received_at))
+        event = parse_event(self.sink.pbx_name, text, received_at)
+        if event.name:
+            action_id = event.headers.get("ActionID")
+            if action_id is None or event.name == "OriginateResponse":
+                self.sink.deliver_event(event)
                 return
             if action_id not in self.responses:
                 # The list answer of an action that already timed out: not a live event.
-                log.debug("ami.orphan_answer", extra={"kv": {"event": name, "action_id": action_id}})
+                log.debug("ami.orphan_answer", extra={"kv": {"event": event.name,
+                                                             "action_id": action_id}})
                 return
-        elif not any(k == "Response" for k, _ in pairs):
+        elif "Response" not in event.headers:
             self.garbage_bytes += len(text)
             return
-        self._answer(text, pairs)
+        self._answer(text, parse_headers(text))
 
     def _answer(self, text: str, pairs: list[tuple[str, str]]) -> None:
         message = Message.from_line(text.strip())

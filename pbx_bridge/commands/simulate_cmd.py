@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 from pathlib import Path
 from typing import Any
 
 from pbx_bridge.commands.context import settings_from_args
+
+log = logging.getLogger("pbx_bridge.simulate")
 
 
 def register(sub: Any) -> None:
@@ -86,6 +89,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise UserError("--calls-per-second must be more than 0")
             simulator.start_generator(cps, max_calls=args.max_calls)
         await stop.wait()
+        log.info("simulate.stopping")
     finally:
         if replaying is not None:
             replaying.cancel()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pbx_bridge.config import PbxConfig, SimulatorConfig
-from pbx_bridge.simulator.server import SimulatorSettings
+from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 
 
 def simulator_settings(config: SimulatorConfig, data_dir: Path) -> SimulatorSettings:
@@ -35,3 +35,13 @@ def simulator_pbx_config(config: SimulatorConfig, port: int | None = None) -> Pb
         outbound_context="from-internal",
         asterisk_version="22.10.1",
     )
+
+
+async def start_demo_pbx(config: SimulatorConfig, data_dir: Path) -> tuple[AmiSimulator, PbxConfig]:
+    """For `serve` without [[pbx]]: the simulator listening and generating calls, and the
+    PbxConfig to connect to it. The caller stops the simulator (`await simulator.stop()`)."""
+    simulator = AmiSimulator(simulator_settings(config, data_dir))
+    await simulator.start()
+    if config.calls_per_second > 0:
+        simulator.start_generator(config.calls_per_second)
+    return simulator, simulator_pbx_config(config, simulator.port)

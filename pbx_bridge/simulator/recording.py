@@ -23,6 +23,7 @@ class ActiveRecording:
     path: Path
     stereo: bool
     started: float
+    monitor_id: str = ""
 
 
 class Recorder:
@@ -42,23 +43,25 @@ class Recorder:
             raise ValueError(f"File {file_name} is outside the spool directory")
         return path
 
-    def start(self, channel: str, file_name: str, options: str, now: float) -> Path:
+    def start(self, channel: str, file_name: str, options: str, now: float,
+              monitor_id: str = "") -> Path:
         if channel in self._active:
             raise ValueError("MixMonitor already running on this channel")
         path = self.resolve(file_name)
         stereo = "D" in options or path.suffix == ".raw"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")  # Asterisk creates the file at once
-        self._active[channel] = ActiveRecording(path, stereo, now)
+        self._active[channel] = ActiveRecording(path, stereo, now, monitor_id)
         return path
 
     def active(self, channel: str) -> bool:
         return channel in self._active
 
-    def stop(self, channel: str, now: float) -> bool:
-        recording = self._active.pop(channel, None)
-        if recording is None:
+    def stop(self, channel: str, now: float, monitor_id: str = "") -> bool:
+        recording = self._active.get(channel)
+        if recording is None or (monitor_id and monitor_id != recording.monitor_id):
             return False
+        del self._active[channel]
         write_audio(recording.path, max(0.0, now - recording.started), stereo=recording.stereo)
         self.finished.append(recording.path)
         return True

@@ -12,17 +12,20 @@ its calls, so CoreShowChannels after a reconnect shows the live ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
 from pbx_bridge.simulator.channels import (
     Channel,
@@ -30,8 +33,14 @@ from pbx_bridge.simulator.channels import (
     core_show_channel,
     core_show_channels_complete,
 )
+from pbx_bridge.simulator.outcomes import customer_busy, operator_noanswer
 from pbx_bridge.simulator.recording import Recorder
-from pbx_bridge.simulator.templates import CallTemplate, broadcast_events, build_template
+from pbx_bridge.simulator.templates import (
+    CallTemplate,
+    broadcast_events,
+    build_template,
+    build_template_from_frames,
+)
 from pbx_bridge.simulator.trace import Frame, read_trace
 
 log = logging.getLogger("pbx_bridge.simulator")
@@ -46,10 +55,14 @@ GENERATOR_TRACES = {
 CLICK_TO_CALL_TRACE = "click_to_call"
 # Asterisk drops a session whose output backs up (writetimeout); we drop it past this backlog.
 MAX_SESSION_BACKLOG = 16 * 1024 * 1024
+# The generator waits while this many calls are still being played (it outruns the renderer
+# at high speeds; memory would grow without bound).
+MAX_CALLS_IN_PROGRESS = 2000
 _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
-OriginateOutcome = Literal["answer"]
+OriginateOutcome = Literal["answer", "operator_noanswer", "customer_busy"]
+DEFAULT_ORIGINATE_TIMEOUT = 30.0  # Asterisk's, when the Originate has no Timeout
 
 
 @dataclass(eq=False)
@@ -61,6 +74,7 @@ class Session:
     events_on: bool = True
     frozen: bool = False  # half-open: the socket stays open, nothing is read or written
     closed: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, data: bytes) -> None:
         if self.closed or self.frozen:
@@ -76,6 +90,7 @@ class Session:
 
     def abort(self) -> None:
         self.closed = True
+        self.gone.set()
         self.writer.transport.abort()
 
 
@@ -110,7 +125,9 @@ class SimulatorSettings:
     seed: int | None = None
     speed: float = 1.0  # how fast generated and originated calls play (2 = twice as fast)
     uptime_at_start: int = 100
-    extra_events: list[str] = field(default_factory=list)
+    # What happens to the next Originate: answered (click_to_call.ami), the operator's phone
+    # rings out, or the operator answers and the customer's line is busy (see outcomes.py).
+    originate_outcome: OriginateOutcome = "answer"
 
 
 class AmiSimulator:
@@ -121,7 +138,8 @@ class AmiSimulator:
         self.rng = random.Random(self.settings.seed)
         self.counters = IdCounters()
         self.sessions: list[Session] = []
-        self.actions: list[ReceivedAction] = []
+        # The latest actions received, for tests and debugging (bounded: serve runs for weeks).
+        self.actions: deque[ReceivedAction] = deque(maxlen=10_000)
         self.table = ChannelTable()  # channels of replayed traces
         self.calls: dict[int, LiveCall] = {}  # generated / originated calls being played
         self.events_sent = 0
@@ -137,6 +155,7 @@ class AmiSimulator:
         self._logins = 0
         self._templates: dict[str, CallTemplate] = {}
         self._started_at = 0.0
+        self._running = False
         # Tests: called with every action before it is handled; True = do not handle it.
         self.action_hook: Callable[[Session, ReceivedAction], bool] | None = None
 
@@ -149,6 +168,7 @@ class AmiSimulator:
         return port
 
     async def start(self) -> None:
+        self._running = True
         self._started_at = self.clock()
         self._wake = asyncio.Event()
         self._server = await asyncio.start_server(self._serve, self.settings.host,
@@ -157,17 +177,21 @@ class AmiSimulator:
         log.info("simulator.listening", extra={"kv": {"host": self.settings.host, "port": self.port}})
 
     async def stop(self) -> None:
+        self._running = False
         tasks = [t for t in (self._player, *self._tasks) if t is not None]
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(task)
         self._tasks.clear()
+        log.debug("simulator.tasks_stopped")
         for session in list(self.sessions):
             session.abort()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            # Bounded: on some Pythons wait_closed waits for every connection handler.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
         self.recorder.finish_all(self.clock())
+        log.info("simulator.stopped")
 
     async def __aenter__(self) -> AmiSimulator:
         await self.start()
@@ -226,7 +250,9 @@ class AmiSimulator:
                 session.write(data)
 
     async def drain(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Wait until clients took what was written (full-speed modes); drop one stuck longer."""
+        """Wait until clients took what was written (full-speed modes); drop one stuck longer.
+        Always yields to the loop once, so a producer with a backlog cannot starve the rest."""
+        await asyncio.sleep(0)
         for session in list(self.sessions):
             if session.closed or session.frozen or not session.authenticated:
                 continue
@@ -244,7 +270,8 @@ class AmiSimulator:
             while not session.closed:
                 block = await reader.readuntil(b"\r\n\r\n")
                 if session.frozen:
-                    await asyncio.Event().wait()  # never answers again; the socket stays open
+                    await session.gone.wait()  # never answers again; the socket stays open
+                    break
                 headers = _parse_action(block)
                 if headers:
                     await self._dispatch(session, ReceivedAction(session.id, headers, self.clock()))
@@ -369,8 +396,38 @@ class AmiSimulator:
                             call_id=variables.get("CALL_ID", ""),
                             channel_id=action.get("ChannelId"),
                             action_id=action.get("ActionID"))
-        template = self.template(CLICK_TO_CALL_TRACE)
-        self.add_call(template, values)
+        try:
+            ring = float(action.get("Timeout") or 0) / 1000 or DEFAULT_ORIGINATE_TIMEOUT
+        except ValueError:
+            ring = DEFAULT_ORIGINATE_TIMEOUT
+        call = self.add_call(self.originate_template(self.settings.originate_outcome, ring), values)
+        call.values.update(requested_channel=channel, requested_exten=exten,
+                           requested_context=action.get("Context"))
+
+    def originate_template(self, outcome: OriginateOutcome, ring_seconds: float) -> CallTemplate:
+        key = f"{outcome}:{ring_seconds:g}" if outcome != "answer" else CLICK_TO_CALL_TRACE
+        if key not in self._templates:
+            folder = Path(self.settings.traces_dir or DATA_DIR)
+            c2c = broadcast_events(read_trace(folder / f"{CLICK_TO_CALL_TRACE}.ami"))
+            if outcome == "answer":
+                frames = c2c
+            elif outcome == "customer_busy":
+                frames = customer_busy(c2c, broadcast_events(read_trace(folder / "inbound_busy.ami")))
+            else:
+                frames = operator_noanswer(
+                    c2c, broadcast_events(read_trace(folder / "inbound_noanswer.ami")), ring_seconds)
+            template = build_template_from_frames(frames, key)
+            for event in template.events:
+                if event.name == "OriginateResponse":
+                    # Asterisk echoes the request's Context and Exten, and on failure the Channel
+                    # as requested (no channel came up).
+                    fields = ["Context", "Exten"] + (["Channel"] if "Response: Failure" in event.fmt
+                                                     else [])
+                    for field in fields:
+                        event.fmt = re.sub(rf"(?m)^{field}: [^\r\n]*",
+                                           f"{field}: {{requested_{field.lower()}}}", event.fmt)
+            self._templates[key] = template
+        return self._templates[key]
 
     def _hangup(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")
@@ -387,6 +444,8 @@ class AmiSimulator:
         session.write(_response(action, "Error", "No such channel"))
 
     def _mixmonitor(self, session: Session, action: ReceivedAction) -> None:
+        # Answers as app_mixmonitor.c's manager_mixmonitor: `MixMonitorID` only with option
+        # i(VAR), errors "No channel specified" / "No such channel" / "Could not start ...".
         name = action.get("Channel")
         if not name:
             session.write(_response(action, "Error", "No channel specified"))
@@ -395,15 +454,22 @@ class AmiSimulator:
         if channel is None:
             session.write(_response(action, "Error", "No such channel"))
             return
+        options = action.get("Options")
         file_name = action.get("File") or f"{channel.fields.get('Uniqueid', 'mixmonitor')}.wav"
+        id_var = re.search(r"i\(([^)]*)\)", options)
+        monitor_id = f"0x{self.rng.getrandbits(48):012x}" if id_var else ""
         try:
-            path = self.recorder.start(name, file_name, action.get("Options"), self.clock())
+            path = self.recorder.start(name, file_name, options, self.clock(), monitor_id)
         except ValueError as exc:
-            session.write(_response(action, "Error", str(exc)))
+            log.warning("simulator.mixmonitor_refused", extra={"kv": {"reason": str(exc)}})
+            session.write(_response(action, "Error", "Could not start monitoring channel"))
             return
-        # Real Asterisk 22 answers just Success (see inbound_answered_recorded.ami).
-        session.write(_lines("Response: Success", _aid(action)))
+        session.write(_lines("Response: Success", _aid(action),
+                             f"MixMonitorID: {monitor_id}" if monitor_id else ""))
         now = self.clock()
+        if id_var:
+            self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
+                                          [("Variable", id_var.group(1)), ("Value", monitor_id)]))
         self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
                                       [("Variable", "MIXMONITOR_FILENAME"), ("Value", str(path))]))
         self.broadcast(_channel_event("MixMonitorStart", channel, now, self.settings.system_name,
@@ -412,12 +478,15 @@ class AmiSimulator:
 
     def _stop_mixmonitor(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")
-        channel = self._find_channel(name) if name else None
+        if not name:
+            session.write(_response(action, "Error", "No channel specified"))
+            return
+        channel = self._find_channel(name)
         if channel is None:
             session.write(_response(action, "Error", "No such channel"))
             return
-        if not self.recorder.stop(name, self.clock()):
-            session.write(_response(action, "Error", "Could not stop MixMonitor"))
+        if not self.recorder.stop(name, self.clock(), action.get("MixMonitorID")):
+            session.write(_response(action, "Error", "Could not stop monitoring channel"))
             return
         session.write(_lines("Response: Success", _aid(action)))
         self.broadcast(_channel_event("MixMonitorStop", channel, self.clock(),
@@ -463,7 +532,7 @@ class AmiSimulator:
     async def _play(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
-        while True:
+        while self._running:
             if not self._heap:
                 self._wake.clear()
                 await self._wake.wait()
@@ -514,11 +583,15 @@ class AmiSimulator:
         names = list(GENERATOR_TRACES)
         weights = [GENERATOR_TRACES[n] for n in names]
         count = 0
-        while max_calls is None or count < max_calls:
+        while self._running and (max_calls is None or count < max_calls):
             template = self.template(self.rng.choices(names, weights)[0])
             self.add_call(template, self.new_call_values(template))
             count += 1
-            await asyncio.sleep(self.rng.expovariate(calls_per_second) / max(self.settings.speed, 1e-9))
+            speed = self.settings.speed
+            while len(self.calls) > MAX_CALLS_IN_PROGRESS:  # noqa: ASYNC110 - renderer behind
+                await asyncio.sleep(0.01)
+            # Poisson arrivals; speed 0 = as fast as possible (still yielding to the loop).
+            await asyncio.sleep(self.rng.expovariate(calls_per_second) / speed if speed > 0 else 0)
 
     async def blast(self, calls: int, *, concurrent: int = 50, batch_events: int = 1024) -> int:
         """As fast as possible: `calls` generated calls, `concurrent` at a time interleaved, with

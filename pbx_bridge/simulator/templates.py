@@ -80,9 +80,12 @@ def _escape(text: str) -> str:
 
 
 def build_template(path: Path | str, name: str | None = None) -> CallTemplate:
-    frames = broadcast_events(read_trace(path))
+    return build_template_from_frames(broadcast_events(read_trace(path)), name or Path(path).stem)
+
+
+def build_template_from_frames(frames: list[Frame], name: str) -> CallTemplate:
     if not frames:
-        raise ValueError(f"{path}: no events")
+        raise ValueError(f"{name}: no events")
     t0 = next((f.timestamp for f in frames if f.timestamp is not None), 0.0) or 0.0
 
     uids: set[str] = set()
@@ -196,7 +199,7 @@ def build_template(path: Path | str, name: str | None = None) -> CallTemplate:
         events.append(EventTemplate(frame.name, offset, fmt, ts_slot))
 
     template = CallTemplate(
-        name=name or Path(path).stem, events=events, slots=slots,
+        name=name, events=events, slots=slots,
         timestamp_slots=timestamp_slots, datetime_slots=datetime_slots,
         operators=operators, customer=customer, hangup_index=hangup_index,
     )

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.db.schema import calls
@@ -38,15 +38,8 @@ TOKENS = {
 }
 
 
-@web.middleware
-async def bearer_tokens(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Stands in for the API feature's token middleware (not merged yet): token -> Principal."""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and auth[7:] in TOKENS:
-        request["principal"] = TOKENS[auth[7:]]
-    return await handler(request)
+# Role name -> a real API token created for it (pbx_bridge.auth.tokens), per test.
+REAL_TOKENS: dict[str, str] = {}
 
 
 @dataclass
@@ -59,12 +52,12 @@ class Api:
 
     async def get(self, path: str | URL, who: str | None = "manager", **headers: str) -> Any:
         if who is not None:
-            headers["Authorization"] = f"Bearer {who}"
+            headers["Authorization"] = f"Bearer {REAL_TOKENS.get(who, who)}"
         return await self.client.get(path, headers=headers)
 
 
 def auth(who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {who}"}
+    return {"Authorization": f"Bearer {REAL_TOKENS.get(who, who)}"}
 
 
 async def add_call(engine: AsyncEngine, linkedid: str, operator: str, rung: list[str],
@@ -99,8 +92,12 @@ async def api(settings: Settings, engine: AsyncEngine, traces: Path, tmp_path: P
             call_id=call_id, pbx="main", linkedid="pbx-1795731456.0", state="ready", segments=[],
             stored_path=rel, sha256=info.sha256, size_bytes=info.size_bytes, format="wav",
             created_at=now, updated_at=now, ready_at=now))
+    REAL_TOKENS.clear()
+    async with engine.begin() as conn:
+        for who, principal in TOKENS.items():
+            _, REAL_TOKENS[who] = await create_token(
+                conn, name=principal.name, role=principal.role, extension=principal.extension)
     app = make_app(runtime)
-    app.middlewares.append(bearer_tokens)
     client = await aiohttp_client(app)
     return Api(client, engine, service, call_id, info.path.read_bytes())
 

@@ -9,6 +9,10 @@ from pbx_bridge.http.errors import ApiError, Handler
 
 # Open without a token: the process liveness probe only.
 PUBLIC_PATHS = frozenset({"/healthz"})
+# Signed, expiring recording links carry their own HMAC (for CRMs that cannot send headers).
+PUBLIC_PREFIXES = ("/api/v1/recordings/signed/",)
+# Only the API takes tokens; the web UI's pages have their own sign-in (pbx_bridge/web).
+TOKEN_PREFIXES = ("/api/", "/metrics", "/readyz")
 # Browsers cannot set headers on a WebSocket: these paths also accept ?access_token=.
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/events"})
 
@@ -27,9 +31,13 @@ def bearer_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or not path.startswith(TOKEN_PREFIXES):
         return await handler(request)
     token = bearer_token(request)
+    if token is None and request.get("principal") is not None:
+        # Signed in through the web UI: the session middleware (CSRF-checked) set the principal.
+        return await handler(request)
     if token is None:
         raise ApiError(401, "unauthorized", "a bearer token is required (Authorization: Bearer ...)",
                        {"WWW-Authenticate": "Bearer"})

@@ -16,6 +16,7 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 
+from pbx_bridge.auth.middleware import guarded
 from tests.api.conftest import Api
 from tests.api.seed import insert_call
 
@@ -94,9 +95,11 @@ async def test_real_responses_match_the_document(api: Api) -> None:
 
 async def test_every_route_is_documented(api: Api) -> None:
     doc = (await (await api.client.get("/api/v1/openapi.json", headers=api.auth("crm"))).json())
+    # Every API route (web UI pages are HTML for people, not part of the API).
     routes = {(r.method.lower(), r.resource.canonical) for r in api.client.app.router.routes()
-              if r.method != "HEAD" and r.resource is not None}
-    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+              if r.method != "HEAD" and r.resource is not None
+              and (guarded(r.resource.canonical) or r.resource.canonical.startswith("/api/"))}
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if p != "/healthz"}
     assert routes == documented
 
 

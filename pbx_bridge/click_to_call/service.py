@@ -146,7 +146,9 @@ class ClickToCallService:
         self._by_channel: dict[str, str] = {}
         self._loaded = False
         self._load_lock = asyncio.Lock()
-        self._move_lock = asyncio.Lock()
+        # This service's writes go one at a time: on SQLite, concurrent writers would otherwise
+        # meet the busy handler's sleeps (up to 100 ms) instead of a short in-process wait.
+        self._write_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- requests --------------------------------------------------------------------------
@@ -198,7 +200,7 @@ class ClickToCallService:
             pbx=name, channel_id=str(uuid.uuid4()), call_id=None,
             idempotency_key=new.idempotency_key, token_id=token_id, created_at=now, updated_at=now)
         try:
-            async with self._engine.begin() as conn:
+            async with self._write_lock, self._engine.begin() as conn:
                 await conn.execute(table.insert().values(
                     id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
                     extension=item.extension, number=item.number, number_entered=item.number_entered,
@@ -253,7 +255,9 @@ class ClickToCallService:
         timeout = self._settings.click_to_call.originate_timeout + 10.0
         # The Originate goes out first; recording the state must not delay it.
         sent = asyncio.ensure_future(connection.originate(fields, timeout))
-        await self._move(item.id, "dialing_operator")
+        # Kept in memory (GET and live events show it) and written with the next change: one
+        # write less per request on the busy path; a restart resumes from "queued" just as well.
+        await self._move(item.id, "dialing_operator", persist=False)
         try:
             result = await sent
         except ActionTimeout:
@@ -361,13 +365,13 @@ class ClickToCallService:
             await self._move(request_id, "failed", "operator_no_answer")
 
     async def _move(self, request_id: str, state: str, reason: str | None = None, *,
-                    call_id: int | None = None, release_key: bool = False) -> None:
+                    call_id: int | None = None, release_key: bool = False, persist: bool = True) -> None:
         # One change at a time: the originate task and the AMI consumer race on the same request.
-        async with self._move_lock:
-            await self._move_locked(request_id, state, reason, call_id, release_key)
+        async with self._write_lock:
+            await self._move_locked(request_id, state, reason, call_id, release_key, persist)
 
     async def _move_locked(self, request_id: str, state: str, reason: str | None,
-                           call_id: int | None, release_key: bool) -> None:
+                           call_id: int | None, release_key: bool, persist: bool) -> None:
         item = self._active.get(request_id)
         if item is None or item.state in FINAL:
             return
@@ -382,8 +386,9 @@ class ClickToCallService:
             values["call_id"] = call_id
         if release_key:
             values["idempotency_key"] = None
-        async with self._engine.begin() as conn:
-            await conn.execute(table.update().where(table.c.id == request_id).values(**values))
+        if persist:
+            async with self._engine.begin() as conn:
+                await conn.execute(table.update().where(table.c.id == request_id).values(**values))
         item.state = state
         item.updated_at = now
         if state == "failed":

@@ -254,9 +254,19 @@ class _Pipeline:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.consumer: Any = None
+        self.notified: dict[str, float] = {}  # linkedid -> when the notifier got the ringing
 
     async def start(self) -> None:
-        notifier = self.runtime.services["notifier"]
+        real_notifier = self.runtime.services["notifier"]
+        notified = self.notified
+
+        class TimedNotifier:
+            async def on_change(self, change: Any) -> None:
+                if change.kind == "ringing":
+                    notified.setdefault(change.record.linkedid, time.monotonic())
+                await real_notifier.on_change(change)
+
+        notifier = TimedNotifier()
         try:
             from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
 
@@ -372,6 +382,7 @@ async def bench_screen_pop(quick: bool) -> list[dict[str, Any]]:
                                         direction="inbound", customer_number=numbers[i],
                                         operators_rung=["101"], id=i + 1)
                     sent[record.linkedid] = time.monotonic()
+                    pipeline.notified[record.linkedid] = sent[record.linkedid]
                     await notifier.on_change(CallChange("ringing", record, extension="101"))
                     await asyncio.sleep(0.05)
 
@@ -392,6 +403,8 @@ async def bench_screen_pop(quick: bool) -> list[dict[str, Any]]:
             await pipeline.stop()
             await engine.dispose()
     latencies = [(t - sent[linkedid]) * 1000 for linkedid, t, _ in got["received"] if linkedid in sent]
+    to_notifier = [(pipeline.notified[k] - sent[k]) * 1000 for k in sent if k in pipeline.notified]
+    fan_out = [(t - pipeline.notified[k]) * 1000 for k, t, _ in got["received"] if k in pipeline.notified]
     with_card = sum(1 for _, _, has in got["received"] if has)
     ref = [(r[1] - r[0]) * 1000 for r in reference if r[2] == 200]
     rows += [
@@ -399,6 +412,10 @@ async def bench_screen_pop(quick: bool) -> list[dict[str, Any]]:
             f"{loaded:,} cards ({pipeline.label}; {len(latencies)} deliveries, {with_card} with a card)",
             pct(latencies, 99), "ms", "<= 20 ms", pct(ref, 99), "constant aiohttp handler, p99"),
         row("screen pop p50", pct(latencies, 50), "ms", "-", pct(ref, 50), "constant aiohttp handler, p50"),
+        row("screen pop, part 1: ring event -> notifier (tracker, save, CRM lookup), p99",
+            pct(to_notifier, 99), "ms", "-"),
+        row(f"screen pop, part 2: notifier -> message at each of {CLIENTS} clients, p99",
+            pct(fan_out, 99), "ms", "-"),
         row("screen pop deliveries missing", CLIENTS * count - len(latencies), "count", "0"),
     ]
     return rows

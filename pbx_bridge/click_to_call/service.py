@@ -185,6 +185,7 @@ class ClickToCallService:
         """The request and whether it is new (False: the same idempotency key was seen)."""
         await self._ensure_loaded()
         e164, dial = self.validate(new)
+        await self.expire_stale()
         if new.idempotency_key:
             existing = await self._by_key(token_id, new.idempotency_key)
             if existing is not None:
@@ -245,6 +246,8 @@ class ClickToCallService:
         return None if row is None else _from_row(row)
 
     async def get(self, request_id: str) -> ClickToCall | None:
+        if request_id in self._active:
+            await self.expire_stale()
         if request_id in self._active:
             return self._active[request_id]
         async with self._engine.connect() as conn:
@@ -352,6 +355,21 @@ class ClickToCallService:
             if change.record.status == "answered":
                 await self._move(request_id, "connected")
             await self._finish(request_id)
+
+    async def expire_stale(self, now: datetime | None = None) -> int:
+        """Requests the PBX never reported back on (a connection lost before any event) fail
+        once no ringing could still be going on: nothing stays "dialing" forever. A connected
+        call ends with its call record (resync closes calls that ended during an outage)."""
+        now = now or datetime.now(UTC)
+        ring = self._settings.click_to_call.originate_timeout
+        limits = {"queued": ring + 60.0, "dialing_operator": ring + 60.0,
+                  "dialing_customer": 2 * ring + 120.0}
+        stale = [item for item in self._active.values()
+                 if item.state in limits and (now - item.created_at).total_seconds() > limits[item.state]]
+        for item in stale:
+            reason = "customer_no_answer" if item.state == "dialing_customer" else "operator_no_answer"
+            await self._move(item.id, "failed", reason)
+        return len(stale)
 
     async def _finish(self, request_id: str) -> None:
         item = self._active.get(request_id)

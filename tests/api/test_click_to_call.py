@@ -131,6 +131,9 @@ async def test_invalid_input_is_rejected_and_nothing_is_called(api: Api) -> None
         ({"number": "+7 916 5550101"}, 422, "invalid_field"),
         ({"extension": "101", "number": ["+7 916 5550101"]}, 422, "invalid_field"),
         ({"extension": "101", "number": "+79165550101", "client_id": "x"}, 422, "invalid_field"),
+        # PostgreSQL cannot store NUL; a lone surrogate half is not text at all.
+        ({"extension": "101", "number": "+79165550101", "idempotency_key": "a\u0000b"}, 422, "invalid_field"),
+        ({"extension": "101", "number": "+79165550101", "idempotency_key": "a\ud800"}, 422, "invalid_field"),
         ([1, 2], 400, "bad_request"),
     ]
     for body, status, code in cases:

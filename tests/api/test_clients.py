@@ -61,6 +61,7 @@ async def test_bad_card_input_is_422_and_writes_nothing(api: Api) -> None:
         {"name": "X", "emails": ["nope"]}, {"name": "X", "responsible": "1o1"}, {"name": 5},
         {"name": "X", "phones": "+79161234567"}, {"name": "X", "colour": "red"},
         {"name": "X", "phones": ["+79161234567", "not a number"]},
+        {"name": "Iv\u0000an"}, {"name": "Ivan", "tags": ["\ud800"]}, {"name": "X", "notes": "a\x00"},
     ]
     for body in cases:
         status, answer = await _post(api, "/api/v1/clients", body)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
+from pbx_bridge.click_to_call.group_insert import GroupInserter
 from pbx_bridge.click_to_call.schema import click_to_call_requests as table
 from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.events.messages import make_message
@@ -149,6 +151,8 @@ class ClickToCallService:
         # This service's writes go one at a time: on SQLite, concurrent writers would otherwise
         # meet the busy handler's sleeps (up to 100 ms) instead of a short in-process wait.
         self._write_lock = asyncio.Lock()
+        self._inserter = GroupInserter(engine, table, self._write_lock)
+        self._last_expiry = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- requests --------------------------------------------------------------------------
@@ -185,7 +189,9 @@ class ClickToCallService:
         """The request and whether it is new (False: the same idempotency key was seen)."""
         await self._ensure_loaded()
         e164, dial = self.validate(new)
-        await self.expire_stale()
+        if time.monotonic() - self._last_expiry > 1.0:  # a scan of the active ones, at most 1/s
+            self._last_expiry = time.monotonic()
+            await self.expire_stale()
         if new.idempotency_key:
             existing = await self._by_key(token_id, new.idempotency_key)
             if existing is not None:
@@ -201,12 +207,12 @@ class ClickToCallService:
             pbx=name, channel_id=str(uuid.uuid4()), call_id=None,
             idempotency_key=new.idempotency_key, token_id=token_id, created_at=now, updated_at=now)
         try:
-            async with self._write_lock, self._engine.begin() as conn:
-                await conn.execute(table.insert().values(
-                    id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
-                    extension=item.extension, number=item.number, number_entered=item.number_entered,
-                    dial=item.dial, client_id=item.client_id, pbx=item.pbx, channel_id=item.channel_id,
-                    state=item.state, reason=None, call_id=None, created_at=now, updated_at=now))
+            # Stored before anything is sent: a request is never placed without its record.
+            await self._inserter.insert(dict(
+                id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
+                extension=item.extension, number=item.number, number_entered=item.number_entered,
+                dial=item.dial, client_id=item.client_id, pbx=item.pbx, channel_id=item.channel_id,
+                state=item.state, reason=None, call_id=None, created_at=now, updated_at=now))
         except sa.exc.IntegrityError:
             # The same key at the same moment from a concurrent request: that one wins.
             existing = await self._by_key(token_id, new.idempotency_key or "")
@@ -445,6 +451,7 @@ class ClickToCallService:
             self._loaded = True
 
     async def close(self) -> None:
+        await self._inserter.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

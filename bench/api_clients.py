@@ -4,6 +4,8 @@ shared with them. Times are time.monotonic() (CLOCK_MONOTONIC: the same clock in
   python -m bench.api_clients post URL TOKEN RATE COUNT       # click-to-call POSTs, open loop
   python -m bench.api_clients get URL RATE COUNT              # the constant reference handler
   python -m bench.api_clients ws URL TOKEN CLIENTS EXPECTED   # WebSocket clients, receive times
+  python -m bench.api_clients ami SECRET                      # the PBX: prints "PORT n", then on
+                                                              # stdin EOF the Originates' times
 
 Each prints one JSON document on stdout.
 """
@@ -87,12 +89,58 @@ async def ws(url: str, token: str, clients: int, expected: int) -> dict[str, Any
     return {"received": received}
 
 
+async def ami(secret: str) -> dict[str, Any]:
+    """The AMI peer in its own process, as Asterisk is: the project's simulator when the tree
+    has it (Originates answered "queued" without playing a call), else bench/raw_ami.py."""
+    seen: dict[str, float] = {}
+    stops: list[Any] = []
+    try:
+        from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
+
+        sim = AmiSimulator(SimulatorSettings(secret=secret))
+
+        def hook(session: Any, action: Any) -> bool:
+            if action.name != "Originate":
+                return False
+            now = time.monotonic()
+            for key, value in action.headers:
+                if key == "Variable" and value.startswith("__CALL_ID="):
+                    seen[value.split("=", 1)[1]] = now
+            session.write(f"Response: Success\r\nActionID: {action.get('ActionID')}\r\n"
+                          "Message: Originate successfully queued\r\n\r\n".encode())
+            return True
+
+        sim.action_hook = hook
+        await sim.start()
+        port, kind = sim.port, "simulator"
+        stops.append(sim.stop)
+    except ImportError:
+        from bench.raw_ami import RawAmiServer
+
+        server = RawAmiServer(secret=secret)
+        port, kind = await server.start(), "raw"
+        stops.append(server.stop)
+    print(f"PORT {port} {kind}", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the bench closes our stdin
+    if kind == "raw":
+        for action in server.originates():
+            for v in action.get("Variable", []):
+                if v.startswith("__CALL_ID="):
+                    seen[v.split("=", 1)[1]] = action["received_at"]
+    for stop in stops:
+        await stop()
+    return {"kind": kind, "seen": seen}
+
+
 def main(argv: list[str]) -> int:
     kind = argv[0]
     if kind == "post":
         out: Any = asyncio.run(post(argv[1], argv[2], float(argv[3]), int(argv[4])))
     elif kind == "get":
         out = asyncio.run(get(argv[1], float(argv[2]), int(argv[3])))
+    elif kind == "ami":
+        out = asyncio.run(ami(argv[1]))
     else:
         out = asyncio.run(ws(argv[1], argv[2], int(argv[3]), int(argv[4])))
     print(json.dumps(out), flush=True)

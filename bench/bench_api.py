@@ -106,89 +106,52 @@ async def _database(tmp: Path) -> tuple[Settings, Any]:
 
 
 class _Peer:
-    """The AMI side: who answers, and when each Originate (by CALL_ID) was read off the socket."""
+    """The AMI side, in its own process (bench/api_clients.py ami): when each Originate (by
+    CALL_ID) was read off the socket; the bridge side is PbxConnection when the tree has it."""
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
         self.label = ""
         self.connection: Any = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._stop: list[Callable[[], Any]] = []
 
     async def start(self, settings: Settings) -> None:
-        try:
-            await self._start_simulator(settings)
-        except ImportError:
-            await self._start_raw(settings)
-
-    async def _start_simulator(self, settings: Settings) -> None:
-        from pbx_bridge.ami.connection import PbxConnection
-        from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
-
-        sim = AmiSimulator(SimulatorSettings(secret="bench"))
-
-        def hook(session: Any, action: Any) -> bool:
-            if action.name != "Originate":
-                return False
-            now = time.monotonic()
-            for key, value in action.headers:
-                if key == "Variable" and value.startswith("__CALL_ID="):
-                    self.seen[value.split("=", 1)[1]] = now
-            # Answered here so the simulator does not also play a whole call per request.
-            session.write(f"Response: Success\r\nActionID: {action.get('ActionID')}\r\n"
-                          "Message: Originate successfully queued\r\n\r\n".encode())
-            return True
-
-        sim.action_hook = hook
-        await sim.start()
-        config = PbxConfig(name="main", port=sim.port, secret="bench", operator_channel=LAB_OPERATORS)
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.api_clients", "ami", "bench", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, cwd=ROOT, limit=1 << 28)
+        assert self._proc.stdout is not None
+        _word, port_text, kind = (await self._proc.stdout.readline()).decode().split()
+        port = int(port_text)
+        config = PbxConfig(name="main", port=port, secret="bench", operator_channel=LAB_OPERATORS)
         settings.pbx = [config]
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        connection = PbxConnection(config, queue)
-        await connection.start()
-        for _ in range(200):
-            if connection.connected:
-                break
-            await asyncio.sleep(0.05)
+        peer = "AMI simulator" if kind == "simulator" else "raw AMI server"
+        try:
+            from pbx_bridge.ami.connection import PbxConnection
 
-        async def drain() -> None:
-            while True:
-                await queue.get()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            connection = PbxConnection(config, queue)
+            await connection.start()
+            for _ in range(200):
+                if connection.connected:
+                    break
+                await asyncio.sleep(0.05)
 
-        drainer = asyncio.create_task(drain())
+            async def drain() -> None:
+                while True:
+                    await queue.get()
+
+            drainer = asyncio.create_task(drain())
+            self._stop = [drainer.cancel, connection.stop]
+            self.label = f"PbxConnection -> {peer} in another process"
+        except ImportError:
+            from bench.raw_ami import MiniAmiClient
+
+            connection = MiniAmiClient("main")
+            await connection.connect(port, secret="bench")
+            self._stop = [connection.close]
+            self.label = f"raw AMI client -> {peer} in another process (PbxConnection not in this tree)"
         self.connection = connection
-        self.label = "PbxConnection -> AMI simulator"
-        self._stop = [drainer.cancel, connection.stop, sim.stop]
-
-    async def _start_raw(self, settings: Settings) -> None:
-        from bench.raw_ami import MiniAmiClient, RawAmiServer
-
-        server = RawAmiServer(secret="bench")
-        port = await server.start()
-        settings.pbx = [PbxConfig(name="main", port=port, secret="bench")]
-        client = MiniAmiClient("main")
-        await client.connect(port, secret="bench")
-
-        class Seen(dict[str, float]):
-            def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-                for action in server.originates():
-                    for v in action.get("Variable", []):
-                        if v == f"__CALL_ID={key}":
-                            return action["received_at"]
-                return default
-
-            def __contains__(self, key: object) -> bool:
-                return self.get(str(key)) is not None
-
-            def __getitem__(self, key: str) -> float:
-                found = self.get(key)
-                if found is None:
-                    raise KeyError(key)
-                return float(found)
-
-        self.seen = Seen()
-        self.connection = client
-        self.label = "raw AMI client -> raw AMI server (simulator not in this tree)"
-        self._stop = [client.close, server.stop]
 
     async def stop(self) -> None:
         for stop in self._stop:
@@ -196,6 +159,12 @@ class _Peer:
             if asyncio.iscoroutine(result):
                 with contextlib.suppress(Exception):
                     await result
+        if self._proc is not None:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._proc.stdin.close()
+            out = await self._proc.stdout.read()
+            await self._proc.wait()
+            self.seen = json.loads(out.decode().strip().splitlines()[-1])["seen"]
 
 
 async def bench_click_to_call(quick: bool) -> list[dict[str, Any]]:

@@ -1,4 +1,10 @@
-"""Bearer token -> request["principal"]; 401 for a missing or invalid token (except /healthz)."""
+"""Bearer token -> request["principal"] for the API; 401 for a missing or invalid token.
+
+Guarded: everything under /api/ plus /readyz and /metrics (the process probe /healthz is open).
+A principal already set by an earlier middleware (the web UI's session cookie) is kept. Web UI
+pages outside /api/ do their own sign-in (redirects to the login page), and signed recording
+links carry their own credential (the signature).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,21 @@ from aiohttp import web
 from pbx_bridge.auth.tokens import TokenVerifier
 from pbx_bridge.http.errors import ApiError, Handler
 
-# Open without a token: the process liveness probe only.
 PUBLIC_PATHS = frozenset({"/healthz"})
-# Signed, expiring recording links carry their own HMAC (for CRMs that cannot send headers).
-PUBLIC_PREFIXES = ("/api/v1/recordings/signed/",)
-# Only the API takes tokens; the web UI's pages have their own sign-in (pbx_bridge/web).
-TOKEN_PREFIXES = ("/api/", "/metrics", "/readyz")
-# Browsers cannot set headers on a WebSocket: these paths also accept ?access_token=.
+GUARDED_PATHS = frozenset({"/readyz", "/metrics"})
+GUARDED_PREFIX = "/api/"
+# Credentials in the URL itself: the recordings feature's signed links.
+SELF_AUTHENTICATED_PREFIXES = ("/api/v1/recordings/signed/",)
+# Browsers cannot set headers on a WebSocket or EventSource: these paths also accept ?access_token=.
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/events"})
 
 VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier", TokenVerifier)
+
+
+def guarded(path: str) -> bool:
+    if path in PUBLIC_PATHS or path.startswith(SELF_AUTHENTICATED_PREFIXES):
+        return False
+    return path.startswith(GUARDED_PREFIX) or path in GUARDED_PATHS
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -31,13 +42,9 @@ def bearer_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or not path.startswith(TOKEN_PREFIXES):
+    if not guarded(request.path) or request.get("principal") is not None:
         return await handler(request)
     token = bearer_token(request)
-    if token is None and request.get("principal") is not None:
-        # Signed in through the web UI: the session middleware (CSRF-checked) set the principal.
-        return await handler(request)
     if token is None:
         raise ApiError(401, "unauthorized", "a bearer token is required (Authorization: Bearer ...)",
                        {"WWW-Authenticate": "Bearer"})

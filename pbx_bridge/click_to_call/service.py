@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
+from pbx_bridge.click_to_call.group_insert import GroupInserter
 from pbx_bridge.click_to_call.schema import click_to_call_requests as table
 from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.events.messages import make_message
@@ -146,7 +148,11 @@ class ClickToCallService:
         self._by_channel: dict[str, str] = {}
         self._loaded = False
         self._load_lock = asyncio.Lock()
-        self._move_lock = asyncio.Lock()
+        # This service's writes go one at a time: on SQLite, concurrent writers would otherwise
+        # meet the busy handler's sleeps (up to 100 ms) instead of a short in-process wait.
+        self._write_lock = asyncio.Lock()
+        self._inserter = GroupInserter(engine, table, self._write_lock)
+        self._last_expiry = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- requests --------------------------------------------------------------------------
@@ -183,6 +189,9 @@ class ClickToCallService:
         """The request and whether it is new (False: the same idempotency key was seen)."""
         await self._ensure_loaded()
         e164, dial = self.validate(new)
+        if time.monotonic() - self._last_expiry > 1.0:  # a scan of the active ones, at most 1/s
+            self._last_expiry = time.monotonic()
+            await self.expire_stale()
         if new.idempotency_key:
             existing = await self._by_key(token_id, new.idempotency_key)
             if existing is not None:
@@ -198,12 +207,12 @@ class ClickToCallService:
             pbx=name, channel_id=str(uuid.uuid4()), call_id=None,
             idempotency_key=new.idempotency_key, token_id=token_id, created_at=now, updated_at=now)
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(table.insert().values(
-                    id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
-                    extension=item.extension, number=item.number, number_entered=item.number_entered,
-                    dial=item.dial, client_id=item.client_id, pbx=item.pbx, channel_id=item.channel_id,
-                    state=item.state, reason=None, call_id=None, created_at=now, updated_at=now))
+            # Stored before anything is sent: a request is never placed without its record.
+            await self._inserter.insert(dict(
+                id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
+                extension=item.extension, number=item.number, number_entered=item.number_entered,
+                dial=item.dial, client_id=item.client_id, pbx=item.pbx, channel_id=item.channel_id,
+                state=item.state, reason=None, call_id=None, created_at=now, updated_at=now))
         except sa.exc.IntegrityError:
             # The same key at the same moment from a concurrent request: that one wins.
             existing = await self._by_key(token_id, new.idempotency_key or "")
@@ -244,6 +253,8 @@ class ClickToCallService:
 
     async def get(self, request_id: str) -> ClickToCall | None:
         if request_id in self._active:
+            await self.expire_stale()
+        if request_id in self._active:
             return self._active[request_id]
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(table).where(table.c.id == request_id))).first()
@@ -253,7 +264,9 @@ class ClickToCallService:
         timeout = self._settings.click_to_call.originate_timeout + 10.0
         # The Originate goes out first; recording the state must not delay it.
         sent = asyncio.ensure_future(connection.originate(fields, timeout))
-        await self._move(item.id, "dialing_operator")
+        # Kept in memory (GET and live events show it) and written with the next change: one
+        # write less per request on the busy path; a restart resumes from "queued" just as well.
+        await self._move(item.id, "dialing_operator", persist=False)
         try:
             result = await sent
         except ActionTimeout:
@@ -349,6 +362,21 @@ class ClickToCallService:
                 await self._move(request_id, "connected")
             await self._finish(request_id)
 
+    async def expire_stale(self, now: datetime | None = None) -> int:
+        """Requests the PBX never reported back on (a connection lost before any event) fail
+        once no ringing could still be going on: nothing stays "dialing" forever. A connected
+        call ends with its call record (resync closes calls that ended during an outage)."""
+        now = now or datetime.now(UTC)
+        ring = self._settings.click_to_call.originate_timeout
+        limits = {"queued": ring + 60.0, "dialing_operator": ring + 60.0,
+                  "dialing_customer": 2 * ring + 120.0}
+        stale = [item for item in self._active.values()
+                 if item.state in limits and (now - item.created_at).total_seconds() > limits[item.state]]
+        for item in stale:
+            reason = "customer_no_answer" if item.state == "dialing_customer" else "operator_no_answer"
+            await self._move(item.id, "failed", reason)
+        return len(stale)
+
     async def _finish(self, request_id: str) -> None:
         item = self._active.get(request_id)
         if item is None:
@@ -361,13 +389,13 @@ class ClickToCallService:
             await self._move(request_id, "failed", "operator_no_answer")
 
     async def _move(self, request_id: str, state: str, reason: str | None = None, *,
-                    call_id: int | None = None, release_key: bool = False) -> None:
+                    call_id: int | None = None, release_key: bool = False, persist: bool = True) -> None:
         # One change at a time: the originate task and the AMI consumer race on the same request.
-        async with self._move_lock:
-            await self._move_locked(request_id, state, reason, call_id, release_key)
+        async with self._write_lock:
+            await self._move_locked(request_id, state, reason, call_id, release_key, persist)
 
     async def _move_locked(self, request_id: str, state: str, reason: str | None,
-                           call_id: int | None, release_key: bool) -> None:
+                           call_id: int | None, release_key: bool, persist: bool) -> None:
         item = self._active.get(request_id)
         if item is None or item.state in FINAL:
             return
@@ -382,8 +410,9 @@ class ClickToCallService:
             values["call_id"] = call_id
         if release_key:
             values["idempotency_key"] = None
-        async with self._engine.begin() as conn:
-            await conn.execute(table.update().where(table.c.id == request_id).values(**values))
+        if persist:
+            async with self._engine.begin() as conn:
+                await conn.execute(table.update().where(table.c.id == request_id).values(**values))
         item.state = state
         item.updated_at = now
         if state == "failed":
@@ -422,6 +451,7 @@ class ClickToCallService:
             self._loaded = True
 
     async def close(self) -> None:
+        await self._inserter.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -29,7 +29,7 @@ from pbx_bridge.events.messages import make_message
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.http.params import json_object, query_choice, query_int
+from pbx_bridge.http.params import check_text, json_object, query_choice, query_int
 
 _CARD_FIELDS = {"name", "company", "responsible", "source", "tags", "notes", "phones", "emails"}
 _CHANGE_FIELDS = {"name", "company", "responsible", "source", "tags", "notes", "add_phones",
@@ -49,9 +49,11 @@ def _id(request: web.Request, key: str = "id") -> int:
 
 def _text(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise ApiError(422, "invalid_field", f"'{key}' must be a string")
-    return value
+    return check_text(value, key)
 
 
 def _texts(data: dict[str, Any], key: str) -> list[str] | None:
@@ -60,7 +62,7 @@ def _texts(data: dict[str, Any], key: str) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(422, "invalid_field", f"'{key}' must be a list of strings")
-    return value
+    return [check_text(v, key) for v in value]
 
 
 def _unknown(data: dict[str, Any], allowed: set[str]) -> None:
@@ -71,7 +73,7 @@ def _unknown(data: dict[str, Any], allowed: set[str]) -> None:
 
 async def search(request: web.Request) -> web.Response:
     require(request, "crm", "manager")
-    query = request.query.get("q", "").strip()
+    query = check_text(request.query.get("q", "").strip(), "q")
     if not query or len(query) > 255:
         raise ApiError(422, "invalid_parameter", "'q' (a phone number or part of a name) is required")
     limit = query_int(request, "limit", 50, 1, 200)

@@ -83,16 +83,41 @@ async def _websocket(request: web.Request, ws: web.WebSocketResponse, who: Princ
     return ws
 
 
+class MessageEncoder:
+    """Each message as JSON text once, however many clients receive it (the bus hands every
+    subscriber the same dict); remembers the last few."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._recent: dict[int, tuple[Message, str]] = {}
+
+    def text(self, message: Message) -> str:
+        key = id(message)
+        hit = self._recent.get(key)
+        if hit is not None and hit[0] is message:
+            return hit[1]
+        text = json.dumps(message, ensure_ascii=False, default=str)
+        if len(self._recent) >= self._size:
+            del self._recent[next(iter(self._recent))]
+        self._recent[key] = (message, text)  # holding the message keeps its id from being reused
+        return text
+
+
+ENCODER: web.AppKey[MessageEncoder] = web.AppKey("live_event_encoder", MessageEncoder)
+
+
 async def _ws_sender(request: web.Request, ws: web.WebSocketResponse, sub: Subscription,
                      send_timeout: float) -> None:
+    encoder = request.app[ENCODER]
     try:
-        await asyncio.wait_for(ws.send_str(json.dumps({"type": "ready", "at": now_iso()})), send_timeout)
+        async with asyncio.timeout(send_timeout):
+            await ws.send_str(json.dumps({"type": "ready", "at": now_iso()}))
         while True:
             message = await sub.get()
             if message is None:
                 break
-            await asyncio.wait_for(ws.send_str(json.dumps(message, ensure_ascii=False, default=str)),
-                                   send_timeout)
+            async with asyncio.timeout(send_timeout):
+                await ws.send_str(encoder.text(message))
     except (TimeoutError, ConnectionError, RuntimeError):
         sub.dropped_for_slowness = True
     if sub.dropped_for_slowness:
@@ -115,17 +140,19 @@ async def _sse(request: web.Request, who: Principal, types: frozenset[str] | Non
     bus = request.app[RUNTIME].bus
     with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub:
         try:
-            await asyncio.wait_for(response.write(_sse_frame({"type": "ready", "at": now_iso()})),
-                                   send_timeout)
+            async with asyncio.timeout(send_timeout):
+                await response.write(_sse_frame({"type": "ready", "at": now_iso()}))
             while True:
                 try:
                     message = await asyncio.wait_for(sub.get(), SSE_KEEPALIVE_SECONDS)
                 except TimeoutError:
-                    await asyncio.wait_for(response.write(b": keepalive\n\n"), send_timeout)
+                    async with asyncio.timeout(send_timeout):
+                        await response.write(b": keepalive\n\n")
                     continue
                 if message is None:
                     break
-                await asyncio.wait_for(response.write(_sse_frame(message)), send_timeout)
+                async with asyncio.timeout(send_timeout):
+                    await response.write(_sse_frame(request.app[ENCODER].text(message)))
         except (TimeoutError, ConnectionError):
             sub.dropped_for_slowness = True
         if sub.dropped_for_slowness:
@@ -136,8 +163,8 @@ async def _sse(request: web.Request, who: Principal, types: frozenset[str] | Non
     return response
 
 
-def _sse_frame(message: Message) -> bytes:
-    data = json.dumps(message, ensure_ascii=False, default=str)
+def _sse_frame(message: Message | str) -> bytes:
+    data = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False, default=str)
     return f"data: {data}\n\n".encode()
 
 
@@ -146,4 +173,5 @@ def setup(app: web.Application) -> None:
     from pbx_bridge.events.notifier import Notifier
 
     runtime.services.setdefault("notifier", Notifier(runtime.bus))
+    app[ENCODER] = MessageEncoder()
     app.router.add_get("/api/v1/events", events)

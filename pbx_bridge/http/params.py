@@ -22,6 +22,18 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def check_text(value: str, key: str) -> str:
+    """Text a database can store: no NUL character (PostgreSQL refuses it) and valid Unicode
+    (JSON may carry a lone surrogate half, which cannot be encoded)."""
+    if "\x00" in value:
+        raise ApiError(422, "invalid_field", f"'{key}' contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(422, "invalid_field", f"'{key}' is not valid Unicode text") from None
+    return value
+
+
 def field_str(data: dict[str, Any], key: str, *, required: bool = False, max_len: int = 256) -> str | None:
     value = data.get(key)
     if value is None:
@@ -36,7 +48,7 @@ def field_str(data: dict[str, Any], key: str, *, required: bool = False, max_len
         raise ApiError(422, "invalid_field", f"'{key}' is longer than {max_len} characters")
     if required and not value.strip():
         raise ApiError(422, "invalid_field", f"'{key}' must not be empty")
-    return value
+    return check_text(value, key)
 
 
 def field_int(data: dict[str, Any], key: str) -> int | None:

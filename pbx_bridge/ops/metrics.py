@@ -7,6 +7,7 @@ exposes them, its event queue depth and event lag, live-event subscribers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -62,13 +63,17 @@ class Metrics:
             lag = _number(getattr(conn_obj, "event_lag", None))
             if lag is not None:
                 self.event_lag.labels(pbx=name).set(lag)
-            depth = _number(getattr(conn_obj, "queue_depth", None))
+            depth = _depth(conn_obj)
             if depth is not None:
                 self.queue_depth.labels(queue=f"ami:{name}").set(depth)
         for name, service in runtime.services.items():
-            depth = _number(getattr(service, "queue_depth", None))
+            depth = _depth(service)
             if depth is not None:
                 self.queue_depth.labels(queue=name).set(depth)
+            # The call consumer: the age of the last event it processed.
+            lag = _number(getattr(service, "last_lag_seconds", None))
+            if lag is not None:
+                self.event_lag.labels(pbx=name).set(lag)
         self.subscribers.set(runtime.bus.subscriber_count)
         self.bus_published.set(runtime.bus.published)
 
@@ -82,6 +87,16 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def _depth(component: Any) -> float | None:
+    """`queue_depth` if the component reports one, else the size of its asyncio `queue`."""
+    depth = _number(getattr(component, "queue_depth", None))
+    if depth is None:
+        queue = getattr(component, "queue", None)
+        if isinstance(queue, asyncio.Queue):
+            depth = float(queue.qsize())
+    return depth
 
 
 def connection_state(connection: Any) -> str:

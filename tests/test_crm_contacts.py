@@ -392,6 +392,8 @@ async def test_client_created_published_on_bus(engine: AsyncEngine, settings: Se
     message = sub.queue.get_nowait()
     assert message is not None and message["type"] == "client.created"
     assert message["client"]["name"] == "Olga"
+    # The live-events envelope, so operators' filtered streams receive it too.
+    assert "at" in message and message["extensions"] == [message["client"]["responsible"]]
 
 
 async def _finish_with_own_engine(db_url: str, settings: Settings, record: CallRecord) -> int | None:

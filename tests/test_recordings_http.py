@@ -197,6 +197,16 @@ async def test_nothing_from_the_request_becomes_a_path(api: Api, path: str) -> N
     assert b"root:" not in await resp.read()
 
 
+@pytest.mark.parametrize("call_id", ["1096804233117785", "2147483648", "0"])
+async def test_ids_beyond_the_database_range_are_not_found(api: Api, call_id: str) -> None:
+    # Found by schemathesis: a 64-bit id used to reach PostgreSQL's INTEGER column (500).
+    for method, path in (("GET", f"/api/v1/calls/{call_id}/recording"),
+                         ("POST", f"/api/v1/calls/{call_id}/recording/link"),
+                         ("POST", f"/api/v1/calls/{call_id}/legal-hold")):
+        resp = await api.client.request(method, path, headers=auth("manager"), json={"hold": True})
+        assert resp.status == 404, (method, path, resp.status)
+
+
 async def test_a_tampered_stored_path_is_refused(api: Api) -> None:
     async with api.engine.begin() as conn:
         await conn.execute(recordings.update().where(recordings.c.call_id == api.call_id)

@@ -13,7 +13,7 @@ from pbx_bridge.calls.query import BadCursor, CallFilter, get_call, leg_dict, li
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.http.params import query_bool, query_choice, query_int, query_time
+from pbx_bridge.http.params import path_id, query_bool, query_choice, query_int, query_time
 
 log = logging.getLogger("pbx_bridge.calls.http")
 
@@ -66,13 +66,10 @@ async def list_handler(request: web.Request) -> web.Response:
 
 async def detail_handler(request: web.Request) -> web.Response:
     who = require(request, "crm", "manager", "operator")
-    try:
-        call_id = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such call") from None
+    call_id = path_id(request, "call")
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
-        record = await get_call(conn, call_id) if 0 < call_id < 2**31 else None
+        record = await get_call(conn, call_id)
         if record is None or (who.role == "operator" and not took_part(record, who.extension or "")):
             raise ApiError(404, "not_found", "no such call")
         detail: dict[str, Any] = record.to_dict()

@@ -31,6 +31,7 @@ from pbx_bridge.clients.caller_lookup import CallerLookup
 from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
 from pbx_bridge.db.schema import calls
+from pbx_bridge.events.messages import make_message
 from pbx_bridge.log import event
 
 log = logging.getLogger("pbx_bridge.clients.hook")
@@ -196,7 +197,8 @@ class CrmHook:
             if self.bus is not None and res.client_id is not None:
                 async with self.engine.connect() as conn:
                     card = await get_card(conn, res.client_id, phones_limit=10)
-                self.bus.publish({"type": "client.created", "client": card, "call_id": record.id})
+                self.bus.publish(make_message("client.created", [card["responsible"] if card else None],
+                                              client=card, call_id=record.id))
         return res
 
     async def _preset(

@@ -29,7 +29,7 @@ from pbx_bridge.events.messages import make_message
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.http.params import check_text, json_object, query_choice, query_int
+from pbx_bridge.http.params import check_text, json_object, path_id, query_choice, query_int
 
 _CARD_FIELDS = {"name", "company", "responsible", "source", "tags", "notes", "phones", "emails"}
 _CHANGE_FIELDS = {"name", "company", "responsible", "source", "tags", "notes", "add_phones",
@@ -41,10 +41,7 @@ def _card_error(exc: CardError) -> ApiError:
 
 
 def _id(request: web.Request, key: str = "id") -> int:
-    raw = request.match_info[key]
-    if not raw.isdigit() or not 0 < int(raw) < 2**31:
-        raise ApiError(404, "not_found", f"no such {'task' if 'task' in request.path else 'client'}")
-    return int(raw)
+    return path_id(request, "task" if "task" in request.path else "client", key)
 
 
 def _text(data: dict[str, Any], key: str) -> str | None:

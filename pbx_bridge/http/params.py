@@ -105,3 +105,12 @@ def query_choice(request: web.Request, key: str, choices: tuple[str, ...]) -> st
     if raw not in choices:
         raise ApiError(422, "invalid_parameter", f"'{key}' must be one of {', '.join(choices)}")
     return raw
+
+
+def path_id(request: web.Request, what: str, key: str = "id") -> int:
+    """A database id from the URL path; anything that cannot be one (not digits, 0, beyond the
+    32-bit range PostgreSQL's INTEGER holds) is simply not found."""
+    raw = request.match_info[key]
+    if not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) < 2**31:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return int(raw)

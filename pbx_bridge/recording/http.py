@@ -23,6 +23,7 @@ from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
+from pbx_bridge.http.params import path_id
 from pbx_bridge.log import event
 from pbx_bridge.recording.service import SERVICE_NAME, RecordingService
 from pbx_bridge.runtime import Runtime
@@ -49,10 +50,7 @@ def _service(request: web.Request) -> RecordingService:
 
 
 def _call_id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 18 or int(text) == 0:
-        raise ApiError(404, "not_found", "no such call")
-    return int(text)
+    return path_id(request, "call")
 
 
 async def _visible_call(request: web.Request, call_id: int, who: Principal) -> Any:

@@ -86,7 +86,7 @@ def test_svg_is_valid_and_escapes_labels() -> None:
     root = ElementTree.fromstring(svg)  # well-formed XML
     assert "<script>" not in svg
     texts = [e.text for e in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert evil[:23] + "…" in texts and "A & B" in texts
+    assert evil in texts and "A & B" in texts
     bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("height") != "10"]
     widths = sorted(float(b.get("width", "0")) for b in bars)
     assert len(widths) == 3 and widths[-1] == pytest.approx(3 * widths[0], rel=0.01)

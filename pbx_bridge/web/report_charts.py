@@ -65,6 +65,6 @@ def build(
         [band_label(b.low, b.high) for b in bands],
         [Series("answered", t("reports.answered"), [b.answered for b in bands]),
          Series("missed", t("reports.missed"), [b.missed for b in bands])],
-        title=t("reports.chart.wait"), fmt=count, height=240,
+        title=t("reports.chart.wait"), fmt=count, height=250,
     )
     return {"per_day": per_day, "per_operator": per_operator, "per_did": per_did, "waits": waits}

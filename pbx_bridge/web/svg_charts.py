@@ -43,7 +43,7 @@ def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
 
 def stacked_columns(
     categories: Sequence[str], series: Sequence[Series], *, title: str,
-    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 760, height: int = 260,
+    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 1100, height: int = 280,
 ) -> str:
     """Vertical stacked columns, one per category (e.g. per day: answered / missed)."""
     left, right, top, bottom = 44.0, 10.0, 30.0, 40.0
@@ -84,10 +84,10 @@ def stacked_columns(
 
 def stacked_rows(
     labels: Sequence[str], series: Sequence[Series], *, title: str,
-    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 760, row_height: int = 26,
+    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 1100, row_height: int = 28,
 ) -> str:
     """Horizontal stacked bars, one per label (operators, DIDs), the total written at the end."""
-    left, right, top = 170.0, 60.0, 30.0
+    left, right, top = 230.0, 60.0, 30.0
     plot_w = width - left - right
     height = int(top + row_height * max(len(labels), 1) + 10)
     totals = [sum(s.values[i] for s in series) for i in range(len(labels))]
@@ -96,7 +96,7 @@ def stacked_rows(
              f'role="img" aria-label={quoteattr(title)}>', f"<title>{escape(title)}</title>"]
     for i, label in enumerate(labels):
         y = top + row_height * i
-        shown = label if len(label) <= 24 else label[:23] + "…"
+        shown = label if len(label) <= 34 else label[:33] + "…"
         parts.append(f'<text x="{left - 8}" y="{y + row_height * 0.62:.1f}" class="axis" '
                      f'text-anchor="end">{escape(shown)}</text>')
         x = left

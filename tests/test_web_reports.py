@@ -87,7 +87,7 @@ def test_svg_is_valid_and_escapes_labels() -> None:
     assert "<script>" not in svg
     texts = [e.text for e in root.iter("{http://www.w3.org/2000/svg}text")]
     assert evil in texts and "A & B" in texts
-    bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("height") != "10"]
+    bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("height") != "11"]
     widths = sorted(float(b.get("width", "0")) for b in bars)
     assert len(widths) == 3 and widths[-1] == pytest.approx(3 * widths[0], rel=0.01)
     cols = stacked_columns(["a", "b"], [Series("answered", "A", [0, 0])], title="empty")

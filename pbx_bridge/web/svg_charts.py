@@ -34,10 +34,10 @@ def nice_max(value: float, ticks: int = 4) -> float:
 def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
     parts = []
     for s in series:
-        parts.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" '
+        parts.append(f'<rect x="{x:.1f}" y="{y - 10:.1f}" width="11" height="11" '
                      f'class="series-{escape(s.name)}"/>')
-        parts.append(f'<text x="{x + 14:.1f}" y="{y:.1f}" class="legend">{escape(s.label)}</text>')
-        x += 22 + 7.5 * len(s.label)
+        parts.append(f'<text x="{x + 16:.1f}" y="{y:.1f}" class="legend">{escape(s.label)}</text>')
+        x += 30 + 8.5 * len(s.label)
     return parts
 
 

@@ -46,7 +46,8 @@
         h("td", {}, UI.direction(c.direction)),
         h("td", {}, UI.customer(c), c.customer_name && c.customer_number ? h("div", { class: "muted small" }, c.customer_number) : null,
           " ", UI.c2c(c.customer_number, c.client_id)),
-        h("td", {}, c.operator || "—"),
+        h("td", {}, c.operator || ((c.operators_rung || []).length
+          ? h("span", { class: "muted", title: T("call.rung") }, "(" + c.operators_rung.join(", ") + ")") : "—")),
         h("td", { class: "num" }, fmt.duration(c.wait_seconds)),
         h("td", { class: "num" }, fmt.duration(c.talk_seconds)),
         h("td", {}, UI.status(c)),

@@ -414,3 +414,30 @@ def test_stand_in_is_only_where_the_api_is_missing(site: Site) -> None:
     assert all(path.split()[1].startswith("/api/v1/") for path in site.standins)
 
 
+
+
+async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -> None:
+    """api.js accepts the shapes the parallel API work might choose (see its header comment)."""
+    page = await new_page(browser)
+    await sign_in(page, site, "anna", "pass-word-1")
+    got = await page.evaluate("""(() => {
+      const a = PBX.api;
+      const call1 = a._call({id: 1, status: "answered", ended_at: "2026-11-20T10:00:00Z", tags: ["цена"]});
+      const call2 = a._call({id: 2, status: "answered", ended_at: null, recording: null,
+                             client: {id: 5, full_name: "X", phones: ["+7916"]}});
+      const client = a._client({id: 3, name: "Y", phones: [{phone: "+7495", kind: "work"}], owner: "102"});
+      const event = a._event({event: "call.ringing", call: {id: 9}, extension: "101", client: null});
+      return {
+        call1: [call1.live, call1.hasRecording, call1.tags[0].label],
+        call2: [call2.live, call2.hasRecording, call2.client.name, call2.client.phones[0].number,
+                call2.client_id],
+        client: [client.phones[0].number, client.phones[0].label, client.responsible],
+        event: [event.type, event.call.id, event.client],
+      };
+    })()""")
+    assert got == {
+        "call1": [False, True, "цена"],
+        "call2": [True, False, "X", "+7916", 5],
+        "client": ["+7495", "work", "102"],
+        "event": ["call.ringing", 9, None],
+    }

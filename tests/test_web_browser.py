@@ -257,6 +257,14 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
     await page.click("#pop-card-link")
     await page.wait_for_url("**/ui/clients/new?phone=%2B79990001122")
     assert await page.input_value("textarea[name=phones]") == "+79990001122"
+    assert await page.input_value("input[name=responsible]") == "101"
+    await shot(page, "04-new-client-from-pop")
+    await page.goto(site.base + "/ui/settings")
+    await page.select_option("select[name=language]", "en")
+    await page.click("form.card button[type=submit]")
+    await page.wait_for_url("**/ui/settings?saved=1")
+    assert await page.inner_text("h1") == "Settings"  # the person's choice beats the browser's
+    await shot(page, "11-settings-en")
     no_js_errors(page)
     print(f"screen pop latency: {latency * 1000:.0f} ms; stand-in routes: {len(site.standins)}")
 
@@ -267,7 +275,7 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await page.wait_for_url("**/ui/calls")
     await page.wait_for_selector("#journal tbody tr")
     assert await page.locator("#journal tbody tr").count() == 38
-    await shot(page, "04-journal")
+    await shot(page, "05-journal")
     # Missed calls only.
     await page.select_option("select[name=status]", "missed")
     await page.click("#filters button[type=submit]")
@@ -406,6 +414,7 @@ async def test_reports_page(site: Site, browser: Browser) -> None:
     op = await new_page(browser)
     await sign_in(op, site, "op1", "pass-word-2", start="/ui/reports")
     assert await op.inner_text("h1") == "Нет доступа"
+    await shot(op, "12-forbidden")
     no_js_errors(page)
 
 

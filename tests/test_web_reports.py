@@ -154,3 +154,13 @@ async def test_reports_bad_input(
     assert (await exported.json())["error"]["code"] == "invalid_report"
     bad_group = await client.get("/ui/reports/summary.csv?group_by=queue")
     assert bad_group.status == 422
+
+
+def test_csv_cells_never_become_formulas() -> None:
+    from pbx_bridge.web.pages import _csv_safe
+
+    assert _csv_safe('=HYPERLINK("http://evil")') == "'=HYPERLINK(\"http://evil\")"
+    assert _csv_safe("@SUM(A1)") == "'@SUM(A1)"
+    assert _csv_safe("-2+3") == "'-2+3"
+    assert _csv_safe("+74951110000") == "+74951110000"  # a DID stays a number
+    assert _csv_safe("Yandex") == "Yandex"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -330,6 +329,3 @@ def _csv_safe(value: str) -> str:
         return "'" + value
     return value
 
-
-def context_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False)

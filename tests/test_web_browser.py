@@ -30,7 +30,7 @@ from pbx_bridge.db.engine import make_engine, make_sessionmaker
 from pbx_bridge.http.app import make_app
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.web import users as store
-from tests.web_api_standin import StandinData, install
+from tests.web_api_standin import StandinData, card, install
 from tests.web_seed import insert_call
 
 pytestmark = pytest.mark.browser
@@ -95,26 +95,38 @@ async def seed(runtime: Runtime, data: StandinData, traces: Path, tmp_path: Path
                                    client_id=2, wait_seconds=41)
         ids["missed"] = missed["id"]
     data.recordings[ids["recorded"]] = wav_from_raw(traces / "recordings" / RAW, tmp_path / "call.wav")
-    data.transcripts[ids["recorded"]] = {
+    turns = [{"speaker": speaker, "start": words[0][1], "end": words[-1][2],
+              "text": " ".join(w for w, _s, _e in words),
+              "words": [{"word": w, "start": s, "end": e, "conf": 0.93} for w, s, e in words]}
+             for speaker, words in WORDS.items()]
+    data.transcripts[ids["recorded"]] = {  # GET /api/v1/calls/{id}/transcript
         "call_id": ids["recorded"],
-        "turns": [{"speaker": speaker, "start": words[0][1], "end": words[-1][2],
-                   "text": " ".join(w for w, _s, _e in words),
-                   "words": [{"word": w, "start": s, "end": e, "conf": 0.93} for w, s, e in words]}
-                  for speaker, words in WORDS.items()],
-        "tags": [{"label": "приветствие", "kind": "required", "start": 0.2},
-                 {"label": "цена", "kind": "flag", "start": 2.5}],
+        "job": {"id": 1, "call_id": ids["recorded"], "state": "done", "attempts": 1, "last_error": None},
+        "transcript": {
+            "call_id": ids["recorded"], "language": "ru", "model": "test", "duration_seconds": 3.84,
+            "turns": turns, "text": " ".join(t["text"] for t in turns),
+            "analytics": {
+                "duration_seconds": 3.84, "talk_seconds": {"operator": 1.5, "customer": 1.5},
+                "silence_seconds": 0.84, "interruptions": {"operator": 0, "customer": 0},
+                "words_per_minute": {"operator": 120.0, "customer": 160.0},
+                "keyword_hits": [{"term": "цена", "speaker": "customer", "start": 2.5}],
+                "flagged_hits": [],
+                "required_phrases": {"present": ["здравствуйте"], "missing": ["спасибо за звонок"]},
+                "tags": ["keyword:цена", "missing_phrase:спасибо за звонок"],
+            },
+        },
     }
-    data.clients[1] = {"id": 1, "name": "Иван Петров", "company": "ООО «Ромашка»", "email": "ivan@example.ru",
-                       "notes": "Постоянный клиент", "responsible_operator": "101",
-                       "phones": [{"number": "+79161234567", "label": "моб."}]}
-    data.clients[2] = {"id": 2, "name": "Anna Smith", "company": "", "email": "", "notes": "",
-                       "responsible_operator": "102", "phones": [{"number": "+79035550101", "label": ""}]}
-    data.tasks.append({"id": 1, "title": "Перезвонить: пропущенный звонок", "client_id": 2,
-                       "client_name": "Anna Smith", "phone": "+79035550101", "operator": "101",
-                       "status": "open", "due_at": (now + timedelta(hours=1)).isoformat(),
-                       "created_at": (now - timedelta(minutes=19)).isoformat()})
-    data.notes[1] = [{"kind": "note", "at": (now - timedelta(days=2)).isoformat(),
-                      "text": "Просил счёт на почту"}]
+    data.clients[1] = card(1, "Иван Петров", ["+79161234567"], company="ООО «Ромашка»",
+                           emails=["ivan@example.ru"], notes="Постоянный клиент", responsible="101",
+                           tags=["VIP"])
+    data.clients[2] = card(2, "Anna Smith", ["+79035550101"], responsible="102")
+    data.tasks.append({"id": 1, "client_id": 2, "number": "+79035550101", "kind": "call_back",
+                       "assignee": "101", "status": "open",
+                       "due_at": (now + timedelta(hours=1)).isoformat(),
+                       "created_at": (now - timedelta(minutes=19)).isoformat(), "closed_at": None,
+                       "created_by_call_id": ids["missed"], "closed_by_call_id": None})
+    data.notes[1] = [{"id": 7, "kind": "note", "call_id": None, "at": (now - timedelta(days=2)).isoformat(),
+                      "payload": {"text": "Просил счёт на почту", "author": "anna"}}]
     return ids
 
 
@@ -221,14 +233,16 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
             "did": "+74951110000", "operator": None, "operators_rung": ["102"],
             "started_at": datetime.now(UTC).isoformat(), "answered_at": None, "ended_at": None,
             "wait_seconds": None, "talk_seconds": None, "client_id": 1}
-    bus.publish({"type": "call.ringing", "call": call, "extension": "102", "client": None})
+    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["102"], "call": call,
+                 "extension": "102", "client": None})
     await asyncio.sleep(0.3)
     assert await page.is_hidden("#screen-pop")
 
     # My extension rings: the caller's card pops up within a second.
     started = time.monotonic()
-    bus.publish({"type": "call.ringing", "call": {**call, "operators_rung": ["101"]},
-                 "extension": "101", "client": site.data.clients[1]})
+    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["101"],
+                 "call": {**call, "operators_rung": ["101"]}, "extension": "101",
+                 "client": site.data.clients[1]})
     await page.wait_for_selector("#screen-pop:not([hidden]) .pop-name", timeout=1000)
     latency = time.monotonic() - started
     assert latency < 1.0
@@ -244,15 +258,16 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
     assert site.data.click_to_call[-1]["number"] == "+79161234567"
 
     # An unknown caller: "new contact", with a link to create the card.
-    bus.publish({"type": "call.ringing", "call": {**call, "id": 9002, "customer_number": "+79990001122",
-                                                  "client_id": None},
+    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["101"],
+                 "call": {**call, "id": 9002, "customer_number": "+79990001122", "client_id": None,
+                          "operators_rung": ["101"]},
                  "extension": "101", "client": None})
     await page.wait_for_selector("#screen-pop .pop-name.new", timeout=1000)
     assert await page.inner_text("#screen-pop .pop-name") == "Новый контакт"
     await shot(page, "03-live-screen-pop-new-contact")
-    bus.publish({"type": "call.ended", "call": {**call, "status": "answered",
-                                                "ended_at": datetime.now(UTC).isoformat()},
-                 "extension": "101"})
+    bus.publish({"type": "call.ended", "at": "now", "extensions": ["101"],
+                 "call": {**call, "status": "answered", "ended_at": datetime.now(UTC).isoformat()},
+                 "extension": "101", "client": site.data.clients[1]})
     await page.wait_for_selector("#live-calls tbody tr[data-call-id='9001']", state="detached")
     await page.click("#pop-card-link")
     await page.wait_for_url("**/ui/clients/new?phone=%2B79990001122")
@@ -298,7 +313,10 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await page.fill("input[name=q]", "цену доставки")
     await page.click("#filters button[type=submit]")
     await expect(page.locator("#journal tbody tr[data-call-id]")).to_have_count(1)
-    assert "цену доставки" in await page.inner_text("#journal tr.snippet")
+    snippet = await page.inner_text("#journal tr.snippet")
+    assert "Клиент: … Хочу узнать цену доставки. …" in snippet and "0:02" in snippet
+    assert await page.get_attribute("#journal tr.snippet a", "href") == (
+        f"/ui/calls/{site.call_ids['recorded']}#t=1.9")
     # Sorting and paging.
     await page.fill("input[name=q]", "")
     await page.select_option("#page-size", "25")
@@ -318,7 +336,9 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await page.click(f"{row} button.play")
     await until(page, "document.getElementById('row-player').currentTime > 0.3")
     assert not await page.evaluate("document.getElementById('row-player').paused")
-    assert await page.locator("button.play").count() == 1  # only calls with a recording
+    # The list does not say which calls have a recording: answered ones get a button.
+    answered = await page.locator("#journal tbody .badge.st-answered").count()
+    assert await page.locator("button.play").count() == answered
     no_js_errors(page)
 
 
@@ -335,7 +355,10 @@ async def test_call_page_player_and_transcript(site: Site, browser: Browser) -> 
     assert await page.inner_text(".turn.customer .turn-text") == "Хочу узнать цену доставки."
     assert "ООО «Ромашка»" in await page.inner_text("#client-summary")
     tags = await page.locator("#tags .tag").all_inner_texts()
-    assert [t.split(" · ")[0] for t in tags] == ["приветствие", "цена"]
+    assert [t.split(" · ")[0] for t in tags] == ["цена", "здравствуйте", "спасибо за звонок"]
+    assert await page.get_attribute("#tags .tag-missing", "title") == "обязательной фразы нет"
+    assert "Оператор 120 · Клиент 160" in await page.inner_text("#analytics")  # words per minute
+    assert await page.is_hidden("#job-state")
 
     # A click on a word seeks there and plays; the word lights up.
     await page.click(".word:text-is('цену')")
@@ -360,8 +383,8 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     page = await new_page(browser)
     await sign_in(page, site, "op1", "pass-word-2", start="/ui/clients")
     await page.wait_for_url("**/ui/clients")
-    await page.wait_for_selector("#clients tbody tr")
-    assert await page.locator("#clients tbody tr").count() == 2
+    assert await page.is_visible("#clients-hint")  # the API searches, it does not list all
+    assert await page.locator("#clients tbody tr").count() == 0
     await page.fill("input[name=q]", "Петров")
     await page.click("#client-search button[type=submit]")
     await expect(page.locator("#clients tbody tr")).to_have_count(1)
@@ -370,7 +393,10 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     await page.wait_for_url("**/ui/clients/1")
     await page.wait_for_selector("#timeline li.tl-call audio")
     assert await page.inner_text("#client-title") == "Иван Петров"
-    assert "Просил счёт на почту" in await page.inner_text("#timeline")
+    timeline = await page.inner_text("#timeline")
+    assert "Просил счёт на почту" in timeline and "— anna" in timeline
+    assert await page.locator("#timeline li").count() == 2  # the recording entry folds into its call
+    assert "VIP" in await page.inner_text("#client-facts")
     await shot(page, "08-client-card")
     await page.click("#edit-client")
     await page.fill("input[name=name]", "Иван Петрович Петров")
@@ -378,14 +404,15 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     await page.click("#client-form button[type=submit]")
     await page.wait_for_selector("#client-view:not([hidden])")
     assert await page.inner_text("#client-title") == "Иван Петрович Петров"
-    assert [p["number"] for p in site.data.clients[1]["phones"]] == ["+79161234567", "+74957654321"]
+    assert [p["e164"] for p in site.data.clients[1]["phones"]] == ["+79161234567", "+74957654321"]
     assert await page.locator("#client-facts button.c2c").count() == 2
     # A new card from the screen pop's link.
     await page.goto(site.base + "/ui/clients/new?phone=%2B79990001122")
     await page.fill("input[name=name]", "Новый Клиент")
     await page.click("#client-form button[type=submit]")
     await page.wait_for_url("**/ui/clients/1000")
-    assert site.data.clients[1000]["phones"] == [{"number": "+79990001122", "label": ""}]
+    assert site.data.clients[1000]["phones"] == [{"e164": "+79990001122", "raw": "+79990001122"}]
+    assert site.data.clients[1000]["responsible"] == "101"
     no_js_errors(page)
 
 
@@ -434,19 +461,42 @@ async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -
       const call1 = a._call({id: 1, status: "answered", ended_at: "2026-11-20T10:00:00Z", tags: ["цена"]});
       const call2 = a._call({id: 2, status: "answered", ended_at: null, recording: null,
                              client: {id: 5, full_name: "X", phones: ["+7916"]}});
+      const missing = a._call({id: 3, status: "answered", ended_at: "x", recording: {state: "missing"}});
+      const cut = a._call({id: 4, status: "answered", ended_at: "x", recording: {state: "truncated"}});
+      const hit = a._call({id: 5, snippet: "цену доставки"});
       const client = a._client({id: 3, name: "Y", phones: [{phone: "+7495", kind: "work"}], owner: "102"});
+      const card = a._client({id: 4, name: "Z", phones: [{e164: "+7916", raw: "8 916"}], emails: ["z@x.ru"],
+                              responsible: "101", auto_created: true});
       const event = a._event({event: "call.ringing", call: {id: 9}, extension: "101", client: null});
+      const tl = a._timelineEntry({id: 1, kind: "call", call_id: 7, at: "2026-11-20T10:00:00Z",
+                                   payload: {status: "answered", ended_at: "x",
+                                             links: {recording: {state: "ready"}}}});
+      const empty = a._transcript({call_id: 1, job: {state: "running"}, transcript: null});
+      const bare = a._transcript({turns: [{speaker: "operator", words: [{word: "да", start: 1, end: 1.2}]}],
+                                  tags: ["keyword:да", {keyword: "нет", at: 2}]});
       return {
         call1: [call1.live, call1.hasRecording, call1.tags[0].label],
         call2: [call2.live, call2.hasRecording, call2.client.name, call2.client.phones[0].number,
                 call2.client_id],
+        recordings: [missing.hasRecording, cut.hasRecording],
+        hit: [hit.snippet.text, hit.snippet.offset],
         client: [client.phones[0].number, client.phones[0].label, client.responsible],
+        card: [card.phones[0].number, card.email, card.responsible, card.isNew],
         event: [event.type, event.call.id, event.client],
+        timeline: [tl.kind, tl.call.id, tl.call.hasRecording],
+        empty: [empty.turns.length, empty.job.state],
+        bare: [bare.turns[0].start, bare.turns[0].text, bare.tags.map(t => [t.label, t.kind, t.start])],
       };
     })()""")
     assert got == {
         "call1": [False, True, "цена"],
-        "call2": [True, False, "X", "+7916", 5],
+        "call2": [True, True, "X", "+7916", 5],  # null recording = not told: an answered call may have one
+        "recordings": [False, True],
+        "hit": ["цену доставки", None],
         "client": ["+7495", "work", "102"],
+        "card": ["+7916", "z@x.ru", "101", True],
         "event": ["call.ringing", 9, None],
+        "timeline": ["call", 7, True],
+        "empty": [0, "running"],
+        "bare": [1, "да", [["да", "keyword", None], ["нет", "", 2]]],
     }

@@ -2,6 +2,10 @@
 
 The UI depends only on the API's paths and JSON shapes; the real API, recordings and
 transcripts were being built in parallel and were not merged when these tests were written.
+The shapes below follow those branches as of 26 Nov 2026 (calls list/detail, crm_sync Card, Task
+and timeline entries, the transcript endpoint's {job, transcript: {turns, analytics}}, recording
+states, live events with "extensions"). Roles are the UI's needs (operators read cards and their
+tasks, managers edit cards), which is wider than the API branch allows: see the UI's report.
 `install(app, data)` adds ONLY the routes the application does not already have, so once the
 real API is merged its routes are the ones the browser talks to. Calls come from the real calls
 table; clients, tasks, recordings and transcripts from `StandinData` (their tables belong to other
@@ -43,7 +47,7 @@ class StandinData:
 STANDIN: web.AppKey[StandinData] = web.AppKey("standin", StandinData)
 
 
-def record(row: Any, data: StandinData) -> dict[str, Any]:
+def record(row: Any, data: StandinData, detail: bool = True) -> dict[str, Any]:
     out = {
         "id": row.id, "pbx": row.pbx, "linkedid": row.linkedid, "direction": row.direction,
         "status": row.status, "missed": bool(row.missed), "customer_number": row.customer_number,
@@ -55,8 +59,12 @@ def record(row: Any, data: StandinData) -> dict[str, Any]:
         "talk_seconds": row.talk_seconds, "click_to_call_id": row.click_to_call_id,
         "client_id": row.client_id,
     }
-    out["recording"] = ({"url": f"/api/v1/calls/{row.id}/recording", "status": "ready"}
-                        if row.id in data.recordings else None)
+    if detail:  # GET /calls/{id}: legs and the features' parts (null = not filled in)
+        out["legs"] = []
+        out["client"] = data.clients.get(row.client_id) if row.client_id else None
+        out["recording"] = ({"call_id": row.id, "state": "ready", "duration_seconds": 3.84}
+                            if row.id in data.recordings else None)
+        out["transcript"] = None
     return out
 
 
@@ -77,9 +85,13 @@ async def list_calls(request: web.Request) -> web.Response:
         query = query.where(calls.c.started_at >= _time(q["from"], "from"))
     if q.get("to"):
         query = query.where(calls.c.started_at < _time(q["to"], "to"))
-    for name in ("direction", "status", "did"):
+    for name in ("direction", "did"):
         if q.get(name):
             query = query.where(getattr(calls.c, name) == q[name])
+    if q.get("status") == "live":
+        query = query.where(calls.c.status.is_(None))
+    elif q.get("status"):
+        query = query.where(calls.c.status == q["status"])
     if q.get("missed") in ("true", "1"):
         query = query.where(calls.c.missed.is_(True))
     if q.get("number"):
@@ -89,16 +101,18 @@ async def list_calls(request: web.Request) -> web.Response:
     ext = who.extension if who.role == "operator" else q.get("operator")
     if ext:
         rows = [r for r in rows if r.operator == ext or ext in (r.operators_rung or [])]
-    items = [record(r, data) for r in rows]
+    items = [record(r, data, detail=False) for r in rows]
     if q.get("q"):
         needle = q["q"].lower()
         found = []
         for item in items:
-            text = " ".join(t["text"] for t in data.transcripts.get(item["id"], {}).get("turns", []))
-            if needle in text.lower():
-                at = text.lower().index(needle)
-                item["snippet"] = text[max(0, at - 20): at + len(needle) + 20]
-                found.append(item)
+            turns = (data.transcripts.get(item["id"], {}).get("transcript") or {}).get("turns", [])
+            for turn in turns:
+                if needle in turn["text"].lower():
+                    item["match"] = {"snippet": turn["text"], "speaker": turn["speaker"],
+                                     "offset": turn["start"]}
+                    found.append(item)
+                    break
         items = found
     offset = int(q.get("cursor") or 0)
     limit = min(int(q.get("limit") or 50), 200)
@@ -143,11 +157,14 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 async def list_clients(request: web.Request) -> web.Response:
     require(request, "manager", "operator", "crm")
-    needle = request.query.get("q", "").lower().replace(" ", "")
+    needle = request.query.get("q", "").strip().lower()
+    if not needle:
+        raise ApiError(422, "invalid_parameter", "'q' (a phone number or part of a name) is required")
+    digits = "".join(ch for ch in needle if ch.isdigit())[-10:]
     items = [c for c in request.app[STANDIN].clients.values()
-             if not needle or needle in c["name"].lower().replace(" ", "")
-             or any(needle.lstrip("+8") in p["number"] for p in c["phones"])]
-    return web.json_response({"items": items, "next_cursor": None})
+             if needle in c["name"].lower() or needle in (c["company"] or "").lower()
+             or (digits and any(p["e164"].endswith(digits) for p in c["phones"]))]
+    return web.json_response({"items": items})
 
 
 def _client(request: web.Request) -> dict[str, Any]:
@@ -162,49 +179,92 @@ async def get_client(request: web.Request) -> web.Response:
     return web.json_response(_client(request))
 
 
-def _apply(card: dict[str, Any], body: dict[str, Any]) -> None:
-    for key in ("name", "company", "email", "notes", "responsible_operator"):
-        if key in body:
-            card[key] = body[key]
-    if "phones" in body:
-        card["phones"] = [{"number": p, "label": ""} for p in body["phones"]]
+def card(client_id: int, name: str, phones: list[str], **fields: Any) -> dict[str, Any]:
+    """crm_sync's Card shape."""
+    out: dict[str, Any] = {"id": client_id, "name": name, "company": None, "responsible": None,
+                           "source": None, "tags": [], "notes": None, "auto_created": False,
+                           "created_at": "2026-11-01T09:00:00.000Z",
+                           "updated_at": "2026-11-01T09:00:00.000Z",
+                           "last_activity_at": "2026-11-01T09:00:00.000Z",
+                           "phones": [{"e164": p, "raw": p} for p in phones],
+                           "phone_count": len(phones), "emails": []}
+    out.update(fields)
+    return out
+
+
+TEXT_FIELDS = ("name", "company", "responsible", "source", "notes")
+
+
+def _check_fields(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_body", "a JSON object is required")
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ApiError(422, "invalid_field", f"unknown field(s): {', '.join(extra)}")
+    return body
 
 
 async def patch_client(request: web.Request) -> web.Response:
     require(request, "manager", "operator", "crm")
-    card = _client(request)
-    _apply(card, await request.json())
-    return web.json_response(card)
+    found = _client(request)
+    body = _check_fields(await request.json(), {*TEXT_FIELDS, "tags", "emails", "add_phones",
+                                                "remove_phones"})
+    for key in (*TEXT_FIELDS, "tags", "emails"):
+        if body.get(key) is not None:
+            found[key] = body[key]
+    kept = [p for p in found["phones"] if p["e164"] not in body.get("remove_phones", [])]
+    kept += [{"e164": n, "raw": n} for n in body.get("add_phones", [])]
+    found["phones"], found["phone_count"] = kept, len(kept)
+    return web.json_response(found)
 
 
 async def create_client(request: web.Request) -> web.Response:
     require(request, "manager", "operator", "crm")
     data = request.app[STANDIN]
-    card: dict[str, Any] = {"id": next(data.ids), "name": "", "company": "", "email": "",
-                            "notes": "", "responsible_operator": None, "phones": []}
-    _apply(card, await request.json())
-    data.clients[card["id"]] = card
-    return web.json_response(card, status=201)
+    body = _check_fields(await request.json(), {*TEXT_FIELDS, "tags", "emails", "phones"})
+    if not (body.get("name") or "").strip():
+        raise ApiError(422, "invalid_field", "name: the name is empty")
+    made = card(next(data.ids), body["name"], body.get("phones") or [],
+                **{k: body[k] for k in (*TEXT_FIELDS[1:], "tags", "emails") if body.get(k) is not None})
+    data.clients[made["id"]] = made
+    return web.json_response(made, status=201)
 
 
 async def client_timeline(request: web.Request) -> web.Response:
+    """crm_sync timeline entries: {id, kind, call_id, payload, at}, newest first."""
     require(request, "manager", "operator", "crm")
     data = request.app[STANDIN]
-    card = _client(request)
+    found = _client(request)
     async with request.app[RUNTIME].engine.connect() as conn:
-        rows = (await conn.execute(sa.select(calls).where(calls.c.client_id == card["id"]))).all()
-    items: list[dict[str, Any]] = [{"kind": "call", "at": iso(r.started_at), "call": record(r, data)}
-                                   for r in rows]
-    items += [{"kind": "task", "at": t["created_at"], "task": t} for t in data.tasks
-              if t["client_id"] == card["id"]]
-    items += data.notes.get(card["id"], [])
-    return web.json_response({"items": items})
+        rows = (await conn.execute(sa.select(calls).where(calls.c.client_id == found["id"]))).all()
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        payload = {k: v for k, v in record(r, data, detail=False).items()
+                   if k in ("direction", "status", "missed", "operator", "customer_number", "did",
+                            "wait_seconds", "talk_seconds", "started_at", "answered_at", "ended_at",
+                            "pbx", "linkedid")}
+        payload["links"] = ({"recording": {"state": "ready", "duration_seconds": 3.84}}
+                            if r.id in data.recordings else {})
+        items.append({"id": 100 + r.id, "kind": "call", "call_id": r.id, "payload": payload,
+                      "at": iso(r.started_at)})
+        if r.id in data.recordings:
+            items.append({"id": 500 + r.id, "kind": "recording", "call_id": r.id,
+                          "payload": {"state": "ready"}, "at": iso(r.ended_at)})
+    items += [{"id": 900 + t["id"], "kind": "task", "call_id": t["created_by_call_id"],
+               "payload": {"task_id": t["id"], **t}, "at": t["created_at"]}
+              for t in data.tasks if t["client_id"] == found["id"]]
+    items += data.notes.get(found["id"], [])
+    items.sort(key=lambda e: e["id"], reverse=True)
+    return web.json_response({"items": items, "next_before_id": None})
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     who = require(request, "manager", "operator", "crm")
+    assignee = request.query.get("assignee")
+    status = request.query.get("status")
     tasks = [t for t in request.app[STANDIN].tasks
-             if who.role != "operator" or t.get("operator") == who.extension]
+             if (who.role != "operator" or t["assignee"] == who.extension)
+             and (not assignee or t["assignee"] == assignee) and (not status or t["status"] == status)]
     return web.json_response({"items": tasks})
 
 
@@ -213,6 +273,7 @@ async def close_task(request: web.Request) -> web.Response:
     for task in request.app[STANDIN].tasks:
         if task["id"] == int(request.match_info["id"]):
             task["status"] = "closed"
+            task["closed_at"] = "2026-11-26T23:00:00.000Z"
             return web.json_response(task)
     raise ApiError(404, "not_found", "no such task")
 
@@ -232,8 +293,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     who = require(request, "manager", "operator", "crm")
     bus = request.app[RUNTIME].bus
 
-    def mine(message: dict[str, Any]) -> bool:
-        return who.role != "operator" or message.get("extension") in (None, who.extension)
+    def mine(message: dict[str, Any]) -> bool:  # as pbx_bridge.events.messages.accepts
+        return who.role != "operator" or (who.extension is not None
+                                          and who.extension in message.get("extensions", ()))
 
     ws = web.WebSocketResponse(heartbeat=20)
     await ws.prepare(request)

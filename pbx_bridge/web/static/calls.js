@@ -53,7 +53,11 @@
         h("td", {}, UI.status(c)),
         h("td", {}, c.hasRecording ? h("button", { type: "button", class: "play", title: T("call.play"), "aria-label": T("call.play"),
                                                    dataset: { callId: c.id }, onclick: (ev) => play(c.id, ev.currentTarget) }, "▶") : ""));
-      const extra = c.snippet ? h("tr", { class: "snippet" }, h("td", { colspan: 8 }, "… " + (c.snippet.text || c.snippet) + " …")) : null;
+      const sn = c.snippet;
+      const extra = sn ? h("tr", { class: "snippet" }, h("td", { colspan: 8 },
+        h("a", { href: "/ui/calls/" + c.id + (sn.offset !== null ? "#t=" + sn.offset : "") },
+          (sn.speaker ? T("speaker." + sn.speaker) + ": " : "") + "… " + sn.text + " …"),
+        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(sn.offset) }) : "")) : null;
       return extra ? [tr, extra] : [tr];
     }));
     document.getElementById("journal-empty").hidden = rows.length > 0;

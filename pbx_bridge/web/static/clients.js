@@ -17,6 +17,12 @@
 
   async function load(more) {
     const q = form.elements.q.value.trim();
+    document.getElementById("clients-hint").hidden = Boolean(q);
+    if (!q) {  // the API searches; it does not list every card
+      tbody.replaceChildren(); next = null;
+      document.getElementById("clients-empty").hidden = true; document.getElementById("more").hidden = true;
+      return;
+    }
     try {
       const res = await api.clients(Object.assign({ q, limit: 50 }, more && next ? { cursor: next } : {}));
       if (!more) tbody.replaceChildren();

@@ -164,3 +164,19 @@ def test_csv_cells_never_become_formulas() -> None:
     assert _csv_safe("-2+3") == "'-2+3"
     assert _csv_safe("+74951110000") == "+74951110000"  # a DID stays a number
     assert _csv_safe("Yandex") == "Yandex"
+
+
+def test_did_names_from_crm_sources_and_web_labels() -> None:
+    from dataclasses import dataclass, field
+
+    from pbx_bridge.web.report_charts import did_names
+
+    @dataclass
+    class Crm:  # the CRM feature's section, as it is where that feature is merged
+        did_sources: dict[str, str] = field(default_factory=dict)
+
+    settings = Settings()
+    assert did_names(settings) == {}
+    settings.crm = Crm({"8 (495) 111-00-00": "Яндекс", "74952220000": "Google", "junk": "x"})  # type: ignore[attr-defined]
+    settings.web.did_labels = {"+74952220000": "Google Ads"}
+    assert did_names(settings) == {"+74951110000": "Яндекс", "+74952220000": "Google Ads"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import time
 import wave
@@ -19,6 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from aiohttp import web
@@ -177,7 +180,27 @@ async def new_page(browser: Browser, locale: str = "ru-RU") -> Page:
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
             if r.status >= 400 and "/ui/static/" in r.url else None)
     page.js_errors = errors  # type: ignore[attr-defined]
+    # What the browser asked the API and got: checked from the browser's side, so the same
+    # assertions hold for the stand-in and for the real API once it is merged.
+    traffic: list[dict[str, Any]] = []
+    page.on("requestfinished", lambda req: asyncio.ensure_future(_record(req, traffic)))
+    page.api_traffic = traffic  # type: ignore[attr-defined]
     return page
+
+
+async def _record(request: Any, traffic: list[dict[str, Any]]) -> None:
+    if "/api/" not in request.url:
+        return
+    response = await request.response()
+    traffic.append({"method": request.method, "url": urlsplit(request.url),
+                    "query": dict(parse_qsl(urlsplit(request.url).query)),
+                    "body": request.post_data, "status": response.status if response else None,
+                    "range": request.headers.get("range")})
+
+
+def api_calls(page: Page, path: str, method: str = "GET") -> list[dict[str, Any]]:
+    traffic: list[dict[str, Any]] = page.api_traffic  # type: ignore[attr-defined]
+    return [t for t in traffic if t["url"].path == path and t["method"] == method]
 
 
 async def shot(page: Page, name: str) -> None:
@@ -254,8 +277,8 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
     # Click-to-call from the live panel's number button.
     await page.click("#live-calls tbody tr[data-call-id='9001'] button.c2c")
     await page.wait_for_selector(".toast.ok")
-    assert site.data.click_to_call[-1]["extension"] == "101"
-    assert site.data.click_to_call[-1]["number"] == "+79161234567"
+    sent = json.loads(api_calls(page, "/api/v1/click-to-call", "POST")[-1]["body"])
+    assert sent["extension"] == "101" and sent["number"] == "+79161234567"
 
     # An unknown caller: "new contact", with a link to create the card.
     bus.publish({"type": "call.ringing", "at": "now", "extensions": ["101"],
@@ -298,14 +321,14 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     statuses = await page.locator("#journal tbody tr .badge").all_inner_texts()
     assert set(statuses) == {"Пропущен"}
     assert "status=missed" in page.url
-    assert site.data.calls_queries[-1]["missed"] == "true"
+    assert api_calls(page, "/api/v1/calls")[-1]["query"]["missed"] == "true"
     # Plus one operator, and a DID.
     await page.fill("input[name=operator]", "102")
     await page.fill("input[name=did]", "+74951110000")
     await page.click("#filters button[type=submit]")
     await expect(page.locator("#journal tbody tr")).to_have_count(6)
-    assert site.data.calls_queries[-1]["operator"] == "102"
-    assert site.data.calls_queries[-1]["did"] == "+74951110000"
+    query = api_calls(page, "/api/v1/calls")[-1]["query"]
+    assert query["operator"] == "102" and query["did"] == "+74951110000"
     await shot(page, "05-journal-filtered")
     # Text search in transcripts.
     await page.click("#filters button[type=reset]")
@@ -375,7 +398,8 @@ async def test_call_page_player_and_transcript(site: Site, browser: Browser) -> 
     assert 0.85 <= position < 1.2
     await page.evaluate("document.getElementById('player').pause()")
     # The browser fetched the audio with Range requests and got partial content.
-    assert any(status == 206 and rng.startswith("bytes=") for rng, status in site.data.range_requests)
+    fetched = api_calls(page, f"/api/v1/calls/{call_id}/recording")
+    assert any(t["status"] == 206 and (t["range"] or "").startswith("bytes=") for t in fetched), fetched
     no_js_errors(page)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pbx_bridge.calls.record import iso
-from pbx_bridge.db.schema import calls
+from pbx_bridge.db.schema import call_legs, calls
 
 
 async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
@@ -39,6 +39,14 @@ async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
     row.update(fields)
     result = await conn.execute(calls.insert().values(**row).returning(calls.c.id))
     call_id = result.scalar_one()
+    # Legs as the tracker writes them: the customer's, and one per operator phone rung.
+    await conn.execute(call_legs.insert(), [
+        {"call_id": call_id, "uniqueid": f"{call_id}.0", "channel": "PJSIP/trunk-0001",
+         "role": "customer", "extension": None, "created_at": started},
+        *({"call_id": call_id, "uniqueid": f"{call_id}.{i + 1}", "channel": f"PJSIP/{ext}-000{i}",
+           "role": "operator", "extension": ext, "created_at": started,
+           "answered_at": answered_at if ext == row["operator"] else None}
+          for i, ext in enumerate(row["operators_rung"]))])
     record = {k: row[k] for k in ("pbx", "linkedid", "direction", "status", "missed", "customer_number",
                                   "customer_name", "did", "dialled", "operator", "operators_rung",
                                   "queue", "transfers", "wait_seconds", "talk_seconds",

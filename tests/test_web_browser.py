@@ -524,3 +524,18 @@ async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -
         "empty": [0, "running"],
         "bare": [1, "да", [["да", "keyword", None], ["нет", "", 2]]],
     }
+
+
+async def test_operator_refused_cards_sees_a_note_not_errors(site: Site, browser: Browser) -> None:
+    """Where the API keeps cards and tasks from operators, the pages say so calmly."""
+    site.data.cards_for_managers_only = True
+    page = await new_page(browser)
+    await sign_in(page, site, "op1", "pass-word-2", start="/ui/live")
+    await page.wait_for_selector("#tasks-empty:not([hidden])")
+    assert await page.inner_text("#tasks-empty") == "Недоступно для вашей роли."
+    await page.goto(site.base + "/ui/clients/1")
+    await page.wait_for_selector("#client-facts p.muted")
+    assert await page.inner_text("#client-facts") == "Недоступно для вашей роли."
+    assert await page.is_hidden("#edit-client")
+    assert await page.locator(".toast.error").count() == 0
+    no_js_errors(page)

@@ -30,7 +30,10 @@
     else { player.hidden = true; document.getElementById("no-recording").hidden = false; }
     player.addEventListener("error", () => { player.hidden = true; document.getElementById("no-recording").hidden = false; });
     renderTags(c.tags);
-    loadClient(c).catch(showError);
+    loadClient(c).catch((e) => {
+      if (e.status === 403) document.getElementById("client-summary").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+      else showError(e);
+    });
     return c;
   }
 

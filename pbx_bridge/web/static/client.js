@@ -80,9 +80,15 @@
     document.getElementById("timeline-empty").hidden = list.length > 0;
   }
 
+  function refused(e) {
+    if (e.status !== 403) { showError(e); return; }
+    document.getElementById("client-facts").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+    document.getElementById("edit-client").hidden = true;
+  }
+
   if (id) {
-    api.client(id).then(c => { card = c; renderCard(); }).catch(showError);
-    loadTimeline().catch(showError);
+    api.client(id).then(c => { card = c; renderCard(); }).catch(refused);
+    loadTimeline().catch((e) => { if (e.status !== 403) showError(e); });
   } else {
     card = { name: "", company: "", email: "", notes: "", responsible: PBX.user.extension || "", phones: PBX.data.phone ? [{ number: PBX.data.phone }] : [] };
     document.getElementById("client-title").textContent = T("clients.new");

@@ -28,7 +28,10 @@
       if (!more) tbody.replaceChildren();
       tbody.append(...res.items.map(row));
       next = res.next;
-    } catch (e) { showError(e); }
+    } catch (e) {
+      if (e.status === 403) { document.getElementById("clients-empty").textContent = T("error.not_for_role"); tbody.replaceChildren(); }
+      else showError(e);
+    }
     document.getElementById("clients-empty").hidden = tbody.children.length > 0;
     document.getElementById("more").hidden = !next;
   }

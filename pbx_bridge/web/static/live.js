@@ -66,5 +66,10 @@
 
   loadLive().catch(showError);
   loadMissed().catch(showError);
-  loadTasks().catch((e) => { document.getElementById("tasks-empty").hidden = false; if (e.status !== 404) showError(e); });
+  loadTasks().catch((e) => {
+    const empty = document.getElementById("tasks-empty");
+    if (e.status === 403 || e.status === 404) empty.textContent = T("error.not_for_role");  // the API's roles decide
+    else showError(e);
+    empty.hidden = false;
+  });
 })();

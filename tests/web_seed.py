@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
     ended_at = None if live else started + timedelta(seconds=wait + (talk or 0))
     direction = fields.pop("direction", "inbound")
     row: dict[str, Any] = {
-        "pbx": "main", "linkedid": fields.pop("linkedid", f"lk-{started.timestamp()}-{id(fields)}"),
+        "pbx": "main", "linkedid": fields.pop("linkedid", f"lk-{uuid.uuid4().hex}"),
         "state": "live" if live else "ended", "direction": direction,
         "status": None if live else status,
         "missed": (not live) and direction == "inbound" and status != "answered",

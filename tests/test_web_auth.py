@@ -355,3 +355,35 @@ def test_principal_shape() -> None:
     # The API's Principal carries people as kind="user" (pbx_bridge/http/auth.py).
     p = Principal(kind="user", id=1, name="anna", role="manager")
     assert p.extension is None
+
+
+# --- the [web] configuration section --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[web]\nreport_timezone = "Mars/Olympus"\n', "'web.report_timezone' 'Mars/Olympus' is not a time zone"),
+    ('[web]\ncookie_secure = "sometimes"\n', "'web.cookie_secure' must be one of"),
+    ("[web]\nsession_hours = 0\n", "must be positive"),
+    ('[web]\ndefault_language = "de"\n', "'web.default_language' must be one of"),
+    ("[web]\ndid_labels = [1]\n", "'web.did_labels' must be a table"),
+    ("[web]\nsession_minutes = 5\n", "unknown key 'web.session_minutes'"),
+])
+def test_web_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    from pbx_bridge.config import ConfigError, load_settings
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(path, environ={})
+
+
+def test_web_config_from_file_and_environment(tmp_path: Path) -> None:
+    from pbx_bridge.config import load_settings
+
+    path = tmp_path / "c.toml"
+    path.write_text('[web]\nreport_timezone = "Europe/Moscow"\n'
+                    '[web.did_labels]\n"+74951110000" = "Яндекс Директ"\n')
+    settings = load_settings(path, environ={"PBX_BRIDGE_WEB__COOKIE_SECURE": "always"})
+    assert settings.web.report_timezone == "Europe/Moscow"
+    assert settings.web.did_labels == {"+74951110000": "Яндекс Директ"}
+    assert settings.web.cookie_secure == "always"

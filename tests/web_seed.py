@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pbx_bridge.calls.record import iso
-from pbx_bridge.db.schema import calls
+from pbx_bridge.db.schema import call_legs, calls
 
 
 async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
@@ -22,7 +23,7 @@ async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
     ended_at = None if live else started + timedelta(seconds=wait + (talk or 0))
     direction = fields.pop("direction", "inbound")
     row: dict[str, Any] = {
-        "pbx": "main", "linkedid": fields.pop("linkedid", f"lk-{started.timestamp()}-{id(fields)}"),
+        "pbx": "main", "linkedid": fields.pop("linkedid", f"lk-{uuid.uuid4().hex}"),
         "state": "live" if live else "ended", "direction": direction,
         "status": None if live else status,
         "missed": (not live) and direction == "inbound" and status != "answered",
@@ -39,6 +40,14 @@ async def insert_call(conn: AsyncConnection, **fields: Any) -> dict[str, Any]:
     row.update(fields)
     result = await conn.execute(calls.insert().values(**row).returning(calls.c.id))
     call_id = result.scalar_one()
+    # Legs as the tracker writes them: the customer's, and one per operator phone rung.
+    await conn.execute(call_legs.insert(), [
+        {"call_id": call_id, "uniqueid": f"{call_id}.0", "channel": "PJSIP/trunk-0001",
+         "role": "customer", "extension": None, "created_at": started},
+        *({"call_id": call_id, "uniqueid": f"{call_id}.{i + 1}", "channel": f"PJSIP/{ext}-000{i}",
+           "role": "operator", "extension": ext, "created_at": started,
+           "answered_at": answered_at if ext == row["operator"] else None}
+          for i, ext in enumerate(row["operators_rung"]))])
     record = {k: row[k] for k in ("pbx", "linkedid", "direction", "status", "missed", "customer_number",
                                   "customer_name", "did", "dialled", "operator", "operators_rung",
                                   "queue", "transfers", "wait_seconds", "talk_seconds",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -277,11 +276,11 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
         return render(request, "reports.html", info, status=422, page="reports",
                       title_key="nav.reports", error=str(exc), report=None, charts={},
                       form=dict(request.query))
-    charts = report_charts.build(report, t, lang, runtime.settings.web.did_labels)
+    labels = report_charts.did_names(runtime.settings)
+    charts = report_charts.build(report, t, lang, labels)
     # svg_charts escapes every text it writes, so its SVG goes into the page as markup.
     svg = {k: Markup(v) for k, v in charts.items()}  # noqa: S704
     form = {"from": first.isoformat(), "to": last.isoformat(), "direction": direction}
-    labels = runtime.settings.web.did_labels
     return render(request, "reports.html", info, page="reports", title_key="nav.reports",
                   report=report, charts=svg, form=form, error="",
                   num=lambda v, d=0: format_number(v, lang, d), dur=format_duration,
@@ -304,6 +303,7 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
                                           direction)  # type: ignore[arg-type]
     except ReportInputError as exc:
         raise ApiError(422, "invalid_report", str(exc)) from None
+    labels = report_charts.did_names(runtime.settings)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([group_by, "calls", "inbound", "answered", "missed", "missed_rate",
@@ -311,7 +311,7 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
     for b in [*report.rows(group_by), report.totals]:
         key = b.key if b is not report.totals else "total"
         if group_by == "did" and b is not report.totals:
-            key = runtime.settings.web.did_labels.get(b.key, b.key)
+            key = labels.get(b.key, b.key)
         writer.writerow([
             _csv_safe(key), b.calls, b.inbound, b.answered, b.missed,
             "" if b.missed_rate is None else f"{b.missed_rate:.4f}",
@@ -330,6 +330,3 @@ def _csv_safe(value: str) -> str:
         return "'" + value
     return value
 
-
-def context_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import date
 
+from crm_sync.phones import normalize
+from pbx_bridge.config import Settings
 from pbx_bridge.web.i18n import format_number
 from pbx_bridge.web.report_data import SummaryReport
 from pbx_bridge.web.svg_charts import Series, stacked_columns, stacked_rows
@@ -15,6 +17,19 @@ def day_label(key: str, lang: str, t: Callable[..., str]) -> str:
     if lang == "ru":
         return f"{day.day:02d}.{day.month:02d}"
     return f"{day.day} {t(f'month.short.{day.month}')}"
+
+
+def did_names(settings: Settings) -> dict[str, str]:
+    """DID (E.164) -> ad channel name: the CRM feature's crm.did_sources where that feature is in
+    the tree (keys in any format), overridden by web.did_labels."""
+    names: dict[str, str] = {}
+    crm = getattr(settings, "crm", None)  # the CRM feature's settings section, when merged
+    for raw, name in dict(getattr(crm, "did_sources", None) or {}).items():
+        e164 = normalize(str(raw), settings.phone.default_region, settings.phone.max_extension_length)
+        if e164:
+            names[e164] = str(name)
+    names.update(settings.web.did_labels)
+    return names
 
 
 def did_label(key: str, t: Callable[..., str], labels: Mapping[str, str]) -> str:
@@ -65,6 +80,6 @@ def build(
         [band_label(b.low, b.high) for b in bands],
         [Series("answered", t("reports.answered"), [b.answered for b in bands]),
          Series("missed", t("reports.missed"), [b.missed for b in bands])],
-        title=t("reports.chart.wait"), fmt=count, height=240,
+        title=t("reports.chart.wait"), fmt=count, height=250,
     )
     return {"per_day": per_day, "per_operator": per_operator, "per_did": per_did, "waits": waits}

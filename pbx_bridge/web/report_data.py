@@ -7,6 +7,8 @@ over the range's ended calls, which keeps it identical on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -119,6 +121,13 @@ def check_range(first_day: date, last_day: date) -> None:
         raise ReportInputError(f"a report covers at most {MAX_DAYS} days")
 
 
+def _epoch_seconds(conn: AsyncConnection) -> sa.ColumnElement[float]:
+    """started_at as epoch seconds computed by the database (no datetime objects per row)."""
+    if conn.dialect.name == "sqlite":  # stored as naive UTC text
+        return (sa.func.julianday(calls.c.started_at) - 2440587.5) * 86400.0
+    return sa.cast(sa.extract("epoch", calls.c.started_at), sa.Float)
+
+
 async def summary_report(
     conn: AsyncConnection, first_day: date, last_day: date, timezone: str,
     direction: ReportDirection = "all",
@@ -126,47 +135,53 @@ async def summary_report(
     """Ended customer calls (not internal ones) started on first_day..last_day in `timezone`."""
     check_range(first_day, last_day)
     tz = ZoneInfo(timezone)
+    day_list = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    # Local midnights as epoch seconds: a call's day is found by bisection (exact across DST).
+    midnights = [datetime.combine(d, time(), tz).timestamp() for d in day_list]
     start = datetime.combine(first_day, time(), tz)
     end = datetime.combine(last_day + timedelta(days=1), time(), tz)
     query = (
         sa.select(calls.c.direction, calls.c.status, calls.c.missed, calls.c.operator,
-                  calls.c.operators_rung, calls.c.did, calls.c.started_at, calls.c.wait_seconds,
-                  calls.c.talk_seconds)
+                  sa.type_coerce(calls.c.operators_rung, sa.Text), calls.c.did,
+                  _epoch_seconds(conn), calls.c.wait_seconds, calls.c.talk_seconds)
         .where(calls.c.started_at >= start, calls.c.started_at < end, calls.c.status.is_not(None),
                calls.c.direction.in_(["inbound", "outbound"] if direction == "all" else [direction]))
     )
     totals = Bucket("total")
-    days = {first_day + timedelta(days=i): Bucket((first_day + timedelta(days=i)).isoformat())
-            for i in range((last_day - first_day).days + 1)}
+    days = [Bucket(d.isoformat()) for d in day_list]
     operators: dict[str, Bucket] = {}
     dids: dict[str, Bucket] = {}
     bands = [WaitBand(low, high) for low, high in
              zip((0.0, *WAIT_BANDS), (*WAIT_BANDS, None), strict=True)]
-    result = await conn.stream(query)
-    async for row in result:
-        answered = row.status == "answered"
-        inbound = row.direction == "inbound"
-        missed = bool(row.missed)
-        wait, talk = row.wait_seconds, row.talk_seconds
+    # One fetch: row-by-row streaming costs a thread hop per row on aiosqlite.
+    result = await conn.execute(query)
+    for call_direction, status, missed_flag, operator, rung, did, epoch, wait, talk in result:
+        answered = status == "answered"
+        inbound = call_direction == "inbound"
+        missed = bool(missed_flag)
         totals.add(inbound, answered, missed, wait, talk)
-        day = row.started_at.astimezone(tz).date()
-        if day in days:
-            days[day].add(inbound, answered, missed, wait, talk)
-        involved = [row.operator] if answered and row.operator else list(row.operators_rung or [])
-        for ext in dict.fromkeys(involved):
-            operators.setdefault(ext, Bucket(ext)).add(
-                inbound, answered and ext == row.operator, missed, wait, talk)
+        index = bisect_right(midnights, epoch) - 1
+        if 0 <= index < len(days):
+            days[index].add(inbound, answered, missed, wait, talk)
+        if answered and operator:
+            operators.setdefault(operator, Bucket(operator)).add(inbound, True, False, wait, talk)
+        else:
+            # Unanswered: every operator it rang shares it (decoded only for these rows).
+            # (SQLite hands back the JSON text; asyncpg decodes json columns itself.)
+            rung_list = json.loads(rung) if isinstance(rung, str) else (rung or [])
+            for ext in dict.fromkeys(rung_list):
+                operators.setdefault(ext, Bucket(ext)).add(inbound, False, missed, wait, talk)
         if inbound:
-            dids.setdefault(row.did or "", Bucket(row.did or "")).add(True, answered, missed, wait, talk)
+            dids.setdefault(did or "", Bucket(did or "")).add(True, answered, missed, wait, talk)
             if wait is not None and (answered or missed):
-                band = next(b for b in bands if b.high is None or wait < b.high)
+                band = bands[bisect_right(WAIT_BANDS, wait)]
                 if answered:
                     band.answered += 1
                 else:
                     band.missed += 1
     return SummaryReport(
         first_day=first_day, last_day=last_day, timezone=timezone, direction=direction,
-        totals=totals, by_day=list(days.values()),
+        totals=totals, by_day=days,
         by_operator=sorted(operators.values(), key=lambda b: (-b.calls, b.key)),
         by_did=sorted(dids.values(), key=lambda b: (-b.calls, b.key)),
         wait_bands=bands,

@@ -34,16 +34,16 @@ def nice_max(value: float, ticks: int = 4) -> float:
 def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
     parts = []
     for s in series:
-        parts.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" '
+        parts.append(f'<rect x="{x:.1f}" y="{y - 10:.1f}" width="11" height="11" '
                      f'class="series-{escape(s.name)}"/>')
-        parts.append(f'<text x="{x + 14:.1f}" y="{y:.1f}" class="legend">{escape(s.label)}</text>')
-        x += 22 + 7.5 * len(s.label)
+        parts.append(f'<text x="{x + 16:.1f}" y="{y:.1f}" class="legend">{escape(s.label)}</text>')
+        x += 30 + 8.5 * len(s.label)
     return parts
 
 
 def stacked_columns(
     categories: Sequence[str], series: Sequence[Series], *, title: str,
-    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 760, height: int = 260,
+    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 1100, height: int = 280,
 ) -> str:
     """Vertical stacked columns, one per category (e.g. per day: answered / missed)."""
     left, right, top, bottom = 44.0, 10.0, 30.0, 40.0
@@ -84,10 +84,10 @@ def stacked_columns(
 
 def stacked_rows(
     labels: Sequence[str], series: Sequence[Series], *, title: str,
-    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 760, row_height: int = 26,
+    fmt: Callable[[float], str] = lambda v: f"{v:g}", width: int = 1100, row_height: int = 28,
 ) -> str:
     """Horizontal stacked bars, one per label (operators, DIDs), the total written at the end."""
-    left, right, top = 170.0, 60.0, 30.0
+    left, right, top = 230.0, 60.0, 30.0
     plot_w = width - left - right
     height = int(top + row_height * max(len(labels), 1) + 10)
     totals = [sum(s.values[i] for s in series) for i in range(len(labels))]
@@ -96,7 +96,7 @@ def stacked_rows(
              f'role="img" aria-label={quoteattr(title)}>', f"<title>{escape(title)}</title>"]
     for i, label in enumerate(labels):
         y = top + row_height * i
-        shown = label if len(label) <= 24 else label[:23] + "…"
+        shown = label if len(label) <= 34 else label[:33] + "…"
         parts.append(f'<text x="{left - 8}" y="{y + row_height * 0.62:.1f}" class="axis" '
                      f'text-anchor="end">{escape(shown)}</text>')
         x = left

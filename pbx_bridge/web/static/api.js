@@ -1,5 +1,7 @@
 /* The JSON API as the UI sees it. Every assumption about paths and shapes (issues 5, 6, 7) lives
-   in this file: the rest of the UI uses only the normalized objects returned from here. */
+   in this file: the rest of the UI uses only the normalized objects returned from here.
+   Shapes checked against the api, rec and stt branches of 26 Nov 2026 (calls, events, clients,
+   tasks, timeline, transcript, recording states); other spellings are accepted where cheap. */
 "use strict";
 
 const PBX = (() => {
@@ -57,43 +59,67 @@ const PBX = (() => {
     return data.next_cursor ?? data.cursor ?? null;
   }
 
-  /* Call record: CallRecord.to_dict() plus maybe "recording", "transcript", "client", "tags". */
+  /* Call record: CallRecord.to_dict() (list items), plus on GET /calls/{id} the keys "legs",
+     "client", "recording", "transcript" (null until a feature fills them in: null is "not told",
+     not "none"). A recording object is playable in the states "ready" and "truncated". */
+  const PLAYABLE = ["ready", "truncated"];
   function call(r) {
     const c = Object.assign({}, r || {});
     c.id = c.id ?? null;
     c.client = c.client && typeof c.client === "object" ? client(c.client) : null;
     c.client_id = c.client_id ?? (c.client ? c.client.id : null);
     c.live = !c.ended_at;
-    // recording: absent = unknown (try answered calls), null/false = none, object/str/true = there.
-    c.hasRecording = ("recording" in c) ? Boolean(c.recording) && (c.recording.status ? c.recording.status === "ready" : true)
-                                        : c.status === "answered";
+    const rec = c.recording;
+    if (rec && typeof rec === "object") {
+      const state = rec.state || rec.status;
+      c.hasRecording = state ? PLAYABLE.includes(state) : true;
+    } else if (rec === true || (typeof rec === "string" && rec)) {
+      c.hasRecording = true;
+    } else {
+      c.hasRecording = c.status === "answered";  // not told: answered calls may have one
+    }
     c.tags = tags(c.tags || (c.transcript && c.transcript.tags) || []);
-    c.snippet = c.snippet || c.match || (c.search && c.search.snippet) || null;
+    c.snippet = snippet(c.snippet ?? c.match ?? c.search ?? c.hit ?? null);
     return c;
   }
 
-  /* Client card (issue 4/5): phones as strings or {number|phone|e164, label|kind}. */
+  /* A transcript search hit: a string, or {snippet|text, offset|start, speaker}. */
+  function snippet(d) {
+    if (!d) return null;
+    if (typeof d === "string") return { text: d, offset: null, speaker: null };
+    const text = d.snippet || d.text || "";
+    return text ? { text, offset: d.offset ?? d.start ?? null, speaker: d.speaker || null } : null;
+  }
+
+  /* Client card (crm_sync Card / CardSummary): phones [{e164, raw}], emails [], responsible,
+     auto_created, tags. Strings and {number|phone} phones are accepted too. */
   function client(d) {
     if (!d || typeof d !== "object") return null;
     const phones = (d.phones || (d.phone ? [d.phone] : [])).map(p =>
-      typeof p === "string" ? { number: p, label: "" } : { number: p.number || p.phone || p.e164 || "", label: p.label || p.kind || "" });
+      typeof p === "string" ? { number: p, label: "" } : { number: p.e164 || p.number || p.phone || p.raw || "", label: p.label || p.kind || "" });
     return {
       id: d.id ?? null,
       name: d.name || d.full_name || d.display_name || "",
       company: d.company || d.organization || "",
-      email: d.email || "",
+      email: d.email || (Array.isArray(d.emails) && d.emails.length ? d.emails[0] : ""),
+      emails: Array.isArray(d.emails) ? d.emails : (d.email ? [d.email] : []),
       notes: d.notes || d.note || d.comment || "",
-      responsible: d.responsible_operator ?? d.responsible ?? d.owner ?? d.operator ?? null,
+      responsible: d.responsible ?? d.responsible_operator ?? d.owner ?? d.operator ?? null,
+      tags: Array.isArray(d.tags) ? d.tags.map(String) : [],
       phones,
-      isNew: Boolean(d.is_new || d.created || d.new),
+      isNew: Boolean(d.auto_created || d.is_new || d.created),
       raw: d,
     };
   }
 
-  /* Transcript (issue 7): {turns: [{speaker, start, end, text, words: [{word, start, end, conf}]}], tags}. */
+  /* Transcript (GET /calls/{id}/transcript): {call_id, job: {state, last_error, ...}|null,
+     transcript: {turns: [{speaker, start, end, text, words: [{word, start, end, conf}]}], text,
+     analytics: {keyword_hits, flagged_hits, required_phrases, tags, talk_seconds, ...}}|null}.
+     A bare {turns, tags} object is accepted too. */
   function transcript(d) {
     if (!d) return null;
-    const src = d.transcript && typeof d.transcript === "object" && !Array.isArray(d.transcript) ? d.transcript : d;
+    const inner = d.transcript;
+    const src = inner && typeof inner === "object" && !Array.isArray(inner) ? inner : (inner === null ? {} : d);
     const turns = (src.turns || src.dialog || []).map(t => {
       const words = (t.words || t.result || []).map(w => ({
         word: w.word ?? w.text ?? "", start: Number(w.start), end: Number(w.end), conf: w.conf ?? w.confidence ?? null,
@@ -101,31 +127,70 @@ const PBX = (() => {
       return { speaker: t.speaker || t.channel || t.side || "customer", start: Number(t.start ?? (words[0] && words[0].start) ?? 0),
                end: Number(t.end ?? (words.length ? words[words.length - 1].end : 0)), text: t.text || words.map(w => w.word).join(" "), words };
     });
-    return { turns, tags: tags(src.tags || d.tags || []), status: src.status || d.status || null };
+    const analytics = src.analytics || null;
+    const found = tags(src.tags || d.tags || []);
+    if (analytics) {
+      for (const h of analytics.keyword_hits || []) found.push({ label: h.term, kind: "keyword", start: h.start ?? null });
+      for (const h of analytics.flagged_hits || []) found.push({ label: h.term, kind: "flagged", start: h.start ?? null });
+      const phrases = analytics.required_phrases || {};
+      for (const p of phrases.present || []) found.push({ label: p, kind: "required", start: null });
+      for (const p of phrases.missing || []) found.push({ label: p, kind: "missing", start: null });
+      found.push(...tags(analytics.tags || []));
+    }
+    const job = d.job && typeof d.job === "object" ? { state: d.job.state || "", error: d.job.last_error || null } : null;
+    return { turns, tags: uniqueTags(found), analytics, job };
   }
 
-  /* Tags: strings, or {label|keyword|phrase|name|tag, kind|list|type, start|at|offset}. */
+  /* Tags: strings ("keyword:цена", "flagged:...", "missing_phrase:..." or plain), or
+     {label|keyword|term|phrase|name|tag, kind|list|type, start|at|offset}. */
   function tags(list) {
-    return (Array.isArray(list) ? list : []).map(t => typeof t === "string" ? { label: t, kind: "", start: null }
-      : { label: t.label || t.keyword || t.phrase || t.name || t.tag || "", kind: t.kind || t.list || t.type || "",
-          start: t.start ?? t.at ?? t.offset ?? null });
+    return (Array.isArray(list) ? list : []).map(t => {
+      if (typeof t === "string") {
+        const m = /^(keyword|flagged|missing_phrase|required):(.+)$/.exec(t);
+        return m ? { label: m[2], kind: m[1] === "missing_phrase" ? "missing" : m[1], start: null } : { label: t, kind: "", start: null };
+      }
+      return { label: t.label || t.keyword || t.term || t.phrase || t.name || t.tag || "", kind: t.kind || t.list || t.type || "",
+               start: t.start ?? t.at ?? t.offset ?? null };
+    }).filter(t => t.label);
   }
 
-  /* Task (issue 4/5): {id, title|text|kind, status, due_at, client_id, call_id, phone|number}. */
+  /* One chip per (kind, label): the earliest time wins. */
+  function uniqueTags(list) {
+    const seen = new Map();
+    for (const t of list) {
+      const key = t.kind + "|" + t.label;
+      const had = seen.get(key);
+      if (!had || (had.start === null && t.start !== null) || (t.start !== null && had.start !== null && t.start < had.start)) seen.set(key, t);
+    }
+    return [...seen.values()];
+  }
+
+  /* Task (crm_sync Task): {id, client_id, number, kind: "call_back", assignee, status: open|closed,
+     due_at, created_at, closed_at, created_by_call_id}. */
   function task(d) {
-    return { id: d.id, title: d.title || d.text || d.description || d.kind || "", kind: d.kind || d.type || "",
+    return { id: d.id ?? d.task_id, title: d.title || d.text || d.description || "", kind: d.kind || d.type || "",
              status: d.status || (d.closed_at ? "closed" : "open"), due: d.due_at || d.due || null,
-             created: d.created_at || null, client_id: d.client_id ?? null, call_id: d.call_id ?? null,
-             phone: d.phone || d.number || d.customer_number || null, client_name: d.client_name || null };
+             created: d.created_at || null, client_id: d.client_id ?? null, call_id: d.call_id ?? d.created_by_call_id ?? null,
+             phone: d.number || d.phone || d.customer_number || null, assignee: d.assignee ?? null,
+             client_name: d.client_name || null };
   }
 
-  /* Timeline entry (issue 4/5): {kind|type: call|task|note|..., at, call?, task?, text?}. */
+  /* Timeline entry (crm_sync): {id, kind: call|task|note|recording|transcript, call_id, payload, at};
+     a call's payload is the call's facts plus links {recording, transcript}; a note's {text, author}. */
   function timelineEntry(d) {
     const kind = d.kind || d.type || (d.call ? "call" : d.task ? "task" : "note");
-    return { kind, at: d.at || d.created_at || d.started_at || (d.call && d.call.started_at) || null,
-             call: d.call ? call(d.call) : (kind === "call" ? call(d.data || d) : null),
-             task: d.task ? task(d.task) : (kind === "task" ? task(d.data || d) : null),
-             text: d.text || d.note || d.body || d.summary || "", raw: d };
+    const p = d.payload && typeof d.payload === "object" ? d.payload : {};
+    let entryCall = null;
+    if (d.call) entryCall = call(d.call);
+    else if (kind === "call") {
+      const facts = Object.assign({}, p, { id: d.call_id ?? p.id ?? null });
+      if (p.links && typeof p.links === "object") facts.recording = p.links.recording || null;
+      delete facts.links;
+      entryCall = call(facts);
+    }
+    return { id: d.id ?? null, kind, at: d.at || d.created_at || p.started_at || (d.call && d.call.started_at) || null,
+             call: entryCall, task: d.task ? task(d.task) : (kind === "task" ? task(Object.assign({ id: p.task_id }, p)) : null),
+             text: d.text || p.text || d.note || p.note || d.body || "", author: p.author || null, raw: d };
   }
 
   /* Live event (issue 5): {"type": "call.ringing", "call": record, "extension": "101", "client": card|null}. */
@@ -155,10 +220,18 @@ const PBX = (() => {
     clickToCall: async (extension, number, clientId) =>
       request("POST", "/api/v1/click-to-call", { body: Object.assign({ extension, number }, clientId ? { client_id: clientId } : {}) }),
     eventsUrl: () => (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/events",
-    // Client fields the edit form sends with PATCH / POST.
-    _call: call, _client: client, _event: liveEvent,
-    clientFields: (form) => ({ name: form.name, company: form.company, email: form.email, notes: form.notes,
-                               phones: form.phones, responsible_operator: form.responsible || null }),
+    _call: call, _client: client, _event: liveEvent, _timelineEntry: timelineEntry, _transcript: transcript,
+    /* Card bodies (crm_sync): POST takes phones; PATCH takes add_phones / remove_phones. */
+    newClientBody: (form) => ({ name: form.name, company: form.company || null, notes: form.notes || null,
+                                responsible: form.responsible || null, phones: form.phones,
+                                emails: form.email ? [form.email] : [] }),
+    clientChangesBody: (form, card) => {
+      const before = new Set(card.phones.map(p => p.number));
+      const after = new Set(form.phones);
+      return { name: form.name, company: form.company || null, notes: form.notes || null,
+               responsible: form.responsible || null, emails: form.email ? [form.email] : [],
+               add_phones: form.phones.filter(n => !before.has(n)), remove_phones: [...before].filter(n => !after.has(n)) };
+    },
   };
 
   /* Formatting in the reader's language: Intl with the page's locale. */

@@ -113,12 +113,12 @@ const UI = (() => {
       card && card.responsible ? [h("dt", {}, T("client.responsible")), h("dd", {}, String(card.responsible))] : null,
       call.did ? [h("dt", {}, T("filter.did")), h("dd", {}, call.did)] : null,
       card && card.notes ? [h("dt", {}, T("client.notes")), h("dd", {}, card.notes)] : null);
-    box.replaceChildren(
+    box.replaceChildren(...[
       h("div", { class: "pop-head" }, h("span", { class: "ringing-dot" }), T("pop.ringing", { extension: user.extension }),
         h("button", { type: "button", class: "link close", "aria-label": T("action.close"), onclick: () => closePop(null) }, "×")),
       h("h2", { class: "pop-name" + (card ? "" : " new") }, title),
       card && card.isNew ? h("p", { class: "muted" }, T("pop.card_created")) : null,
-      facts, link);
+      facts, link].filter(Boolean));
     box.hidden = false;
     box.dataset.callId = call.id ?? "";
     document.title = "☎ " + (number || title);

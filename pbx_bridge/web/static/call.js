@@ -30,7 +30,10 @@
     else { player.hidden = true; document.getElementById("no-recording").hidden = false; }
     player.addEventListener("error", () => { player.hidden = true; document.getElementById("no-recording").hidden = false; });
     renderTags(c.tags);
-    loadClient(c).catch(showError);
+    loadClient(c).catch((e) => {
+      if (e.status === 403) document.getElementById("client-summary").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+      else showError(e);
+    });
     return c;
   }
 
@@ -38,10 +41,10 @@
     const box = document.getElementById("tags");
     const seen = new Set([...box.querySelectorAll(".tag")].map(e => e.dataset.label));
     for (const t of tags) {
-      if (!t.label || seen.has(t.label)) continue;
+      if (!t.label || seen.has(t.label)) continue;  // one chip per word, the first kind given
       seen.add(t.label);
       const el = h(t.start !== null ? "button" : "span", { type: t.start !== null ? "button" : null, class: "tag " + (t.kind ? "tag-" + t.kind : ""),
-        dataset: { label: t.label }, title: t.kind || null }, t.label, t.start !== null ? " · " + fmt.duration(t.start) : "");
+        dataset: { label: t.label }, title: t.kind ? T("tag." + t.kind) : null }, t.label, t.start !== null ? " · " + fmt.duration(t.start) : "");
       if (t.start !== null) el.addEventListener("click", () => seek(Number(t.start)));
       box.append(el);
     }
@@ -64,10 +67,36 @@
         card.notes ? fact(T("client.notes"), card.notes) : null));
   }
 
+  function renderJob(job) {
+    const el = document.getElementById("job-state");
+    if (!job || !job.state || job.state === "done") { el.hidden = true; return; }
+    el.textContent = T("job." + job.state, { error: job.error || "" });
+    el.className = job.state === "failed" ? "error" : "muted";
+    el.hidden = false;
+  }
+
+  /* Per-side figures from the transcription's analytics: talk, words per minute, interruptions. */
+  function renderAnalytics(a) {
+    const dl = document.getElementById("analytics");
+    if (!a) { dl.hidden = true; return; }
+    const sides = ["operator", "customer"];
+    const perSide = (obj, f) => sides.filter(s => obj && obj[s] !== undefined).map(s => T("speaker." + s) + " " + f(obj[s])).join(" · ");
+    const rows = [];
+    if (a.talk_seconds) rows.push([T("analytics.talk"), perSide(a.talk_seconds, fmt.duration)]);
+    if (a.silence_seconds !== undefined) rows.push([T("analytics.silence"), fmt.duration(a.silence_seconds)]);
+    if (a.words_per_minute) rows.push([T("analytics.wpm"), perSide(a.words_per_minute, fmt.number)]);
+    if (a.interruptions) rows.push([T("analytics.interruptions"), perSide(a.interruptions, fmt.number)]);
+    dl.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    dl.hidden = rows.length === 0;
+  }
+
   async function loadTranscript() {
     const tr = await api.transcript(id);
     const box = document.getElementById("transcript");
+    renderJob(tr && tr.job);
+    renderAnalytics(tr && tr.analytics);
     if (!tr || !tr.turns.length) { document.getElementById("no-transcript").hidden = false; if (tr) renderTags(tr.tags); return; }
+    document.getElementById("no-transcript").hidden = true;
     words = [];
     box.replaceChildren(...tr.turns.map(turn => {
       const speaker = turn.speaker === "operator" ? "operator" : "customer";
@@ -88,6 +117,9 @@
     }));
     words.sort((a, b) => a.start - b.start);
     renderTags(tr.tags);
+    // A link from a search hit (#t=12.3) starts there.
+    const m = /^#t=([0-9.]+)$/.exec(location.hash);
+    if (m) { player.currentTime = Number(m[1]); highlight(); }
   }
 
   function seek(t) {
@@ -123,7 +155,12 @@
 
   window.addEventListener("pbx:event", (e) => {
     const ev = e.detail;
-    if (ev.type === "transcript.ready" && ev.raw && String(ev.raw.call_id ?? (ev.call && ev.call.id)) === String(id)) loadTranscript().catch(showError);
+    const about = ev.raw && String(ev.raw.call_id ?? (ev.call && ev.call.id)) === String(id);
+    if (ev.type === "transcript.ready" && about) loadTranscript().catch(showError);
+    if (ev.type === "recording.ready" && about) {
+      player.hidden = false; document.getElementById("no-recording").hidden = true;
+      player.src = api.recordingUrl(id) + "?v=" + Date.now();
+    }
   });
 
   loadCall().catch(showError);

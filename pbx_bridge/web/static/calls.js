@@ -46,13 +46,18 @@
         h("td", {}, UI.direction(c.direction)),
         h("td", {}, UI.customer(c), c.customer_name && c.customer_number ? h("div", { class: "muted small" }, c.customer_number) : null,
           " ", UI.c2c(c.customer_number, c.client_id)),
-        h("td", {}, c.operator || "—"),
+        h("td", {}, c.operator || ((c.operators_rung || []).length
+          ? h("span", { class: "muted", title: T("call.rung") }, "(" + c.operators_rung.join(", ") + ")") : "—")),
         h("td", { class: "num" }, fmt.duration(c.wait_seconds)),
         h("td", { class: "num" }, fmt.duration(c.talk_seconds)),
         h("td", {}, UI.status(c)),
         h("td", {}, c.hasRecording ? h("button", { type: "button", class: "play", title: T("call.play"), "aria-label": T("call.play"),
                                                    dataset: { callId: c.id }, onclick: (ev) => play(c.id, ev.currentTarget) }, "▶") : ""));
-      const extra = c.snippet ? h("tr", { class: "snippet" }, h("td", { colspan: 8 }, "… " + (c.snippet.text || c.snippet) + " …")) : null;
+      const sn = c.snippet;
+      const extra = sn ? h("tr", { class: "snippet" }, h("td", { colspan: 8 },
+        h("a", { href: "/ui/calls/" + c.id + (sn.offset !== null ? "#t=" + sn.offset : "") },
+          (sn.speaker ? T("speaker." + sn.speaker) + ": " : "") + "… " + sn.text + " …"),
+        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(sn.offset) }) : "")) : null;
       return extra ? [tr, extra] : [tr];
     }));
     document.getElementById("journal-empty").hidden = rows.length > 0;

@@ -18,6 +18,7 @@
       card.company ? fact(T("client.company"), card.company) : null,
       card.email ? fact(T("client.email"), card.email) : null,
       card.notes ? fact(T("client.notes"), h("span", { class: "pre" }, card.notes)) : null,
+      card.tags.length ? fact(T("call.tags"), h("span", { class: "tags" }, ...card.tags.map(t => h("span", { class: "tag" }, t)))) : null,
     ].filter(Boolean).flat());
   }
 
@@ -34,14 +35,14 @@
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const fields = api.clientFields({
+    const values = {
       name: form.elements.name.value.trim(), company: form.elements.company.value.trim(), email: form.elements.email.value.trim(),
       notes: form.elements.notes.value, responsible: form.elements.responsible.value.trim(),
       phones: form.elements.phones.value.split(/[\n,;]+/).map(s => s.trim()).filter(Boolean),
-    });
+    };
     try {
-      if (id) { card = await api.updateClient(id, fields); }
-      else { card = await api.createClient(fields); id = card.id; history.replaceState(null, "", "/ui/clients/" + id); }
+      if (id) { card = await api.updateClient(id, api.clientChangesBody(values, card)); }
+      else { card = await api.createClient(api.newClientBody(values)); id = card.id; history.replaceState(null, "", "/ui/clients/" + id); }
       renderCard(); edit(false); UI.toast(T("client.saved"), "ok");
       loadTimeline().catch(() => {});
     } catch (e) {
@@ -68,19 +69,26 @@
           try { await api.closeTask(t.id); ev.target.remove(); UI.toast(T("task.closed"), "ok"); } catch (err) { showError(err); } } }, T("task.close")) : null);
     }
     return h("li", { class: "tl tl-note" }, h("div", { class: "tl-head" }, when, " ", h("span", { class: "badge" }, T("timeline." + e.kind))),
-      e.text ? h("p", { class: "pre" }, e.text) : null);
+      e.text ? h("p", { class: "pre" }, e.text) : null, e.author ? h("span", { class: "muted small" }, "— " + e.author) : null);
   }
 
   async function loadTimeline() {
-    const list = await api.timeline(id);
+    // recording / transcript entries repeat what their call's entry links to.
+    const list = (await api.timeline(id)).filter(e => e.kind !== "recording" && e.kind !== "transcript");
     list.sort((a, b) => String(b.at).localeCompare(String(a.at)));
     document.getElementById("timeline").replaceChildren(...list.map(entry));
     document.getElementById("timeline-empty").hidden = list.length > 0;
   }
 
+  function refused(e) {
+    if (e.status !== 403) { showError(e); return; }
+    document.getElementById("client-facts").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+    document.getElementById("edit-client").hidden = true;
+  }
+
   if (id) {
-    api.client(id).then(c => { card = c; renderCard(); }).catch(showError);
-    loadTimeline().catch(showError);
+    api.client(id).then(c => { card = c; renderCard(); }).catch(refused);
+    loadTimeline().catch((e) => { if (e.status !== 403) showError(e); });
   } else {
     card = { name: "", company: "", email: "", notes: "", responsible: PBX.user.extension || "", phones: PBX.data.phone ? [{ number: PBX.data.phone }] : [] };
     document.getElementById("client-title").textContent = T("clients.new");

@@ -17,12 +17,21 @@
 
   async function load(more) {
     const q = form.elements.q.value.trim();
+    document.getElementById("clients-hint").hidden = Boolean(q);
+    if (!q) {  // the API searches; it does not list every card
+      tbody.replaceChildren(); next = null;
+      document.getElementById("clients-empty").hidden = true; document.getElementById("more").hidden = true;
+      return;
+    }
     try {
       const res = await api.clients(Object.assign({ q, limit: 50 }, more && next ? { cursor: next } : {}));
       if (!more) tbody.replaceChildren();
       tbody.append(...res.items.map(row));
       next = res.next;
-    } catch (e) { showError(e); }
+    } catch (e) {
+      if (e.status === 403) { document.getElementById("clients-empty").textContent = T("error.not_for_role"); tbody.replaceChildren(); }
+      else showError(e);
+    }
     document.getElementById("clients-empty").hidden = tbody.children.length > 0;
     document.getElementById("more").hidden = !next;
   }

@@ -18,10 +18,9 @@
     document.getElementById("live-count").textContent = rows.length ? fmt.number(rows.length) : "";
   }
 
-  /* The API has no "live only" filter in issue 5: read the last hours and keep calls not ended. */
+  /* status=live: calls the PBX still has channels for (an operator sees only their own). */
   async function loadLive() {
-    const since = new Date(Date.now() - 6 * 3600 * 1000).toISOString();
-    const { items } = await api.calls({ from: since, limit: 200 });
+    const { items } = await api.calls({ status: "live", limit: 200 });
     for (const c of items) if (c.live && c.id !== null) live.set(c.id, c);
     renderLive();
   }
@@ -40,7 +39,7 @@
 
   async function loadTasks() {
     const params = { status: "open" };
-    if (user.role === "operator" && user.extension) params.operator = user.extension;
+    if (user.extension) params.assignee = user.extension;
     const tasks = await api.tasks(params);
     const ul = document.getElementById("tasks");
     ul.replaceChildren(...tasks.filter(t => t.status !== "closed").map(t => h("li", { class: "task", dataset: { taskId: t.id } },
@@ -67,5 +66,10 @@
 
   loadLive().catch(showError);
   loadMissed().catch(showError);
-  loadTasks().catch((e) => { document.getElementById("tasks-empty").hidden = false; if (e.status !== 404) showError(e); });
+  loadTasks().catch((e) => {
+    const empty = document.getElementById("tasks-empty");
+    if (e.status === 403 || e.status === 404) empty.textContent = T("error.not_for_role");  // the API's roles decide
+    else showError(e);
+    empty.hidden = false;
+  });
 })();

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 
 from pbx_bridge.calls.record import iso
 from pbx_bridge.db.schema import calls
-from pbx_bridge.http.app import RUNTIME
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
 

@@ -22,7 +22,7 @@ from crm_sync.cards import (
     search_cards,
     update_card,
 )
-from crm_sync.tasks import TaskNotFound, close_task, list_tasks
+from crm_sync.tasks import TaskNotFound, close_task, get_task, list_tasks
 from crm_sync.timeline import list_timeline
 from pbx_bridge.clients.options import match_settings
 from pbx_bridge.events.messages import make_message
@@ -69,7 +69,7 @@ def _unknown(data: dict[str, Any], allowed: set[str]) -> None:
 
 
 async def search(request: web.Request) -> web.Response:
-    require(request, "crm", "manager")
+    require(request, "crm", "manager", "operator")
     query = check_text(request.query.get("q", "").strip(), "q")
     if not query or len(query) > 255:
         raise ApiError(422, "invalid_parameter", "'q' (a phone number or part of a name) is required")
@@ -84,7 +84,7 @@ async def search(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    require(request, "crm")
+    require(request, "crm", "manager", "operator")
     data = await json_object(request)
     _unknown(data, _CARD_FIELDS)
     card_input = CardInput(
@@ -106,7 +106,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    require(request, "crm", "manager")
+    require(request, "crm", "manager", "operator")
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
         card = await get_card(conn, _id(request), phones_limit=1000)
@@ -116,7 +116,7 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    require(request, "crm")
+    require(request, "crm", "manager", "operator")
     client_id = _id(request)
     data = await json_object(request)
     _unknown(data, _CHANGE_FIELDS)
@@ -138,7 +138,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def timeline(request: web.Request) -> web.Response:
-    require(request, "crm", "manager")
+    require(request, "crm", "manager", "operator")
     client_id = _id(request)
     limit = query_int(request, "limit", 100, 1, 500)
     before = request.query.get("before_id")
@@ -153,12 +153,15 @@ async def timeline(request: web.Request) -> web.Response:
 
 
 async def tasks(request: web.Request) -> web.Response:
-    require(request, "crm", "manager")
+    who = require(request, "crm", "manager", "operator")
     client_raw = request.query.get("client_id")
     client_id = query_int(request, "client_id", 0, 1, 2**31 - 1) if client_raw else None
     assignee = request.query.get("assignee") or None
     if assignee is not None and (not assignee.isdigit() or len(assignee) > 16):
         raise ApiError(422, "invalid_parameter", "'assignee' must be an extension (digits)")
+    if who.role == "operator":
+        # An operator sees the call-back tasks assigned to their own extension only.
+        assignee = who.extension or "-"
     status: Any = query_choice(request, "status", ("open", "closed"))
     limit = query_int(request, "limit", 100, 1, 500)
     runtime = request.app[RUNTIME]
@@ -168,11 +171,15 @@ async def tasks(request: web.Request) -> web.Response:
 
 
 async def close(request: web.Request) -> web.Response:
-    require(request, "crm")
+    who = require(request, "crm", "manager", "operator")
     task_id = _id(request)
     runtime = request.app[RUNTIME]
     try:
         async with runtime.engine.begin() as conn:
+            if who.role == "operator":
+                found = await get_task(conn, task_id)
+                if found is None or found["assignee"] != who.extension:
+                    raise TaskNotFound(task_id)
             task = await close_task(conn, task_id, datetime.now(UTC))
     except TaskNotFound:
         raise ApiError(404, "not_found", "no such task") from None

@@ -134,3 +134,22 @@ async def test_screen_pop_through_the_crm_hook(api: Api) -> None:
     unknown = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
     assert unknown["type"] == "call.ringing" and unknown["client"] is None
     await ws.close()
+
+
+async def test_operator_sees_and_closes_only_own_tasks(api: Api) -> None:
+    status, card = await _post(api, "/api/v1/clients", IVAN)
+    async with api.runtime.engine.begin() as conn:
+        mine = await create_call_back(conn, client_id=card["id"], number="+74951234567", assignee="101",
+                                      call_id=None, now=datetime.now(UTC))
+        theirs = await create_call_back(conn, client_id=None, number="+79161234567", assignee="102",
+                                        call_id=None, now=datetime.now(UTC))
+    # operator's token is extension 101; asking for 102's tasks still gives only 101's own.
+    resp = await api.client.get("/api/v1/tasks", params={"assignee": "102"}, headers=api.auth("operator"))
+    assert [t["id"] for t in (await resp.json())["items"]] == [mine]
+    resp = await api.client.post(f"/api/v1/tasks/{theirs}/close", json={}, headers=api.auth("operator"))
+    assert resp.status == 404
+    resp = await api.client.post(f"/api/v1/tasks/{mine}/close", json={}, headers=api.auth("operator"))
+    assert resp.status == 200 and (await resp.json())["status"] == "closed"
+    # ... and reads the caller's card the screen pop links to.
+    resp = await api.client.get(f"/api/v1/clients/{card['id']}", headers=api.auth("operator"))
+    assert resp.status == 200

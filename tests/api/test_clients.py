@@ -137,7 +137,7 @@ async def test_screen_pop_through_the_crm_hook(api: Api) -> None:
 
 
 async def test_operator_sees_and_closes_only_own_tasks(api: Api) -> None:
-    status, card = await _post(api, "/api/v1/clients", IVAN)
+    _, card = await _post(api, "/api/v1/clients", IVAN)
     async with api.runtime.engine.begin() as conn:
         mine = await create_call_back(conn, client_id=card["id"], number="+74951234567", assignee="101",
                                       call_id=None, now=datetime.now(UTC))

@@ -15,6 +15,7 @@ from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.service import start_transcription
 
 log = logging.getLogger("pbx_bridge.app")
 
@@ -29,6 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             pass
     async with database(settings) as engine:
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+        transcription = await start_transcription(runtime)
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -41,3 +43,4 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         finally:
             event(log, logging.INFO, "shutdown")
             await runner.cleanup()
+            await transcription.stop()

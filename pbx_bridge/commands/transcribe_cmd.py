@@ -160,14 +160,19 @@ async def _queue(settings: Settings, args: argparse.Namespace) -> int:
 
 async def run_worker(args: argparse.Namespace) -> int:
     from pbx_bridge.transcription.options import worker_count, worker_options
-    from recordings.transcription.recognize import ModelError
+    from recordings.transcription.recognize import ModelError, check_model_dir
     from recordings.transcription.worker import WorkerPool
 
     settings = settings_from_args(args)
+    try:
+        options = worker_options(settings)
+        check_model_dir(Path(options.model_dir))  # the model's error first, before the database's
+    except ModelError as exc:
+        raise _user_error(str(exc)) from None
     async with database(settings):
         pass  # the schema must be current before workers touch the tables
     try:
-        pool = WorkerPool(worker_options(settings), worker_count(settings, args.workers))
+        pool = WorkerPool(options, worker_count(settings, args.workers))
         await asyncio.to_thread(pool.start)
     except ModelError as exc:
         raise _user_error(str(exc)) from None

@@ -162,10 +162,10 @@ async def test_worker_command_runs_jobs_until_stopped(engine: AsyncEngine, db_ur
     await add_call(engine, 9, datetime.now(UTC))
     async with engine.begin() as conn:
         job_id = await jobs.enqueue(conn, 9, str(wav))
-    proc = subprocess.Popen([sys.executable, "-m", "pbx_bridge", "worker", "--workers", "1"],
-                            cwd=ROOT, env=cli_env(PBX_BRIDGE_DATABASE__URL=db_url,
-                                                  PBX_BRIDGE_TRANSCRIPTION__KEYWORDS='["민박"]'),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: ASYNC220
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx_bridge", "worker", "--workers", "1", cwd=ROOT,
+        env=cli_env(PBX_BRIDGE_DATABASE__URL=db_url, PBX_BRIDGE_TRANSCRIPTION__KEYWORDS='["민박"]'),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -180,6 +180,7 @@ async def test_worker_command_runs_jobs_until_stopped(engine: AsyncEngine, db_ur
         assert tags == ["keyword:민박"]  # the operator's real audio says it
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), 60)
+    err = err_bytes.decode()
     assert proc.returncode == 0, err
     assert "transcription workers running: 1" in err

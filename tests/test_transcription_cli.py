@@ -112,15 +112,17 @@ async def test_queue_jobs_from_the_command_line(engine: AsyncEngine, db_url: str
 
 
 async def test_queue_selects_recorded_calls(engine: AsyncEngine, db_url: str, tmp_path: Path) -> None:
-    """--since / --call / --all-missing over a recordings table shaped as the recordings feature
-    declares it (call_id + wav_path); created here because that feature lives in another branch."""
-    for call_id, day in ((1, 1), (2, 5), (3, 9)):
+    """--since / --all-missing over a recordings table shaped as the recordings feature declares
+    it (call_id, state, stored_path relative to the recordings directory); created here because
+    that feature lives in another branch."""
+    for call_id, day in ((1, 1), (2, 5), (3, 9), (4, 7)):
         await add_call(engine, call_id, datetime(2026, 11, day, tzinfo=UTC))
     async with engine.begin() as conn:
         await conn.execute(sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, call_id INTEGER, "
-                                   "wav_path VARCHAR(255))"))
-        await conn.execute(sa.text("INSERT INTO recordings VALUES (1, 1, '/r/1.wav'), (2, 2, 'rel/2.wav'), "
-                                   "(3, 3, '/r/3.wav')"))
+                                   "state VARCHAR(16), stored_path VARCHAR(255))"))
+        await conn.execute(sa.text(
+            "INSERT INTO recordings VALUES (1, 1, 'ready', '/r/1.wav'), "
+            "(2, 2, 'truncated', '2026/11/05/2.wav'), (3, 3, 'ready', '/r/3.wav'), (4, 4, 'failed', NULL)"))
         await jobs.enqueue(conn, 3, "/r/3.wav")  # already queued: not "missing"
     try:
         since = await asyncio.to_thread(run_cli, "transcribe", "--since", "2026-11-04",
@@ -133,8 +135,8 @@ async def test_queue_selects_recorded_calls(engine: AsyncEngine, db_url: str, tm
         async with engine.connect() as conn:
             rows = (await conn.execute(sa.text(
                 "SELECT call_id, wav_path FROM transcription_jobs ORDER BY id"))).all()
-        assert [tuple(r) for r in rows] == [(3, "/r/3.wav"), (2, str(tmp_path / "rel/2.wav")),
-                                            (1, "/r/1.wav")]
+        assert [tuple(r) for r in rows] == [
+            (3, "/r/3.wav"), (2, str(tmp_path / "recordings/2026/11/05/2.wav")), (1, "/r/1.wav")]
     finally:
         async with engine.begin() as conn:
             await conn.execute(sa.text("DROP TABLE recordings"))

@@ -93,11 +93,26 @@ async def test_recording_ready_to_transcript_ready(runtime: Runtime, client: Tes
             runtime.bus.publish({"type": ready, "call_id": 1, "recording": {"wav_path": str(wav)}})
             runtime.bus.publish({"type": ready, "call_id": 2, "recording": {"path": str(broken)}})
             runtime.bus.publish({"type": "recording.ready", "recording": {}})  # ignored, logged
-            got = {m["call_id"]: m for m in [await next_message(sub), await next_message(sub)]}
+            ready = await next_message(sub)
+            # The broken file's job fails: logged, visible on the call, not announced.
+            async with runtime.engine.connect() as conn:
+                broken_job = await jobs.latest_job_for_call(conn, 2)
+            assert broken_job is not None
+            for _ in range(600):
+                async with runtime.engine.connect() as conn:
+                    broken_job = await jobs.get_job(conn, broken_job.id)
+                assert broken_job is not None
+                if broken_job.state == "failed":
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3 * runtime.settings.transcription.poll_seconds)
+            assert sub.queue.empty()
     finally:
         await service.stop()
-    assert got[1]["type"] == "transcript.ready"
-    assert got[2]["type"] == "transcript.failed" and "not a valid WAV file" in got[2]["error"]
+    assert ready["type"] == "transcript.ready" and ready["call_id"] == 1
+    assert ready["extensions"] == ["101"] and ready["at"].endswith("Z")
+    assert ready["transcript"]["text"] and ready["transcript"]["job_id"] == 1
+    assert "turns" not in ready["transcript"]
 
     resp = await client.get("/api/v1/calls/1/transcript", headers={"X-Test-As": "manager"})
     assert resp.status == 200
@@ -144,15 +159,33 @@ async def test_enqueue_and_no_workers_when_not_in_process(runtime: Runtime) -> N
         job_id = await service.enqueue(7, "/r/7.wav")
         assert await service.enqueue(7, "/r/7.wav") == job_id
         runtime.bus.publish({"type": "recording.ready", "call_id": 8, "recording": {"file": "rec/8.wav"}})
-        for _ in range(50):
-            async with runtime.engine.connect() as conn:
-                job = await jobs.latest_job_for_call(conn, 8)
-            if job is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert job is not None and job.wav_path == str((runtime.settings.data_path / "rec/8.wav").resolve())
+        job = await wait_for_job(runtime, 8)
+        assert job.wav_path == str((runtime.settings.data_path / "rec/8.wav").resolve())
+        # As the recordings feature publishes it: no path; its recordings table has the file.
+        await add_call(runtime, 9)
+        async with runtime.engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, call_id INTEGER, "
+                                       "state VARCHAR(16), stored_path VARCHAR(255))"))
+            await conn.execute(sa.text("INSERT INTO recordings VALUES (1, 9, 'ready', '2026/11/26/9.wav')"))
+        try:
+            runtime.bus.publish({"type": "recording.ready", "call_id": 9, "recording": {"id": 1}})
+            job = await wait_for_job(runtime, 9)
+            assert job.wav_path == str(runtime.settings.data_path / "recordings/2026/11/26/9.wav")
+        finally:
+            async with runtime.engine.begin() as conn:
+                await conn.execute(sa.text("DROP TABLE recordings"))
     finally:
         await service.stop()
+
+
+async def wait_for_job(runtime: Runtime, call_id: int) -> jobs.Job:
+    for _ in range(100):
+        async with runtime.engine.connect() as conn:
+            job = await jobs.latest_job_for_call(conn, call_id)
+        if job is not None:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no job queued for call {call_id}")
 
 
 async def test_bad_model_dir_stops_start_up_with_one_line(runtime: Runtime, tmp_path: Path) -> None:

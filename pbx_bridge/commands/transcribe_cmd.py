@@ -129,7 +129,12 @@ def _transcribe_files(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _queue(settings: Settings, args: argparse.Namespace) -> int:
-    from pbx_bridge.transcription.selection import NoRecordingsTable, Selected, select_recordings
+    from pbx_bridge.transcription.selection import (
+        NoRecordingsTable,
+        Selected,
+        recordings_dir,
+        select_recordings,
+    )
     from recordings.transcription import jobs
 
     since = None
@@ -148,7 +153,7 @@ async def _queue(settings: Settings, args: argparse.Namespace) -> int:
                 selected = [Selected(args.call[0], str(wav))]
             else:
                 try:
-                    selected = await select_recordings(conn, settings.data_path, since=since,
+                    selected = await select_recordings(conn, recordings_dir(settings), since=since,
                                                        call_ids=args.call, missing_only=args.all_missing)
                 except NoRecordingsTable as exc:
                     raise _user_error(f"{exc}; queue a file with --call ID --wav FILE") from None

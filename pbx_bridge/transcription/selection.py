@@ -2,7 +2,8 @@
 
 The recordings table belongs to the recordings feature; it is read by reflection here so this
 module does not depend on that feature's code: a table named `recordings` with a `call_id` column
-and the WAV's path in one of RECORDING_PATH_COLUMNS.
+and the WAV's path in one of RECORDING_PATH_COLUMNS (the recordings feature's `stored_path` is
+relative to its recordings directory), and, if it has a `state` column, only PLAYABLE_STATES rows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +20,8 @@ from pbx_bridge.db.schema import calls
 from recordings.transcription.schema import transcription_jobs, transcripts
 
 RECORDINGS_TABLE = "recordings"
-RECORDING_PATH_COLUMNS = ("wav_path", "path", "file_path")
+RECORDING_PATH_COLUMNS = ("stored_path", "wav_path", "path", "file_path")
+PLAYABLE_STATES = ("ready", "truncated")
 
 
 class NoRecordingsTable(Exception):
@@ -46,13 +49,22 @@ async def _recordings(conn: AsyncConnection) -> tuple[sa.Table, sa.Column[str]]:
     raise NoRecordingsTable(f"the recordings table has none of the columns {RECORDING_PATH_COLUMNS}")
 
 
-async def select_recordings(conn: AsyncConnection, data_dir: Path, *, since: datetime | None = None,
+def recordings_dir(settings: Any) -> Path:
+    """Where relative recording paths start: the recordings feature's `recordings.recordings_dir`
+    ("" = <data_dir>/recordings)."""
+    configured = getattr(getattr(settings, "recordings", None), "recordings_dir", "")
+    return Path(configured) if configured else settings.data_path / "recordings"
+
+
+async def select_recordings(conn: AsyncConnection, base_dir: Path, *, since: datetime | None = None,
                             call_ids: list[int] | None = None, missing_only: bool = False) -> list[Selected]:
     table, path_column = await _recordings(conn)
     query = (sa.select(table.c.call_id, path_column)
              .join(calls, calls.c.id == table.c.call_id)
              .where(path_column.is_not(None))
              .order_by(table.c.call_id))
+    if "state" in table.c:
+        query = query.where(table.c.state.in_(PLAYABLE_STATES))
     if since is not None:
         query = query.where(calls.c.started_at >= since)
     if call_ids:
@@ -66,5 +78,5 @@ async def select_recordings(conn: AsyncConnection, data_dir: Path, *, since: dat
     selected = []
     for call_id, value in rows:
         path = Path(value)
-        selected.append(Selected(int(call_id), str(path if path.is_absolute() else data_dir / path)))
+        selected.append(Selected(int(call_id), str(path if path.is_absolute() else base_dir / path)))
     return selected

@@ -1,5 +1,6 @@
 """Transcription inside `serve`: recordings become jobs, in-process workers run them, finished
-jobs are announced on the bus as `transcript.ready` / `transcript.failed`.
+transcripts are announced on the bus as `transcript.ready` (failures are logged and visible as
+the job's state on GET /api/v1/calls/{id}/transcript).
 
 Finished jobs are found by polling the jobs table rather than by messages from the worker
 processes, so results of workers on other machines are announced too.
@@ -14,17 +15,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from pbx_bridge.bus import Message
+from pbx_bridge.db.schema import calls
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.transcription.options import model_available, worker_count, worker_options
+from pbx_bridge.transcription.selection import NoRecordingsTable, recordings_dir, select_recordings
 from recordings.transcription import jobs
 from recordings.transcription.recognize import ModelError, check_model_dir
+from recordings.transcription.store import load_transcript
 from recordings.transcription.worker import WorkerPool
 
 log = logging.getLogger("pbx_bridge.transcription")
 
 # Keys of the recording.ready message's "recording" object that may hold the WAV file's path.
+# The recordings feature publishes no paths: its recordings table is then looked up.
 RECORDING_PATH_KEYS = ("wav_path", "path", "file")
 # Jobs finishing this long before the last one seen are still looked at: a transaction that
 # committed late must not be missed.
@@ -104,14 +111,28 @@ class TranscriptionService:
                 subscription = self.runtime.bus.subscribe(lambda m: m.get("type") == "recording.ready")
                 continue
             call_id, path = message.get("call_id"), recording_path(message, data_dir)
-            if not isinstance(call_id, int) or path is None:
-                event(log, logging.WARNING, "transcription.recording_ignored",
-                      reason="recording.ready without call_id or a file path")
+            if not isinstance(call_id, int):
+                event(log, logging.WARNING, "transcription.recording_ignored", reason="no call_id")
                 continue
             try:
+                if path is None:
+                    path = await self._stored_recording(call_id)
+                if path is None:
+                    event(log, logging.WARNING, "transcription.recording_ignored", call_id=call_id,
+                          reason="no playable recording file found for the call")
+                    continue
                 await self.enqueue(call_id, path)
             except Exception:  # the database may be briefly unavailable; never stop following
                 log.exception("transcription.enqueue_failed call_id=%s", call_id)
+
+    async def _stored_recording(self, call_id: int) -> str | None:
+        async with self.runtime.engine.connect() as conn:
+            try:
+                found = await select_recordings(conn, recordings_dir(self.runtime.settings),
+                                                call_ids=[call_id])
+            except NoRecordingsTable:
+                return None
+        return found[-1].wav_path if found else None
 
     async def _announce(self) -> None:
         started = since = datetime.now(UTC)
@@ -128,17 +149,36 @@ class TranscriptionService:
                     continue
                 self._announced[job.id] = job.finished_at
                 since = max(since, job.finished_at)
-                self.runtime.bus.publish(self.message(job))
+                if job.state != "done":
+                    event(log, logging.WARNING, "transcription.job.failed", call_id=job.call_id,
+                          job=job.id, error=job.last_error)
+                    continue
+                try:
+                    message = await self.ready_message(job)
+                except Exception:
+                    log.exception("transcription.announce_failed job=%s", job.id)
+                    continue
+                if message is not None:
+                    self.runtime.bus.publish(message)
             cutoff = since - 2 * ANNOUNCE_WINDOW
             self._announced = {k: v for k, v in self._announced.items() if v >= cutoff}
             await asyncio.sleep(interval)
 
-    @staticmethod
-    def message(job: jobs.Job) -> Message:
-        if job.state == "done":
-            return {"type": "transcript.ready", "call_id": job.call_id, "job_id": job.id}
-        return {"type": "transcript.failed", "call_id": job.call_id, "job_id": job.id,
-                "error": job.last_error}
+    async def ready_message(self, job: jobs.Job) -> Message | None:
+        """`transcript.ready` in the live events' shape: "at", "extensions" (the call's operator,
+        so an operator's stream carries only their own calls), "call_id", "transcript"."""
+        async with self.runtime.engine.connect() as conn:
+            transcript = await load_transcript(conn, job.call_id)
+            operator = (await conn.execute(
+                sa.select(calls.c.operator).where(calls.c.id == job.call_id))).scalar()
+        if transcript is None:
+            return None
+        summary = transcript.to_dict()
+        summary.pop("turns")  # the full dialog is one GET away; keep live messages small
+        summary["job_id"] = job.id
+        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {"type": "transcript.ready", "at": at, "extensions": [operator] if operator else [],
+                "call_id": job.call_id, "transcript": summary}
 
 
 async def start_transcription(runtime: Runtime) -> TranscriptionService:

@@ -21,6 +21,7 @@ from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app import make_app
 from pbx_bridge.http.auth import Principal
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.openapi_doc import SCHEMAS
 from pbx_bridge.transcription.service import TranscriptionService, recording_path, start_transcription
 from recordings.transcription import jobs
 from tests.transcription_audio import two_sources_wav
@@ -61,6 +62,14 @@ async def client(runtime: Runtime, aiohttp_client: Any) -> TestClient[Any, Any]:
     app = make_app(runtime)
     app.middlewares.insert(0, principal_from_header)
     return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+def assert_documented(body: dict[str, Any]) -> None:
+    """The response matches the endpoint's OpenAPI schema."""
+    import jsonschema_rs
+
+    schema = {"$ref": "#/components/schemas/CallTranscript", "components": {"schemas": SCHEMAS}}
+    jsonschema_rs.validator_for(schema).validate(body)
 
 
 async def add_call(runtime: Runtime, call_id: int, operator: str = "101") -> None:
@@ -117,6 +126,7 @@ async def test_recording_ready_to_transcript_ready(runtime: Runtime, client: Tes
     resp = await client.get("/api/v1/calls/1/transcript", headers={"X-Test-As": "manager"})
     assert resp.status == 200
     body = await resp.json()
+    assert_documented(body)
     assert body["job"]["state"] == "done" and body["job"]["attempts"] == 1
     transcript = body["transcript"]
     assert {t["speaker"] for t in transcript["turns"]} == {"operator", "customer"}
@@ -128,6 +138,7 @@ async def test_recording_ready_to_transcript_ready(runtime: Runtime, client: Tes
     assert tags == ["keyword:민박"]
 
     failed = await (await client.get("/api/v1/calls/2/transcript", headers={"X-Test-As": "crm"})).json()
+    assert_documented(failed)
     assert failed["job"]["state"] == "failed" and failed["transcript"] is None
     assert "not a valid WAV file" in failed["job"]["last_error"]
 
@@ -144,8 +155,12 @@ async def test_transcript_endpoint_roles_and_states(runtime: Runtime, client: Te
     async with runtime.engine.begin() as conn:
         await jobs.enqueue(conn, 5, "/r/5.wav")
     queued = await (await client.get(url, headers={"X-Test-As": "manager"})).json()
+    assert_documented(queued)
     assert queued["job"]["state"] == "queued" and queued["transcript"] is None
-    for missing in ("/api/v1/calls/999/transcript", "/api/v1/calls/abc/transcript"):
+    with pytest.raises(ValueError):  # the check can fail
+        assert_documented({"call_id": 5, "job": {"state": "lost"}, "transcript": None})
+    for missing in ("/api/v1/calls/999/transcript", "/api/v1/calls/abc/transcript",
+                    "/api/v1/calls/1234567890123456789012/transcript"):
         resp = await client.get(missing, headers={"X-Test-As": "manager"})
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
 

@@ -13,17 +13,17 @@ from recordings.transcription.store import load_transcript
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/v1/calls/{id}/transcript", get_transcript)
+    app.router.add_get(r"/api/v1/calls/{id:\d+}/transcript", get_transcript)
 
 
 async def get_transcript(request: web.Request) -> web.Response:
     from pbx_bridge.http.app import RUNTIME  # http.app imports this module to register it
 
     who = require(request, "manager", "crm", "operator")
-    try:
-        call_id = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such call") from None
+    text = request.match_info["id"]
+    if len(text) > 18:  # beyond any database integer
+        raise ApiError(404, "not_found", "no such call")
+    call_id = int(text)
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
         operator = (await conn.execute(sa.select(calls.c.operator).where(calls.c.id == call_id))).first()

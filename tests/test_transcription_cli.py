@@ -59,6 +59,10 @@ def test_transcribe_files_prints_the_dialog_without_a_database(traces: Path, tmp
     assert f"== {quiet} (2.0 s;" in result.stdout and "(no speech recognised)" in result.stdout
     assert result.stderr.strip() == "pbx-bridge: broken.wav: not a valid WAV file (not a WAVE file)"
 
+    progress = run_cli("transcribe", "--progress", "always", str(good))
+    assert progress.returncode == 0 and "transcribing: 100%" in progress.stderr
+    assert progress.stdout.startswith(f"== {good}")
+
     as_json = run_cli("transcribe", "--json", str(good))
     assert as_json.returncode == 0, as_json.stderr
     (item,) = json.loads(as_json.stdout)

@@ -31,7 +31,8 @@ def register(sub: Any) -> None:
     tr.add_argument("--all-missing", action="store_true",
                     help="queue every recorded call without a transcript")
     tr.add_argument("--json", action="store_true", help="print the transcripts as JSON")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                    help="progress bar on stderr (auto: on a terminal, for long work)")
     tr.set_defaults(handler=run_transcribe)
     wk = sub.add_parser("worker", help="run transcription workers only (jobs from the database)")
     wk.add_argument("--workers", type=int, metavar="N", help="processes (default transcription.workers)")
@@ -97,7 +98,8 @@ def _transcribe_files(settings: Settings, args: argparse.Namespace) -> int:
                 audio_seconds += wav.getnframes() / max(1, wav.getframerate())
         except Exception:  # noqa: S112 - a bad file is reported when it is transcribed
             continue
-    show = not args.no_progress and audio_seconds >= PROGRESS_MIN_AUDIO_SECONDS and sys.stderr.isatty()
+    show = args.progress == "always" or (
+        args.progress == "auto" and audio_seconds >= PROGRESS_MIN_AUDIO_SECONDS and sys.stderr.isatty())
     failures = 0
     outputs: list[dict[str, Any]] = []
     with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not show, file=sys.stderr,

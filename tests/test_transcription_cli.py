@@ -190,3 +190,59 @@ async def test_worker_command_runs_jobs_until_stopped(engine: AsyncEngine, db_ur
     err = err_bytes.decode()
     assert proc.returncode == 0, err
     assert "transcription workers running: 1" in err
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serve_with_a_bad_model_dir_stops_with_one_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}"
+    up = await asyncio.to_thread(run_cli, "db", "upgrade", PBX_BRIDGE_DATABASE__URL=url)
+    assert up.returncode == 0, up.stderr
+    result = await asyncio.to_thread(
+        run_cli, "serve", "--port", str(free_port()), timeout=60, PBX_BRIDGE_DATABASE__URL=url,
+        PBX_BRIDGE_TRANSCRIPTION__MODEL_DIR=str(tmp_path / "no-model"),
+        PBX_BRIDGE_SIMULATOR__ENABLED="false")
+    assert result.returncode == 1
+    assert last_line(result.stderr) == (
+        f"pbx-bridge: transcription: vosk model directory {tmp_path / 'no-model'} does not exist")
+
+
+@pytest.mark.vosk
+async def test_serve_runs_workers_in_process(engine: AsyncEngine, db_url: str, traces: Path,
+                                             tmp_path: Path) -> None:
+    import psutil
+
+    wav = two_sources_wav(traces, tmp_path / "call.wav", customer_offset=2.0)
+    await add_call(engine, 11, datetime.now(UTC))
+    async with engine.begin() as conn:
+        job_id = await jobs.enqueue(conn, 11, str(wav))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx_bridge", "serve", "--port", str(free_port()), cwd=ROOT,
+        env=cli_env(PBX_BRIDGE_DATABASE__URL=db_url, PBX_BRIDGE_TRANSCRIPTION__WORKERS="1",
+                    PBX_BRIDGE_SIMULATOR__ENABLED="false", PBX_BRIDGE_SERVER__DATA_DIR=str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        job = None
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                job = await jobs.get_job(conn, job_id)
+            if job is not None and job.state in ("done", "failed"):
+                break
+            await asyncio.sleep(0.2)
+        assert job is not None and job.state == "done", job
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        assert any("spawn_main" in " ".join(p.cmdline()) for p in helpers)  # the pool and its worker
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+    assert "transcription.workers.started processes=1" in err.decode()
+    await asyncio.sleep(1)
+    assert not [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

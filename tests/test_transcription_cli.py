@@ -20,6 +20,7 @@ from pbx_bridge.db.schema import calls
 from recordings.transcription import jobs
 from tests.test_transcription_search import CALLS
 from tests.transcription_audio import silence, two_sources_wav, write_wav
+from tests.transcription_recordings import recordings_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,19 +117,15 @@ async def test_queue_jobs_from_the_command_line(engine: AsyncEngine, db_url: str
 
 
 async def test_queue_selects_recorded_calls(engine: AsyncEngine, db_url: str, tmp_path: Path) -> None:
-    """--since / --all-missing over a recordings table shaped as the recordings feature declares
-    it (call_id, state, stored_path relative to the recordings directory); created here because
-    that feature lives in another branch."""
+    """--since / --all-missing over the recordings feature's table (call_id, state, stored_path
+    relative to the recordings directory): only playable recordings, none already queued."""
     for call_id, day in ((1, 1), (2, 5), (3, 9), (4, 7)):
         await add_call(engine, call_id, datetime(2026, 11, day, tzinfo=UTC))
     async with engine.begin() as conn:
-        await conn.execute(sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, call_id INTEGER, "
-                                   "state VARCHAR(16), stored_path VARCHAR(255))"))
-        await conn.execute(sa.text(
-            "INSERT INTO recordings VALUES (1, 1, 'ready', '/r/1.wav'), "
-            "(2, 2, 'truncated', '2026/11/05/2.wav'), (3, 3, 'ready', '/r/3.wav'), (4, 4, 'failed', NULL)"))
         await jobs.enqueue(conn, 3, "/r/3.wav")  # already queued: not "missing"
-    try:
+    rows = [(1, 1, "ready", "/r/1.wav"), (2, 2, "truncated", "2026/11/05/2.wav"), (3, 3, "ready", "/r/3.wav"),
+            (4, 4, "failed", None)]
+    async with recordings_rows(engine, rows):
         since = await asyncio.to_thread(run_cli, "transcribe", "--since", "2026-11-04",
                                         PBX_BRIDGE_DATABASE__URL=db_url,
                                         PBX_BRIDGE_SERVER__DATA_DIR=str(tmp_path))
@@ -137,13 +134,10 @@ async def test_queue_selects_recorded_calls(engine: AsyncEngine, db_url: str, tm
                                           PBX_BRIDGE_DATABASE__URL=db_url)
         assert missing.stdout == "queued 1 recording(s) for transcription\n", missing.stderr
         async with engine.connect() as conn:
-            rows = (await conn.execute(sa.text(
+            found = (await conn.execute(sa.text(
                 "SELECT call_id, wav_path FROM transcription_jobs ORDER BY id"))).all()
-        assert [tuple(r) for r in rows] == [
+        assert [tuple(r) for r in found] == [
             (3, "/r/3.wav"), (2, str(tmp_path / "recordings/2026/11/05/2.wav")), (1, "/r/1.wav")]
-    finally:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP TABLE recordings"))
 
 
 async def test_search_command(engine: AsyncEngine, db_url: str) -> None:

@@ -25,6 +25,7 @@ from pbx_bridge.transcription.openapi_doc import SCHEMAS
 from pbx_bridge.transcription.service import TranscriptionService, recording_path, start_transcription
 from recordings.transcription import jobs
 from tests.transcription_audio import two_sources_wav
+from tests.transcription_recordings import recordings_rows
 
 PRINCIPALS = {
     "manager": Principal("token", 1, "boss", "manager"),
@@ -178,17 +179,10 @@ async def test_enqueue_and_no_workers_when_not_in_process(runtime: Runtime) -> N
         assert job.wav_path == str((runtime.settings.data_path / "rec/8.wav").resolve())
         # As the recordings feature publishes it: no path; its recordings table has the file.
         await add_call(runtime, 9)
-        async with runtime.engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE recordings (id INTEGER PRIMARY KEY, call_id INTEGER, "
-                                       "state VARCHAR(16), stored_path VARCHAR(255))"))
-            await conn.execute(sa.text("INSERT INTO recordings VALUES (1, 9, 'ready', '2026/11/26/9.wav')"))
-        try:
+        async with recordings_rows(runtime.engine, [(1, 9, "ready", "2026/11/26/9.wav")]):
             runtime.bus.publish({"type": "recording.ready", "call_id": 9, "recording": {"id": 1}})
             job = await wait_for_job(runtime, 9)
             assert job.wav_path == str(runtime.settings.data_path / "recordings/2026/11/26/9.wav")
-        finally:
-            async with runtime.engine.begin() as conn:
-                await conn.execute(sa.text("DROP TABLE recordings"))
     finally:
         await service.stop()
 

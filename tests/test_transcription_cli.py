@@ -109,11 +109,15 @@ async def test_queue_jobs_from_the_command_line(engine: AsyncEngine, db_url: str
     async with engine.connect() as conn:
         job = await jobs.latest_job_for_call(conn, 5)
     assert job is not None and (job.state, job.wav_path) == ("queued", str(wav))
-    # Without the recordings feature's table there is nothing to select from: one clear line.
     missing = await asyncio.to_thread(run_cli, "transcribe", "--all-missing", PBX_BRIDGE_DATABASE__URL=db_url)
-    assert missing.returncode == 1
-    assert last_line(missing.stderr) == ("pbx-bridge: the database has no recordings table (with "
-                                         "call_id) yet; queue a file with --call ID --wav FILE")
+    async with engine.connect() as conn:
+        has_recordings = await conn.run_sync(lambda c: sa.inspect(c).has_table("recordings"))
+    if has_recordings:  # the recordings feature is merged in: its table is empty
+        assert (missing.returncode, missing.stdout) == (0, "queued 0 recording(s) for transcription\n")
+    else:  # nothing to select from: one clear line
+        assert missing.returncode == 1
+        assert last_line(missing.stderr) == ("pbx-bridge: the database has no recordings table (with "
+                                             "call_id) yet; queue a file with --call ID --wav FILE")
 
 
 async def test_queue_selects_recorded_calls(engine: AsyncEngine, db_url: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app import make_app
 from pbx_bridge.http.auth import Principal
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.http import transcript_enricher
 from pbx_bridge.transcription.openapi_doc import SCHEMAS
 from pbx_bridge.transcription.service import TranscriptionService, recording_path, start_transcription
 from recordings.transcription import jobs
@@ -33,6 +35,19 @@ PRINCIPALS = {
     "op101": Principal("user", 3, "Anna", "operator", "101"),
     "op102": Principal("user", 4, "Boris", "operator", "102"),
 }
+
+
+async def auth(runtime: Runtime, name: str) -> dict[str, str]:
+    """Headers authenticating as PRINCIPALS[name]: a real token of the API feature's token store
+    where it is merged in; before that, X-Test-As read by principal_from_header."""
+    try:
+        from pbx_bridge.auth.tokens import create_token
+    except ImportError:
+        return {"X-Test-As": name}
+    who = PRINCIPALS[name]
+    async with runtime.engine.begin() as conn:
+        _, token = await create_token(conn, name=name, role=who.role, extension=who.extension)
+    return {"Authorization": f"Bearer {token}"}
 
 
 @web.middleware
@@ -124,7 +139,7 @@ async def test_recording_ready_to_transcript_ready(runtime: Runtime, client: Tes
     assert ready["transcript"]["text"] and ready["transcript"]["job_id"] == 1
     assert "turns" not in ready["transcript"]
 
-    resp = await client.get("/api/v1/calls/1/transcript", headers={"X-Test-As": "manager"})
+    resp = await client.get("/api/v1/calls/1/transcript", headers=await auth(runtime, "manager"))
     assert resp.status == 200
     body = await resp.json()
     assert_documented(body)
@@ -136,9 +151,11 @@ async def test_recording_ready_to_transcript_ready(runtime: Runtime, client: Tes
     assert all({"word", "start", "end", "conf"} <= set(w) for t in transcript["turns"] for w in t["words"])
     async with runtime.engine.connect() as conn:
         tags = (await conn.execute(sa.select(calls.c.tags).where(calls.c.id == 1))).scalar()
+        part = (await transcript_enricher(conn, SimpleNamespace(id=1), {}))["transcript"]
     assert tags == ["keyword:민박"]
+    assert part["state"] == "done" and part["text"] == transcript["text"]
 
-    failed = await (await client.get("/api/v1/calls/2/transcript", headers={"X-Test-As": "crm"})).json()
+    failed = await (await client.get("/api/v1/calls/2/transcript", headers=await auth(runtime, "crm"))).json()
     assert_documented(failed)
     assert failed["job"]["state"] == "failed" and failed["transcript"] is None
     assert "not a valid WAV file" in failed["job"]["last_error"]
@@ -148,21 +165,30 @@ async def test_transcript_endpoint_roles_and_states(runtime: Runtime, client: Te
     await add_call(runtime, 5, operator="101")
     url = "/api/v1/calls/5/transcript"
     assert (await client.get(url)).status == 401
-    nothing = await client.get(url, headers={"X-Test-As": "op101"})
+    nothing = await client.get(url, headers=await auth(runtime, "op101"))
     assert nothing.status == 200
     assert await nothing.json() == {"call_id": 5, "job": None, "transcript": None}
-    other = await client.get(url, headers={"X-Test-As": "op102"})
+    other = await client.get(url, headers=await auth(runtime, "op102"))
     assert other.status == 403 and (await other.json())["error"]["code"] == "forbidden"
     async with runtime.engine.begin() as conn:
         await jobs.enqueue(conn, 5, "/r/5.wav")
-    queued = await (await client.get(url, headers={"X-Test-As": "manager"})).json()
+    queued = await (await client.get(url, headers=await auth(runtime, "manager"))).json()
     assert_documented(queued)
     assert queued["job"]["state"] == "queued" and queued["transcript"] is None
     with pytest.raises(ValueError):  # the check can fail
         assert_documented({"call_id": 5, "job": {"state": "lost"}, "transcript": None})
+    # The call detail's part, through the calls API's enricher extension point.
+    enrichers = runtime.services["call_enrichers"]
+    assert enrichers == [transcript_enricher]
+    async with runtime.engine.connect() as conn:
+        part = await transcript_enricher(conn, SimpleNamespace(id=5), {})
+        assert await transcript_enricher(conn, SimpleNamespace(id=6), {}) == {"transcript": None}
+        assert await transcript_enricher(conn, SimpleNamespace(id=None), {}) == {"transcript": None}
+    assert part["transcript"]["state"] == "queued" and part["transcript"]["text"] is None
+    assert part["transcript"]["url"] == "/api/v1/calls/5/transcript"
     for missing in ("/api/v1/calls/999/transcript", "/api/v1/calls/abc/transcript",
                     "/api/v1/calls/1234567890123456789012/transcript"):
-        resp = await client.get(missing, headers={"X-Test-As": "manager"})
+        resp = await client.get(missing, headers=await auth(runtime, "manager"))
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
 
 

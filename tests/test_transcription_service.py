@@ -187,7 +187,8 @@ async def test_transcript_endpoint_roles_and_states(runtime: Runtime, client: Te
     assert part["transcript"]["state"] == "queued" and part["transcript"]["text"] is None
     assert part["transcript"]["url"] == "/api/v1/calls/5/transcript"
     for missing in ("/api/v1/calls/999/transcript", "/api/v1/calls/abc/transcript",
-                    "/api/v1/calls/1234567890123456789012/transcript"):
+                    "/api/v1/calls/1234567890123456789012/transcript", "/api/v1/calls/0/transcript",
+                    "/api/v1/calls/2147483648/transcript", "/api/v1/calls/1096804233117785/transcript"):
         resp = await client.get(missing, headers=await auth(runtime, "manager"))
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
 

@@ -16,6 +16,7 @@ from pbx_bridge.http.errors import ApiError
 from recordings.transcription.jobs import latest_job_for_call
 from recordings.transcription.store import load_transcript
 
+MAX_CALL_ID = 2**31 - 1
 # runtime.services key of the calls API's detail enrichers (pbx_bridge.calls.enrich.SERVICE_KEY).
 ENRICHERS_KEY = "call_enrichers"
 
@@ -60,9 +61,10 @@ async def get_transcript(request: web.Request) -> web.Response:
 
     who = require(request, "manager", "crm", "operator")
     text = request.match_info["id"]
-    if len(text) > 18:  # beyond any database integer
+    # calls.id is a 32-bit INTEGER: PostgreSQL would refuse a larger parameter (a 500).
+    call_id = int(text) if len(text) <= 10 else MAX_CALL_ID + 1
+    if not 0 < call_id <= MAX_CALL_ID:
         raise ApiError(404, "not_found", "no such call")
-    call_id = int(text)
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
         operator = (await conn.execute(sa.select(calls.c.operator).where(calls.c.id == call_id))).first()

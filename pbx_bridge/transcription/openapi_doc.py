@@ -19,7 +19,8 @@ PATHS: dict[str, Any] = {
                    "operators their own calls)",
         "tags": ["transcription"],
         "parameters": [{"name": "id", "in": "path", "required": True,
-                        "schema": {"type": "integer", "minimum": 1}}],
+                        "schema": {"type": "integer", "minimum": 1,
+                                                   "maximum": 2**31 - 1}}],
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/CallTranscript"}}}},

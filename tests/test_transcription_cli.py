@@ -83,6 +83,10 @@ def test_transcribe_errors_are_one_line(tmp_path: Path) -> None:
     assert nothing.returncode == 1 and "nothing to transcribe" in nothing.stderr
     both = run_cli("transcribe", str(wav), "--all-missing")
     assert both.returncode == 1 and "not both" in both.stderr
+    for args in (["transcribe", "--call", "99999999999"], ["transcribe", "--call", "x"],
+                 ["search", "--limit", "-1", "a"], ["worker", "--workers", "0"]):
+        bad = run_cli(*args)
+        assert bad.returncode == 2 and "is not a" in bad.stderr  # argparse's usage error
     bad_since = run_cli("transcribe", "--since", "last tuesday")
     assert bad_since.returncode == 1 and "is not a date" in bad_since.stderr
     bad_worker_model = run_cli("worker", PBX_BRIDGE_TRANSCRIPTION__MODEL_DIR=str(tmp_path),

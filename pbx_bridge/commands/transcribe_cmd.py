@@ -22,11 +22,24 @@ from pbx_bridge.config import Settings
 PROGRESS_MIN_AUDIO_SECONDS = 30.0
 
 
+def _call_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a call id")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return int(text)
+
+
 def register(sub: Any) -> None:
     tr = sub.add_parser("transcribe", help="print the dialog of WAV files, or queue calls for transcription")
     tr.add_argument("files", nargs="*", metavar="FILE.wav", help="recordings to transcribe now (no database)")
     tr.add_argument("--since", metavar="DATE", help="queue calls started on or after DATE (ISO 8601, UTC)")
-    tr.add_argument("--call", type=int, action="append", metavar="ID", help="queue this call (repeatable)")
+    tr.add_argument("--call", type=_call_id, action="append", metavar="ID",
+                    help="queue this call (repeatable)")
     tr.add_argument("--wav", metavar="FILE", help="with one --call: the recording to use")
     tr.add_argument("--all-missing", action="store_true",
                     help="queue every recorded call without a transcript")
@@ -35,11 +48,12 @@ def register(sub: Any) -> None:
                     help="progress bar on stderr (auto: on a terminal, for long work)")
     tr.set_defaults(handler=run_transcribe)
     wk = sub.add_parser("worker", help="run transcription workers only (jobs from the database)")
-    wk.add_argument("--workers", type=int, metavar="N", help="processes (default transcription.workers)")
+    wk.add_argument("--workers", type=_positive, metavar="N",
+                    help="processes (default transcription.workers)")
     wk.set_defaults(handler=run_worker)
     se = sub.add_parser("search", help="find calls by what was said in them")
     se.add_argument("query", help='words, "a phrase", or, -exclude')
-    se.add_argument("--limit", type=int, default=20)
+    se.add_argument("--limit", type=_positive, default=20)
     se.set_defaults(handler=run_search)
 
 

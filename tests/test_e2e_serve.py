@@ -1,0 +1,70 @@
+"""`pbx-bridge serve` as a newcomer runs it (the README's `make run`): a fresh data directory,
+`db upgrade`, no [[pbx]] -> the built-in simulated PBX; calls appear, /healthz and /readyz answer,
+SIGTERM stops it promptly with exit code 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.e2e_support import cli_env, free_port, run_cli, start_serve
+
+
+async def test_serve_on_the_embedded_default(tmp_path: Path) -> None:
+    port = free_port()
+    # The shipped configuration file, as `make run` uses it; only ports and places differ.
+    env = cli_env(PBX_BRIDGE_SERVER__DATA_DIR=str(tmp_path / "var"),
+                  PBX_BRIDGE_SERVER__PORT=str(port),
+                  PBX_BRIDGE_SIMULATOR__PORT="0",
+                  PBX_BRIDGE_SIMULATOR__CALLS_PER_SECOND="1")
+    code, out, err = await run_cli("db", "upgrade", env=env)
+    assert code == 0, err
+    code, out, err = await run_cli("tokens", "create", "--role", "manager", "--name", "probe", env=env)
+    assert code == 0, err
+    token = out.strip().splitlines()[-1]
+    log = tmp_path / "serve.log"
+    proc = await start_serve(env, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        calls: list[dict[str, object]] = []
+        async with aiohttp.ClientSession() as http:
+            ready = healthy = 0
+            while time.monotonic() < deadline and not (calls and ready == healthy == 200):
+                await asyncio.sleep(0.5)
+                assert proc.returncode is None, log.read_text()
+                try:
+                    async with http.get(f"{base}/healthz") as r:
+                        healthy = r.status
+                    async with http.get(f"{base}/readyz",
+                                        headers={"Authorization": f"Bearer {token}"}) as r:
+                        ready = r.status
+                        body = await r.json()
+                except aiohttp.ClientConnectionError:
+                    continue
+                code, out, err = await run_cli("calls", "list", "--json", env=env)
+                assert code == 0, err
+                calls = json.loads(out)
+            assert healthy == 200 and ready == 200, (healthy, ready, log.read_text()[-3000:])
+            assert body["checks"] == {"database": "ok", "pbx:simulator": "ok"}
+            assert calls, log.read_text()[-3000:]
+            assert all(c["pbx"] == "simulator" for c in calls)
+            # Traffic from the configured operators, recorded as the README's shape.
+            assert {"id", "linkedid", "direction", "status", "operators_rung"} <= set(calls[0])
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 0, log.read_text()[-3000:]
+        assert time.monotonic() - started < 5
+        text = log.read_text()
+        assert "Traceback" not in text, text[-3000:]
+        assert "shutdown" in text and "stopped" in text
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -56,6 +56,12 @@ async def test_serve_on_the_embedded_default(tmp_path: Path) -> None:
             assert all(c["pbx"] == "simulator" for c in calls)
             # Traffic from the configured operators, recorded as the README's shape.
             assert {"id", "linkedid", "direction", "status", "operators_rung"} <= set(calls[0])
+            # Live events: the notifier's call messages reach a WebSocket client.
+            auth = {"Authorization": f"Bearer {token}"}
+            async with http.ws_connect(f"{base}/api/v1/events", headers=auth) as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "ready"
+                message = await ws.receive_json(timeout=10)
+                assert message["type"].startswith("call."), message
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 10)

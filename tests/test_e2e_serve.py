@@ -74,3 +74,24 @@ async def test_serve_on_the_embedded_default(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The simulator's or the HTTP port taken by something else: one clear line, no traceback,
+    and nothing left running."""
+    import socket
+
+    env = cli_env(PBX_BRIDGE_SERVER__DATA_DIR=str(tmp_path / "var"))
+    code, _out, err = await run_cli("db", "upgrade", env=env)
+    assert code == 0, err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for key, other in (("PBX_BRIDGE_SIMULATOR__PORT", "PBX_BRIDGE_SERVER__PORT"),
+                           ("PBX_BRIDGE_SERVER__PORT", "PBX_BRIDGE_SIMULATOR__PORT")):
+            free = str(free_port())
+            code, _out, err = await run_cli("serve", env={**env, key: port, other: free}, timeout=30)
+            lines = [line for line in err.splitlines() if line.startswith("pbx-bridge:")]
+            assert code == 1 and "Traceback" not in err, err
+            assert len(lines) == 1 and "address already in use" in lines[0] and port in lines[0]

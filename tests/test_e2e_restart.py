@@ -121,7 +121,7 @@ async def test_killed_mid_call_that_ends_while_down_is_closed_once(
             assert rec.ended_during_outage and rec.status == "answered"
             assert rec.ended_at is not None and rec.answered_at == before.answered_at
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)  # Ctrl-C under `make run`: the same clean stop
             assert await asyncio.wait_for(proc.wait(), 15) == 0, log.read_text()[-3000:]
 
 

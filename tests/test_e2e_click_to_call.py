@@ -111,6 +111,11 @@ async def test_operator_does_not_answer(settings: Settings, engine: AsyncEngine)
         sim = bridge.simulator
         assert sim is not None
         await wait_until(lambda: sim.live_channels() == [], 10, "every channel hung up")
+
+        async def records_final() -> bool:
+            return all(c.ended_at is not None for c in await all_calls(engine))
+
+        await wait_until(records_final, 10, "the pipeline saw the last Hangup")
         # Whatever the pipeline recorded of it, it is no answered customer call.
         for rec in await all_calls(engine):
             assert rec.status != "answered" and rec.ended_at is not None

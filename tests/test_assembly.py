@@ -5,7 +5,9 @@ only when no [[pbx]] is configured."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -128,3 +130,19 @@ async def test_serve_in_process_readiness_follows_the_connection(settings: Setti
         await asyncio.wait_for(task, 15)
     assert bridge.runtime.pbx["simulator"].state == "stopped"
     assert bridge.consumer is not None and bridge.consumer.queue.empty()
+
+
+async def test_without_any_pbx_it_still_serves_and_says_why(settings: Settings, engine: AsyncEngine,
+                                                            caplog: Any) -> None:
+    settings.server.port = 0
+    settings.simulator.enabled = False
+    stop = asyncio.Event()
+    started: asyncio.Future[Bridge] = asyncio.get_running_loop().create_future()
+    with caplog.at_level(logging.INFO):
+        task = asyncio.create_task(serve(settings, stop, started))
+        bridge = await asyncio.wait_for(started, 20)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+    assert bridge.simulator is None and bridge.runtime.pbx == {}
+    text = caplog.text
+    assert "serve.no_pbx" in text and "serve.ready" in text

@@ -451,7 +451,7 @@ async def test_originate_customer_busy(sim: AmiSimulator) -> None:
 
 async def test_originate_operator_does_not_answer(sim: AmiSimulator) -> None:
     sim.settings.speed = 10
-    sim.settings.originate_outcome = "operator_noanswer"
+    sim.settings.originate_outcome = "operator_no_answer"
     started = time.monotonic()
     events = await _originate_and_collect(sim, {
         "Channel": "Local/101@op-phone/n", "Context": "from-internal", "Exten": "89031234567",

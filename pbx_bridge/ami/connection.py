@@ -92,6 +92,7 @@ class PbxConnection:
         self._up = False  # ConnectionUp delivered and no ConnectionLost since
         self._stopping = False
         self._overflow: deque[QueueItem] = deque()
+        self._read_pauses = 0  # times reading was paused because the queue was full
         self._drainer: asyncio.Task[None] | None = None
 
     # -- ProtocolSink ----------------------------------------------------------------------
@@ -232,6 +233,7 @@ class PbxConnection:
         self._overflow.append(item)
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
+            self._read_pauses += 1
             protocol.transport.pause_reading()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
@@ -361,9 +363,14 @@ class PbxConnection:
             done, _ = await asyncio.wait({lost}, timeout=interval)
             if done:
                 raise SessionLost(f"connection lost: {lost.result()}")
+            pauses = self._read_pauses
             try:
                 await self._request({"Action": "Ping"}, timeout)
             except ActionTimeout:
+                if self._overflow or self._read_pauses != pauses:
+                    # We stopped reading ourselves (the pipeline is behind): the answer is
+                    # waiting unread behind the backlog; the PBX is not what went quiet.
+                    continue
                 # Half-open connection (pitfall 6): nobody answers, TCP may never notice.
                 log_event(log, logging.WARNING, "ami.ping_timeout", pbx=self.pbx_name,
                           seconds=timeout)

@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
@@ -61,7 +60,7 @@ MAX_CALLS_IN_PROGRESS = 2000
 _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
-OriginateOutcome = Literal["answer", "operator_noanswer", "customer_busy"]
+OriginateOutcome = Literal["answer", "operator_no_answer", "customer_busy"]
 DEFAULT_ORIGINATE_TIMEOUT = 30.0  # Asterisk's, when the Originate has no Timeout
 
 
@@ -125,9 +124,12 @@ class SimulatorSettings:
     seed: int | None = None
     speed: float = 1.0  # how fast generated and originated calls play (2 = twice as fast)
     uptime_at_start: int = 100
-    # What happens to the next Originate: answered (click_to_call.ami), the operator's phone
-    # rings out, or the operator answers and the customer's line is busy (see outcomes.py).
+    # What happens to an Originate: answered (click_to_call.ami), the operator's phone rings out,
+    # or the operator answers and the customer's line is busy (see outcomes.py) ...
     originate_outcome: OriginateOutcome = "answer"
+    # ... or per operator extension or dialled number (Exten), e.g.
+    # {"105": "operator_no_answer", "84951234567": "customer_busy"}.
+    originate_outcomes: dict[str, OriginateOutcome] = field(default_factory=dict)
 
 
 class AmiSimulator:
@@ -205,6 +207,15 @@ class AmiSimulator:
             folder = self.settings.traces_dir or DATA_DIR
             self._templates[name] = build_template(Path(folder) / f"{name}.ami", name)
         return self._templates[name]
+
+    def originate_template(self, outcome: OriginateOutcome) -> CallTemplate:
+        if outcome == "answer":
+            return self.template(CLICK_TO_CALL_TRACE)
+        key = f"{CLICK_TO_CALL_TRACE}:{outcome}"
+        if key not in self._templates:
+            path = Path(self.settings.traces_dir or DATA_DIR) / f"{CLICK_TO_CALL_TRACE}.ami"
+            self._templates[key] = build_template(path, key, originate_variant(read_trace(path), outcome))
+        return self._templates[key]
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -400,7 +411,10 @@ class AmiSimulator:
             ring = float(action.get("Timeout") or 0) / 1000 or DEFAULT_ORIGINATE_TIMEOUT
         except ValueError:
             ring = DEFAULT_ORIGINATE_TIMEOUT
-        call = self.add_call(self.originate_template(self.settings.originate_outcome, ring), values)
+        outcomes = self.settings.originate_outcomes
+        outcome = (outcomes.get(found.group(1)) or outcomes.get(exten or "")
+                   or self.settings.originate_outcome)
+        call = self.add_call(self.originate_template(outcome, ring), values)
         call.values.update(requested_channel=channel, requested_exten=exten,
                            requested_context=action.get("Context"))
 
@@ -413,7 +427,7 @@ class AmiSimulator:
                 frames = c2c
             elif outcome == "customer_busy":
                 frames = customer_busy(c2c, broadcast_events(read_trace(folder / "inbound_busy.ami")))
-            else:
+            else:  # operator_no_answer
                 frames = operator_noanswer(
                     c2c, broadcast_events(read_trace(folder / "inbound_noanswer.ami")), ring_seconds)
             template = build_template_from_frames(frames, key)

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
@@ -207,15 +208,6 @@ class AmiSimulator:
             folder = self.settings.traces_dir or DATA_DIR
             self._templates[name] = build_template(Path(folder) / f"{name}.ami", name)
         return self._templates[name]
-
-    def originate_template(self, outcome: OriginateOutcome) -> CallTemplate:
-        if outcome == "answer":
-            return self.template(CLICK_TO_CALL_TRACE)
-        key = f"{CLICK_TO_CALL_TRACE}:{outcome}"
-        if key not in self._templates:
-            path = Path(self.settings.traces_dir or DATA_DIR) / f"{CLICK_TO_CALL_TRACE}.ami"
-            self._templates[key] = build_template(path, key, originate_variant(read_trace(path), outcome))
-        return self._templates[key]
 
     # -- test controls ---------------------------------------------------------------------
 

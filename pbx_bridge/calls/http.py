@@ -10,13 +10,16 @@ from aiohttp import web
 from crm_sync.phones import normalize
 from pbx_bridge.calls.enrich import PLACEHOLDERS, enrichers
 from pbx_bridge.calls.query import BadCursor, CallFilter, get_call, leg_dict, list_calls, took_part
+from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.http.params import path_id, query_bool, query_choice, query_int, query_time
+from recordings.transcription.search import SearchHit, SearchQueryError, search_call_ids
 
 log = logging.getLogger("pbx_bridge.calls.http")
 
+SEARCH_LIMIT = 1000
 DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
 STATUSES = ("answered", "no_answer", "busy", "abandoned", "failed", "live")
 
@@ -56,12 +59,31 @@ async def list_handler(request: web.Request) -> web.Response:
         visible_to=who.extension if who.role == "operator" else None,
     )
     limit = query_int(request, "limit", api.default_page_size, 1, api.max_page_size)
+    q = request.query.get("q", "").strip()
+    if len(q) > 500:
+        raise ApiError(422, "invalid_parameter", "'q' is longer than 500 characters")
+    matches: dict[int, SearchHit] = {}
     try:
         async with runtime.engine.connect() as conn:
+            if q:
+                # Transcript search narrows the journal to the calls that match (the best
+                # SEARCH_LIMIT of them), still in the journal's own order and pages.
+                hits = await search_call_ids(conn, q, limit=SEARCH_LIMIT)
+                matches = {hit.call_id: hit for hit in hits}
+                f.extra.append(calls.c.id.in_(list(matches)))
             records, next_cursor = await list_calls(conn, f, limit, request.query.get("cursor") or None)
     except BadCursor as exc:
         raise ApiError(422, "invalid_parameter", str(exc)) from None
-    return web.json_response({"items": [r.to_dict() for r in records], "next_cursor": next_cursor})
+    except SearchQueryError as exc:
+        raise ApiError(400, "invalid_search", str(exc)) from None
+    items = []
+    for record in records:
+        item = record.to_dict()
+        hit = matches.get(record.id or 0)
+        if hit is not None:
+            item["match"] = {"snippet": hit.snippet, "speaker": hit.speaker, "offset": hit.offset}
+        items.append(item)
+    return web.json_response({"items": items, "next_cursor": next_cursor})
 
 
 async def detail_handler(request: web.Request) -> web.Response:

@@ -1,7 +1,6 @@
 """The routing endpoint the dialplan calls with CURL(), over real HTTP.
 
-The API feature's token middleware is not merged yet, so a small test middleware turns a fixed
-bearer token into a Principal (as that middleware will) — the handler's own role check is real.
+Real API tokens (pbx_bridge.auth.tokens) through the real token middleware.
 """
 
 from __future__ import annotations
@@ -18,41 +17,35 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_sync import cards
 from crm_sync.cards import CardInput
 from crm_sync.matching import MatchSettings
+from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
-from pbx_bridge.http.auth import Principal
 from pbx_bridge.runtime import Runtime
 from tests.crm_trace_records import replay, trace_records
 
-TOKENS = {
-    "crm-token": Principal(kind="token", id=1, name="crm", role="crm"),
-    "op-token": Principal(kind="token", id=2, name="op", role="operator", extension="101"),
-    "admin-token": Principal(kind="token", id=3, name="admin", role="admin"),
-}
+# Name -> (role, extension) of the real tokens each test creates.
+ROLES = {"crm-token": ("crm", None), "op-token": ("operator", "101"), "admin-token": ("admin", None)}
 
 
-@web.middleware
-async def bearer_for_tests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and auth[7:] in TOKENS:
-        request["principal"] = TOKENS[auth[7:]]
-    return await handler(request)
+@pytest.fixture
+async def tokens(engine: AsyncEngine) -> dict[str, str]:
+    made = {}
+    async with engine.begin() as conn:
+        for name, (role, extension) in ROLES.items():
+            _, made[name] = await create_token(conn, name=name, role=role, extension=extension)
+    return made
 
 
 def app_for(engine: AsyncEngine, settings: Settings) -> web.Application:
-    app = make_app(Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine)))
-    app.middlewares.append(bearer_for_tests)
-    return app
+    return make_app(Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine)))
 
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
 
 async def test_routing_answers_responsible_operator(
-    engine: AsyncEngine, settings: Settings, aiohttp_client: AiohttpClient
+    engine: AsyncEngine, settings: Settings, aiohttp_client: AiohttpClient, tokens: dict[str, str]
 ) -> None:
     async with engine.begin() as conn:
         await cards.create_card(
@@ -65,7 +58,7 @@ async def test_routing_answers_responsible_operator(
             conn, CardInput(name="No manager", phones=["+79161234567"]), MatchSettings(), datetime.now(UTC)
         )
     client = await aiohttp_client(app_for(engine, settings))
-    crm = {"Authorization": "Bearer crm-token"}
+    crm = {"Authorization": f"Bearer {tokens['crm-token']}"}
 
     async def ask(number: str, headers: dict[str, str] = crm) -> tuple[int, str, str]:
         resp = await client.get("/api/v1/routing/responsible", params={"number": number}, headers=headers)
@@ -78,13 +71,14 @@ async def test_routing_answers_responsible_operator(
     assert await ask("+79161234567") == (200, "text/plain", "")  # card without a manager
     assert await ask("+74950000000") == (200, "text/plain", "")  # unknown caller
     assert await ask("101") == (200, "text/plain", "")  # an extension never matches
-    assert await ask("74957654321", {"Authorization": "Bearer admin-token"}) == (200, "text/plain", "102")
+    admin = {"Authorization": f"Bearer {tokens['admin-token']}"}
+    assert await ask("74957654321", admin) == (200, "text/plain", "102")
 
     status, ctype, body = await ask("74957654321", {})
     assert (status, ctype) == (401, "application/json") and '"unauthorized"' in body
     status, _, body = await ask("74957654321", {"Authorization": "Bearer wrong"})
     assert status == 401
-    status, _, body = await ask("74957654321", {"Authorization": "Bearer op-token"})
+    status, _, body = await ask("74957654321", {"Authorization": f"Bearer {tokens['op-token']}"})
     assert status == 403 and '"forbidden"' in body
     status, _, body = await ask("")
     assert status == 422 and "number" in body
@@ -94,7 +88,8 @@ async def test_routing_answers_responsible_operator(
 
 @pytest.mark.parametrize("trace", ["inbound_answered", "queue_ringall_answered"])
 async def test_routing_after_the_first_call_created_the_card(
-    engine: AsyncEngine, settings: Settings, aiohttp_client: AiohttpClient, trace: str
+    engine: AsyncEngine, settings: Settings, aiohttp_client: AiohttpClient, trace: str,
+    tokens: dict[str, str],
 ) -> None:
     """A caller's first call makes their card with the operator who answered as the responsible
     one; on the next call the dialplan is told to ring that operator."""
@@ -107,6 +102,6 @@ async def test_routing_after_the_first_call_created_the_card(
     resp = await client.get(
         "/api/v1/routing/responsible",
         params={"number": record.customer_number.lstrip("+")},
-        headers={"Authorization": "Bearer crm-token"},
+        headers={"Authorization": f"Bearer {tokens['crm-token']}"},
     )
     assert resp.status == 200 and await resp.text() == record.operator

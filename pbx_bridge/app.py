@@ -18,6 +18,7 @@ from pbx_bridge.http.app import make_app
 from pbx_bridge.log import event
 from pbx_bridge.recording.install import install as install_recordings
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.service import start_transcription
 
 log = logging.getLogger("pbx_bridge.app")
 
@@ -35,6 +36,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         crm = CrmServices(runtime)
         await crm.start()
         recordings = install_recordings(runtime)  # pipeline stage: RecordingHook(recordings)
+        transcription = await start_transcription(runtime)
         app = make_app(runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -53,3 +55,4 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await recordings.stop()
             await runner.cleanup()
             await crm.stop()
+            await transcription.stop()

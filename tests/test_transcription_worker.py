@@ -101,6 +101,20 @@ async def test_worker_killed_mid_job_the_job_completes_exactly_once(
     assert stored is not None and {t.speaker for t in stored.turns} == {"operator", "customer"}
 
 
+async def test_heartbeats_keep_a_long_job_with_its_worker(
+        engine: AsyncEngine, db_url: str, traces: Path, tmp_path: Path,
+        pool_factory: list[WorkerPool]) -> None:
+    """A job that takes several times the lease is not taken over while its worker is alive."""
+    job_id = await enqueue(engine, 45, long_call_wav(traces, tmp_path / "long.wav", repeats=2))
+    start_pool(pool_factory, options(db_url, lease_seconds=1.0), 2)
+    first = await wait_for(engine, job_id, ("running",))
+    done = await wait_for(engine, job_id, ("done", "failed"))
+    assert done.state == "done"
+    assert done.attempts == 1  # never re-claimed
+    assert first.started_at is not None and done.finished_at is not None
+    assert (done.finished_at - first.started_at).total_seconds() > 3 * 1.0  # outlived the lease
+
+
 async def test_worker_frozen_past_its_lease_cannot_complete_a_second_time(
         engine: AsyncEngine, db_url: str, traces: Path, tmp_path: Path,
         pool_factory: list[WorkerPool]) -> None:

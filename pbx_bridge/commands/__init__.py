@@ -8,6 +8,7 @@ from pbx_bridge.commands import recordings_cmd
 from pbx_bridge.commands import serve_cmd
 from pbx_bridge.commands import simulate_cmd
 from pbx_bridge.commands import tokens_cmd
+from pbx_bridge.commands import transcribe_cmd
 from pbx_bridge.commands import users_cmd
 
 COMMAND_MODULES = [
@@ -20,4 +21,5 @@ COMMAND_MODULES = [
     simulate_cmd,
     tokens_cmd,
     users_cmd,
+    transcribe_cmd,
 ]

@@ -87,11 +87,16 @@ async def enqueue(conn: AsyncConnection, call_id: int, wav_path: str, *,
 async def reap_exhausted(engine: AsyncEngine, max_attempts: int, *, now: datetime | None = None) -> int:
     """Jobs whose worker died (lease expired) on their last allowed attempt become failed."""
     now = _now(now)
+    exhausted = sa.and_(jobs.c.state == "running", jobs.c.lease_expires_at < now,
+                        jobs.c.attempts >= max_attempts)
+    # Read first: idle workers poll, and a write per poll would contend for SQLite's one writer.
+    async with engine.connect() as conn:
+        if (await conn.execute(sa.select(jobs.c.id).where(exhausted).limit(1))).first() is None:
+            return 0
     async with engine.begin() as conn:
         result = await conn.execute(
             sa.update(jobs)
-            .where(jobs.c.state == "running", jobs.c.lease_expires_at < now,
-                   jobs.c.attempts >= max_attempts)
+            .where(exhausted)
             .values(state="failed", finished_at=now, updated_at=now, lease_owner=None,
                     lease_expires_at=None,
                     last_error=sa.func.coalesce(jobs.c.last_error + "; ", "")
@@ -122,6 +127,9 @@ async def claim(engine: AsyncEngine, owner: str, lease_seconds: float, *,
                 attempts=jobs.c.attempts + 1, started_at=now, updated_at=now)
         .returning(*jobs.c)
     )
+    async with engine.connect() as conn:  # read first, as in reap_exhausted
+        if (await conn.execute(sa.select(jobs.c.id).where(runnable).limit(1))).first() is None:
+            return None
     async with engine.begin() as conn:
         row = (await conn.execute(statement)).first()
     return _job(row) if row is not None else None

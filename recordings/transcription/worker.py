@@ -298,6 +298,7 @@ class WorkerPool:
         pool = spawn.Process(target=_pool_main, args=(self.options, self.processes, send),
                              name="transcription-pool")
         pool.start()
+        self._pool = pool  # from now on stop() can end it, even while we wait here
         send.close()
         try:
             if not receive.poll(timeout):
@@ -306,15 +307,16 @@ class WorkerPool:
         except EOFError:
             kind, detail = "error", f"the transcription pool process exited (code {pool.exitcode})"
         except ModelError:
+            self._pool = None
             pool.kill()
             pool.join()
             raise
         finally:
             receive.close()
         if kind != "ready":
+            self._pool = None
             pool.join(timeout=10)
             raise ModelError(str(detail))
-        self._pool = pool
 
     def alive(self) -> bool:
         return self._pool is not None and self._pool.is_alive()

@@ -156,13 +156,21 @@
   window.addEventListener("pbx:event", (e) => {
     const ev = e.detail;
     const about = ev.raw && String(ev.raw.call_id ?? (ev.call && ev.call.id)) === String(id);
-    if (ev.type === "transcript.ready" && about) loadTranscript().catch(showError);
+    if (ev.type === "transcript.ready" && about) loadTranscript().catch(transcriptRefused);
     if (ev.type === "recording.ready" && about) {
       player.hidden = false; document.getElementById("no-recording").hidden = true;
       player.src = api.recordingUrl(id) + "?v=" + Date.now();
     }
   });
 
+  /* The API decides who may read a transcript (operators: the calls they took); a refusal is
+     said in the transcript's place, not as an error. */
+  function transcriptRefused(e) {
+    if (e.status !== 403) { showError(e); return; }
+    document.getElementById("no-transcript").hidden = true;
+    document.getElementById("transcript").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+  }
+
   loadCall().catch(showError);
-  loadTranscript().catch(showError);
+  loadTranscript().catch(transcriptRefused);
 })();

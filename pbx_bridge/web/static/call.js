@@ -62,7 +62,7 @@
     box.replaceChildren(h("h3", {}, h("a", { href: "/ui/clients/" + card.id }, card.name || T("client.unnamed"))),
       h("dl", { class: "facts" },
         card.company ? fact(T("client.company"), card.company) : null,
-        fact(T("client.phones"), h("span", {}, ...card.phones.map(p => UI.phone(p.number, card.id)))),
+        fact(T("client.phones"), h("span", {}, ...card.phones.flatMap((p, i) => [i ? ", " : "", UI.phone(p.number, card.id)]))),
         fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—"),
         card.notes ? fact(T("client.notes"), card.notes) : null));
   }

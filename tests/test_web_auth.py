@@ -344,7 +344,7 @@ def test_catalogs_complete_and_cover_every_string_used() -> None:
                            "direction": ("inbound", "outbound", "internal", "unknown"),
                            "status": ("answered", "no_answer", "busy", "abandoned", "failed"),
                            "speaker": ("operator", "customer"), "month.short": map(str, range(1, 13)),
-                           "reports.group": ("day", "operator", "did"),
+                           "reports.group": ("day", "operator", "source"),
                            "reports.direction": ("all", "inbound", "outbound")}.items():
         for value in values:
             assert f"{prefix}.{value}" in catalogs["ru"], f"{prefix}.{value}"

@@ -29,7 +29,7 @@ from pbx_bridge.reports import http as reports_http
 from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.transcription import http as transcription_http
-from pbx_bridge.transcription import openapi_doc as transcription_openapi
+from pbx_bridge.transcription import openapi_doc as transcription_schemas
 from pbx_bridge.web.routes import setup as setup_web_ui
 
 __all__ = ["RUNTIME", "make_app"]
@@ -45,8 +45,8 @@ FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
     (routing_http.setup, None),
     (recording_http.setup, Fragment(paths=recording_schemas.OPENAPI_PATHS,
                                     schemas=recording_schemas.OPENAPI_SCHEMAS)),
-    (transcription_http.setup, Fragment(paths=transcription_openapi.PATHS,
-                                        schemas=transcription_openapi.SCHEMAS)),
+    (transcription_http.setup, Fragment(paths=transcription_schemas.PATHS,
+                                        schemas=transcription_schemas.SCHEMAS)),
 ]
 
 

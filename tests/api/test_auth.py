@@ -47,7 +47,7 @@ ENDPOINTS: list[tuple[str, str, str, set[str]]] = [
     ("POST", "/api/v1/calls/{id}/recording/link", "/api/v1/calls/1/recording/link",
      {"admin", "crm", "operator", "manager"}),
     ("POST", "/api/v1/calls/{id}/legal-hold", "/api/v1/calls/1/legal-hold", {"admin", "manager"}),
-    # The transcription feature's endpoint (issue 7).
+    # Transcription (issue 7).
     ("GET", "/api/v1/calls/{id}/transcript", "/api/v1/calls/1/transcript",
      {"admin", "crm", "operator", "manager"}),
 ]

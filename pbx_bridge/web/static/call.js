@@ -44,7 +44,7 @@
       if (!t.label || seen.has(t.label)) continue;  // one chip per word, the first kind given
       seen.add(t.label);
       const el = h(t.start !== null ? "button" : "span", { type: t.start !== null ? "button" : null, class: "tag " + (t.kind ? "tag-" + t.kind : ""),
-        dataset: { label: t.label }, title: t.kind ? T("tag." + t.kind) : null }, t.label, t.start !== null ? " · " + fmt.duration(t.start) : "");
+        dataset: { label: t.label }, title: t.kind ? T("tag." + t.kind) : null }, t.label, t.start !== null ? " · " + fmt.duration(Math.floor(t.start)) : "");
       if (t.start !== null) el.addEventListener("click", () => seek(Number(t.start)));
       box.append(el);
     }

@@ -63,7 +63,7 @@
       const extra = sn ? h("tr", { class: "snippet" }, h("td", { colspan: 8 },
         h("a", { href: "/ui/calls/" + c.id + (sn.offset !== null ? "#t=" + sn.offset : "") },
           sn.speaker ? T("speaker." + sn.speaker) + ": " : "", ...marked(sn.text)),
-        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(sn.offset) }) : "")) : null;
+        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(Math.floor(sn.offset)) })  /* a position: as players show it */ : "")) : null;
       return extra ? [tr, extra] : [tr];
     }));
     document.getElementById("journal-empty").hidden = rows.length > 0;

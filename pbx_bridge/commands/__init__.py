@@ -20,6 +20,6 @@ COMMAND_MODULES = [
     recordings_cmd,
     simulate_cmd,
     tokens_cmd,
-    users_cmd,
     transcribe_cmd,
+    users_cmd,
 ]

@@ -230,8 +230,6 @@ class WebConfig:
     default_language: Literal["ru", "en"] = "ru"
     # Time zone of the report's days.
     report_timezone: str = "UTC"
-    # Names of the DIDs (ad channels) in reports: "+74951110000" = "Yandex Direct".
-    did_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

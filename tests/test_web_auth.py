@@ -344,7 +344,7 @@ def test_catalogs_complete_and_cover_every_string_used() -> None:
                            "direction": ("inbound", "outbound", "internal", "unknown"),
                            "status": ("answered", "no_answer", "busy", "abandoned", "failed"),
                            "speaker": ("operator", "customer"), "month.short": map(str, range(1, 13)),
-                           "reports.group": ("day", "operator", "did"),
+                           "reports.group": ("day", "operator", "source"),
                            "reports.direction": ("all", "inbound", "outbound")}.items():
         for value in values:
             assert f"{prefix}.{value}" in catalogs["ru"], f"{prefix}.{value}"
@@ -365,7 +365,8 @@ def test_principal_shape() -> None:
     ('[web]\ncookie_secure = "sometimes"\n', "'web.cookie_secure' must be one of"),
     ("[web]\nsession_hours = 0\n", "must be positive"),
     ('[web]\ndefault_language = "de"\n', "'web.default_language' must be one of"),
-    ("[web]\ndid_labels = [1]\n", "'web.did_labels' must be a table"),
+    # Ad channel names come from crm.did_sources only.
+    ('[web.did_labels]\n"+74951110000" = "x"\n', "unknown key 'web.did_labels'"),
     ("[web]\nsession_minutes = 5\n", "unknown key 'web.session_minutes'"),
 ])
 def test_web_config_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -381,9 +382,7 @@ def test_web_config_from_file_and_environment(tmp_path: Path) -> None:
     from pbx_bridge.config import load_settings
 
     path = tmp_path / "c.toml"
-    path.write_text('[web]\nreport_timezone = "Europe/Moscow"\n'
-                    '[web.did_labels]\n"+74951110000" = "Яндекс Директ"\n')
+    path.write_text('[web]\nreport_timezone = "Europe/Moscow"\n')
     settings = load_settings(path, environ={"PBX_BRIDGE_WEB__COOKIE_SECURE": "always"})
     assert settings.web.report_timezone == "Europe/Moscow"
-    assert settings.web.did_labels == {"+74951110000": "Яндекс Директ"}
     assert settings.web.cookie_secure == "always"

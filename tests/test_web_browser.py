@@ -1,21 +1,24 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright against the real aiohttp
-server on a free port with a real SQLite database.
+server on a free port, with the real API, a real SQLite database and the real features behind it.
 
-The JSON API the pages read (issues 5, 6, 7) was not merged when this was written: the routes the
-application lacks come from tests/web_api_standin.py (calls from the real calls table; clients,
-tasks, recordings and transcripts from fixture data). The screen pop is published on the real
-runtime.bus the way the notifier hook does. Screenshots go to artifacts/screenshots/.
+Seeding goes through the features' own code: people through pbx_bridge.web.users, client cards,
+the timeline and call-back tasks through crm_sync, the recording through the recordings catalog
+with a WAV converted from a real PBX recording, the transcript through the transcription store
+(its analytics from recordings.transcription.analytics). The screen pop comes from the real call
+pipeline: AMI trace events -> CallConsumer (CallTracker) -> CRM hook -> notifier -> runtime.bus ->
+WebSocket. Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import time
-import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,13 +30,27 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from crm_sync import cards, tasks, timeline
+from crm_sync.contacts import CallFacts
+from pbx_bridge.ami.events import AmiEvent, QueueItem
+from pbx_bridge.calls.consumer import CallConsumer
+from pbx_bridge.clients.hook import CrmHook
+from pbx_bridge.clients.options import match_settings
 from pbx_bridge.config import Settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
 from pbx_bridge.http.app import make_app
+from pbx_bridge.recording.service import SERVICE_NAME, RecordingService
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.web import users as store
-from tests.web_api_standin import StandinData, card, install
+from recordings import catalog, convert
+from recordings.mixmonitor import Segment
+from recordings.transcription.analytics import TermLists, analyse
+from recordings.transcription.dialog import build_turns, plain_text
+from recordings.transcription.pipeline import TranscriptResult
+from recordings.transcription.recognize import STEREO_SPEAKERS, Word
+from recordings.transcription.store import save_transcript
+from tests.tracker_support import load_items, settings_for
 from tests.web_seed import insert_call
 
 pytestmark = pytest.mark.browser
@@ -48,35 +65,82 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 CHROMIUM_PRESENT = os.path.exists(CHROMIUM)
 RAW = "519141ac-8349-46c7-8bc2-db8cbc411c84.raw"
 
-WORDS = {  # the transcript's dialog: (speaker, [(word, start, end)])
+WORDS = {  # the transcript's dialog: speaker -> [(word, start, end)]
     "operator": [("Здравствуйте,", 0.20, 0.80), ("компания", 0.85, 1.20), ("Ромашка.", 1.25, 1.70)],
     "customer": [("Хочу", 1.90, 2.10), ("узнать", 2.15, 2.45), ("цену", 2.50, 2.80),
                  ("доставки.", 2.85, 3.40)],
 }
+TERMS = TermLists(keywords=["цену"], required_phrases=["здравствуйте", "спасибо за звонок"])
 
 
 @dataclass
 class Site:
     base: str
     runtime: Runtime
-    data: StandinData
-    standins: list[str]
     call_ids: dict[str, int]
+    client_ids: dict[str, int]
+    pipeline: asyncio.Queue[QueueItem]
+    traces: Path
 
 
-def wav_from_raw(raw: Path, target: Path) -> Path:
-    """The PBX's stereo s16le 8 kHz raw recording as a WAV file."""
-    with wave.open(str(target), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(raw.read_bytes())
-    return target
+def facts(record: dict[str, Any]) -> CallFacts:
+    """A seeded call as crm_sync sees calls (what the CRM hook maps a CallRecord onto)."""
+    def at(key: str) -> datetime | None:
+        return datetime.fromisoformat(record[key]) if record[key] else None
+
+    started = at("started_at")
+    assert started is not None
+    return CallFacts(call_id=record["id"], direction=record["direction"], status=record["status"],
+                     customer_number=record["customer_number"], customer_name=record["customer_name"],
+                     did=record["did"], operator=record["operator"], started_at=started,
+                     answered_at=at("answered_at"), ended_at=at("ended_at"),
+                     wait_seconds=record["wait_seconds"], talk_seconds=record["talk_seconds"],
+                     pbx=record["pbx"], linkedid=record["linkedid"])
 
 
-async def seed(runtime: Runtime, data: StandinData, traces: Path, tmp_path: Path) -> dict[str, int]:
+async def seed_recording(runtime: Runtime, record: dict[str, Any], raw: Path) -> float:
+    """The PBX's stereo raw file converted to the stored WAV, catalogued as ready, linked on the
+    call's client timeline: what the recordings worker leaves behind."""
+    service: RecordingService = runtime.services[SERVICE_NAME]
+    now = datetime.now(UTC)
+    pcm, problem = convert.read_stereo_raw(raw)
+    assert problem is None
+    rel = f"{now:%Y/%m/%d}/{record['id']}.wav"
+    info = convert.write_wav([pcm], service.locations.recordings_dir / rel)
+    segment = Segment(index=1, mode="stereo", channel="Local/101@operators-0001;1", operator="101",
+                      files={"stereo": raw.name}, started_at=now.timestamp())
+    async with runtime.engine.begin() as conn:
+        row = await catalog.start_segment(conn, call_id=record["id"], pbx=record["pbx"],
+                                          linkedid=record["linkedid"], rule="all", segment=segment,
+                                          now=now)
+        await catalog.update(conn, row.id, state="ready", stored_path=rel, format="wav",
+                             channels=info.channels, sample_rate=info.sample_rate,
+                             duration_seconds=info.duration_seconds, size_bytes=info.size_bytes,
+                             sha256=info.sha256, ready_at=now, updated_at=now)
+        ready = await catalog.get_by_call(conn, record["id"])
+        assert ready is not None and ready.playable
+        await timeline.add_timeline_link(conn, record["id"], "recording", {
+            "recording_id": ready.id, "url": f"/api/v1/calls/{record['id']}/recording",
+            "state": "ready", "duration_seconds": info.duration_seconds}, now)
+    return info.duration_seconds
+
+
+async def seed_transcript(runtime: Runtime, call_id: int, duration: float) -> None:
+    words = {speaker: [Word(w, s, e, 0.93) for w, s, e in items] for speaker, items in WORDS.items()}
+    turns = build_turns(words)
+    result = TranscriptResult(turns=tuple(turns), plain_text=plain_text(turns),
+                              analytics=analyse(turns, duration, STEREO_SPEAKERS, TERMS),
+                              duration=duration, speakers=STEREO_SPEAKERS, language="ru",
+                              model="vosk-model-small-ru")
+    async with runtime.engine.begin() as conn:
+        await save_transcript(conn, call_id, None, result)
+
+
+async def seed(runtime: Runtime, traces: Path) -> tuple[dict[str, int], dict[str, int]]:
     now = datetime.now(UTC).replace(microsecond=0)
+    match = match_settings(runtime.settings)
     ids: dict[str, int] = {}
+    clients: dict[str, int] = {}
     async with runtime.engine.begin() as conn:
         await store.create_user(conn, username="anna", password="pass-word-1", role="manager")
         await store.create_user(conn, username="op1", password="pass-word-2", role="operator",
@@ -90,49 +154,34 @@ async def seed(runtime: Runtime, data: StandinData, traces: Path, tmp_path: Path
                               did=("+74951110000", "+74952220000")[i % 2],
                               customer_number=f"+7916555{i:04d}", wait_seconds=3 + (i * 7) % 80,
                               talk_seconds=30 + i * 11 if status == "answered" else 0)
+        # Ivan's card has the number the inbound_answered trace calls from.
+        clients["ivan"] = await cards.create_card(conn, cards.CardInput(
+            name="Иван Петров", phones=["+79161234567", "+7 495 123-45-67"], company="ООО «Ромашка»",
+            emails=["ivan@example.ru"], notes="Постоянный клиент", responsible="101", tags=["VIP"]),
+            match, now - timedelta(days=30))
+        clients["anna"] = await cards.create_card(conn, cards.CardInput(
+            name="Anna Smith", phones=["+79035550101"], responsible="102"), match,
+            now - timedelta(days=30))
         main = await insert_call(conn, started_at=now - timedelta(minutes=50), status="answered",
                                  operator="101", customer_number="+79161234567",
-                                 customer_name="Иван Петров", client_id=1, wait_seconds=6,
-                                 talk_seconds=3.84)
+                                 customer_name="Иван Петров", client_id=clients["ivan"],
+                                 wait_seconds=6, talk_seconds=3.84)
         ids["recorded"] = main["id"]
+        await timeline.attach_call(conn, clients["ivan"], facts(main))
+        await timeline.add_note(conn, clients["ivan"], "Просил счёт на почту",
+                                now - timedelta(days=2), author="anna")
         missed = await insert_call(conn, started_at=now - timedelta(minutes=20), status="no_answer",
                                    operators_rung=["101"], customer_number="+79035550101",
-                                   client_id=2, wait_seconds=41)
+                                   client_id=clients["anna"], wait_seconds=41)
         ids["missed"] = missed["id"]
-    data.recordings[ids["recorded"]] = wav_from_raw(traces / "recordings" / RAW, tmp_path / "call.wav")
-    turns = [{"speaker": speaker, "start": words[0][1], "end": words[-1][2],
-              "text": " ".join(w for w, _s, _e in words),
-              "words": [{"word": w, "start": s, "end": e, "conf": 0.93} for w, s, e in words]}
-             for speaker, words in WORDS.items()]
-    data.transcripts[ids["recorded"]] = {  # GET /api/v1/calls/{id}/transcript
-        "call_id": ids["recorded"],
-        "job": {"id": 1, "call_id": ids["recorded"], "state": "done", "attempts": 1, "last_error": None},
-        "transcript": {
-            "call_id": ids["recorded"], "language": "ru", "model": "test", "duration_seconds": 3.84,
-            "turns": turns, "text": " ".join(t["text"] for t in turns),
-            "analytics": {
-                "duration_seconds": 3.84, "talk_seconds": {"operator": 1.5, "customer": 1.5},
-                "silence_seconds": 0.84, "interruptions": {"operator": 0, "customer": 0},
-                "words_per_minute": {"operator": 120.0, "customer": 160.0},
-                "keyword_hits": [{"term": "цена", "speaker": "customer", "start": 2.5}],
-                "flagged_hits": [],
-                "required_phrases": {"present": ["здравствуйте"], "missing": ["спасибо за звонок"]},
-                "tags": ["keyword:цена", "missing_phrase:спасибо за звонок"],
-            },
-        },
-    }
-    data.clients[1] = card(1, "Иван Петров", ["+79161234567"], company="ООО «Ромашка»",
-                           emails=["ivan@example.ru"], notes="Постоянный клиент", responsible="101",
-                           tags=["VIP"])
-    data.clients[2] = card(2, "Anna Smith", ["+79035550101"], responsible="102")
-    data.tasks.append({"id": 1, "client_id": 2, "number": "+79035550101", "kind": "call_back",
-                       "assignee": "101", "status": "open",
-                       "due_at": (now + timedelta(hours=1)).isoformat(),
-                       "created_at": (now - timedelta(minutes=19)).isoformat(), "closed_at": None,
-                       "created_by_call_id": ids["missed"], "closed_by_call_id": None})
-    data.notes[1] = [{"id": 7, "kind": "note", "call_id": None, "at": (now - timedelta(days=2)).isoformat(),
-                      "payload": {"text": "Просил счёт на почту", "author": "anna"}}]
-    return ids
+        await timeline.attach_call(conn, clients["anna"], facts(missed))
+        # The missed call's call-back task, for operator 101 (as the CRM hook opens it).
+        await tasks.create_call_back(conn, client_id=clients["anna"], number="+79035550101",
+                                     assignee="101", call_id=missed["id"],
+                                     now=now - timedelta(minutes=19), due_at=now + timedelta(hours=1))
+    duration = await seed_recording(runtime, main, traces / "recordings" / RAW)
+    await seed_transcript(runtime, ids["recorded"], duration)
+    return ids, clients
 
 
 @pytest.fixture
@@ -143,20 +192,48 @@ async def site(tmp_path: Path, traces: Path) -> AsyncIterator[Site]:
     settings = Settings()
     settings.server.data_dir = str(tmp_path)
     settings.database.url = url
-    settings.web.did_labels = {"+74951110000": "Яндекс Директ"}
+    settings.crm.did_sources = {"+74951110000": "Яндекс Директ"}
+    settings.recordings.local_spool_dir = str(tmp_path / "spool")
     runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
-    data = StandinData()
-    ids = await seed(runtime, data, traces, tmp_path)
+    runtime.services[SERVICE_NAME] = RecordingService(runtime)
+    ids, clients = await seed(runtime, traces)
     app = make_app(runtime)
-    standins = install(app, data)
+    # The call pipeline as serve() runs it, fed with AMI events from the traces: the tracker
+    # makes the call changes, the CRM hook finds the card, the notifier publishes on the bus.
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    tracker = settings_for("inbound_answered", pbx="main")
+    consumer = CallConsumer(queue, engine, lambda name: tracker if name == "main" else None,
+                            [CrmHook(engine, settings, bus=runtime.bus), runtime.services["notifier"]])
+    pipeline = asyncio.create_task(consumer.run())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = runner.addresses[0][1]
-    yield Site(f"http://127.0.0.1:{port}", runtime, data, standins, ids)
+    yield Site(f"http://127.0.0.1:{port}", runtime, ids, clients, queue, traces)
+    await consumer.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pipeline, 5)
     await runner.cleanup()
     await engine.dispose()
+
+
+def trace_events(site: Site, name: str) -> list[QueueItem]:
+    return load_items(site.traces, name, pbx="main")
+
+
+def feed(site: Site, items: list[QueueItem]) -> None:
+    for item in items:
+        site.pipeline.put_nowait(item)
+
+
+def until_ringing(items: list[QueueItem], extension: str) -> int:
+    """Index just past the event that rings the operator's phone (Dial to their channel)."""
+    for i, item in enumerate(items):
+        if (isinstance(item, AmiEvent) and item.name == "DialBegin"
+                and f"/{extension}@" in item.get("DestChannel", "")):
+            return i + 1
+    raise AssertionError(f"the trace never rings {extension}")
 
 
 @pytest.fixture
@@ -263,52 +340,48 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
     assert "+79035550101" in await page.inner_text("#missed-calls")
     assert "Перезвонить" in await page.inner_text("#tasks")
 
-    # Another operator's phone rings: nothing pops here (the event is not ours).
-    bus = site.runtime.bus
-    call = {"id": 9001, "pbx": "main", "linkedid": "x1", "direction": "inbound", "status": None,
-            "missed": False, "customer_number": "+79161234567", "customer_name": None,
-            "did": "+74951110000", "operator": None, "operators_rung": ["102"],
-            "started_at": datetime.now(UTC).isoformat(), "answered_at": None, "ended_at": None,
-            "wait_seconds": None, "talk_seconds": None, "client_id": 1}
-    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["102"], "call": call,
-                 "extension": "102", "client": None})
-    await asyncio.sleep(0.3)
+    # Another operator's phone rings (the inbound_noanswer trace rings 102): nothing pops here.
+    feed(site, trace_events(site, "inbound_noanswer"))
+    await asyncio.sleep(1.0)
     assert await page.is_hidden("#screen-pop")
 
-    # My extension rings: the caller's card pops up within a second.
+    # My extension rings (the inbound_answered trace, up to the Dial to 101): the caller's card
+    # pops up within a second of the event entering the pipeline.
+    answered = trace_events(site, "inbound_answered")
+    ring = until_ringing(answered, "101")
     started = time.monotonic()
-    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["101"],
-                 "call": {**call, "operators_rung": ["101"]}, "extension": "101",
-                 "client": site.data.clients[1]})
+    feed(site, answered[:ring])
     await page.wait_for_selector("#screen-pop:not([hidden]) .pop-name", timeout=1000)
     latency = time.monotonic() - started
     assert latency < 1.0
     assert await page.inner_text("#screen-pop .pop-name") == "Иван Петров"
-    assert await page.get_attribute("#pop-card-link", "href") == "/ui/clients/1"
-    await page.wait_for_selector("#live-calls tbody tr[data-call-id='9001']")
+    ivan = site.client_ids["ivan"]
+    assert await page.get_attribute("#pop-card-link", "href") == f"/ui/clients/{ivan}"
+    row = "#live-calls tbody tr:has(button.c2c[data-number='+74951234567'])"
+    await page.wait_for_selector(row)
     await shot(page, "02-live-screen-pop-known")
 
-    # Click-to-call from the live panel's number button.
-    await page.click("#live-calls tbody tr[data-call-id='9001'] button.c2c")
-    await page.wait_for_selector(".toast.ok")
+    # Click-to-call from the live panel's number button: the real API, with no PBX connected,
+    # refuses with 503 and the page says so.
+    await page.click(f"{row} button.c2c")
     c2c = await sent(page, "/api/v1/click-to-call", lambda t: True, "POST")
-    assert json.loads(c2c["body"]) == {"extension": "101", "number": "+79161234567", "client_id": 1}
+    assert json.loads(c2c["body"]) == {"extension": "101", "number": "+74951234567", "client_id": ivan}
+    assert c2c["status"] == 503
+    await page.wait_for_selector(".toast.error")
 
-    # An unknown caller: "new contact", with a link to create the card.
-    bus.publish({"type": "call.ringing", "at": "now", "extensions": ["101"],
-                 "call": {**call, "id": 9002, "customer_number": "+79990001122", "client_id": None,
-                          "operators_rung": ["101"]},
-                 "extension": "101", "client": None})
-    await page.wait_for_selector("#screen-pop .pop-name.new", timeout=1000)
+    # The rest of the call: answered, then over; it leaves the live list.
+    feed(site, answered[ring:])
+    await page.wait_for_selector(row, state="detached")
+
+    # An unknown caller rings 101 (the inbound_busy trace): "new contact", with a link to create
+    # the card.
+    feed(site, trace_events(site, "inbound_busy"))
+    await page.wait_for_selector("#screen-pop .pop-name.new", timeout=2000)
     assert await page.inner_text("#screen-pop .pop-name") == "Новый контакт"
     await shot(page, "03-live-screen-pop-new-contact")
-    bus.publish({"type": "call.ended", "at": "now", "extensions": ["101"],
-                 "call": {**call, "status": "answered", "ended_at": datetime.now(UTC).isoformat()},
-                 "extension": "101", "client": site.data.clients[1]})
-    await page.wait_for_selector("#live-calls tbody tr[data-call-id='9001']", state="detached")
     await page.click("#pop-card-link")
-    await page.wait_for_url("**/ui/clients/new?phone=%2B79990001122")
-    assert await page.input_value("textarea[name=phones]") == "+79990001122"
+    await page.wait_for_url("**/ui/clients/new?phone=%2B79161112233")
+    assert await page.input_value("textarea[name=phones]") == "+79161112233"
     assert await page.input_value("input[name=responsible]") == "101"
     await shot(page, "04-new-client-from-pop")
     await page.goto(site.base + "/ui/settings")
@@ -318,7 +391,7 @@ async def test_sign_in_and_screen_pop(site: Site, browser: Browser) -> None:
     assert await page.inner_text("h1") == "Settings"  # the person's choice beats the browser's
     await shot(page, "11-settings-en")
     no_js_errors(page)
-    print(f"screen pop latency: {latency * 1000:.0f} ms; stand-in routes: {len(site.standins)}")
+    print(f"screen pop latency (trace events -> pipeline -> WebSocket -> page): {latency * 1000:.0f} ms")
 
 
 async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: Browser) -> None:
@@ -344,18 +417,9 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await sent(page, "/api/v1/calls", lambda t: t["query"].get("operator") == "102"
                and t["query"].get("did") == "+74951110000" and t["query"].get("missed") == "true")
     await shot(page, "05-journal-filtered")
-    # Text search in transcripts.
     await page.click("#filters button[type=reset]")
     await expect(page.locator("#journal tbody tr")).to_have_count(38)
-    await page.fill("input[name=q]", "цену доставки")
-    await page.click("#filters button[type=submit]")
-    await expect(page.locator("#journal tbody tr[data-call-id]")).to_have_count(1)
-    snippet = await page.inner_text("#journal tr.snippet")
-    assert "Клиент: … Хочу узнать цену доставки. …" in snippet and "0:02" in snippet
-    assert await page.get_attribute("#journal tr.snippet a", "href") == (
-        f"/ui/calls/{site.call_ids['recorded']}#t=1.9")
     # Sorting and paging.
-    await page.fill("input[name=q]", "")
     await page.select_option("#page-size", "25")
     await page.click("#filters button[type=submit]")
     await expect(page.locator("#journal tbody tr")).to_have_count(25)
@@ -392,7 +456,7 @@ async def test_call_page_player_and_transcript(site: Site, browser: Browser) -> 
     assert await page.inner_text(".turn.customer .turn-text") == "Хочу узнать цену доставки."
     assert "ООО «Ромашка»" in await page.inner_text("#client-summary")
     tags = await page.locator("#tags .tag").all_inner_texts()
-    assert [t.split(" · ")[0] for t in tags] == ["цена", "здравствуйте", "спасибо за звонок"]
+    assert [t.split(" · ")[0] for t in tags] == ["цену", "здравствуйте", "спасибо за звонок"]
     assert await page.get_attribute("#tags .tag-missing", "title") == "обязательной фразы нет"
     assert "Оператор 120 · Клиент 160" in await page.inner_text("#analytics")  # words per minute
     assert await page.is_hidden("#job-state")
@@ -428,7 +492,8 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     await expect(page.locator("#clients tbody tr")).to_have_count(1)
     await shot(page, "07-clients")
     await page.click("#clients tbody a")
-    await page.wait_for_url("**/ui/clients/1")
+    ivan = site.client_ids["ivan"]
+    await page.wait_for_url(f"**/ui/clients/{ivan}")
     await page.wait_for_selector("#timeline li.tl-call audio")
     assert await page.inner_text("#client-title") == "Иван Петров"
     timeline = await page.inner_text("#timeline")
@@ -442,15 +507,22 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     await page.click("#client-form button[type=submit]")
     await page.wait_for_selector("#client-view:not([hidden])")
     assert await page.inner_text("#client-title") == "Иван Петрович Петров"
-    assert [p["e164"] for p in site.data.clients[1]["phones"]] == ["+79161234567", "+74957654321"]
+    async with site.runtime.engine.connect() as conn:
+        card = await cards.get_card(conn, ivan)
+    assert card is not None and card["name"] == "Иван Петрович Петров"
+    assert [p["e164"] for p in card["phones"]] == ["+79161234567", "+74957654321"]
     assert await page.locator("#client-facts button.c2c").count() == 2
     # A new card from the screen pop's link.
     await page.goto(site.base + "/ui/clients/new?phone=%2B79990001122")
     await page.fill("input[name=name]", "Новый Клиент")
     await page.click("#client-form button[type=submit]")
-    await page.wait_for_url("**/ui/clients/1000")
-    assert site.data.clients[1000]["phones"] == [{"e164": "+79990001122", "raw": "+79990001122"}]
-    assert site.data.clients[1000]["responsible"] == "101"
+    await page.wait_for_url(re.compile(r".*/ui/clients/\d+$"))
+    new_id = int(page.url.rsplit("/", 1)[1])
+    async with site.runtime.engine.connect() as conn:
+        created = await cards.get_card(conn, new_id)
+    assert created is not None and created["name"] == "Новый Клиент"
+    assert [p["e164"] for p in created["phones"]] == ["+79990001122"]
+    assert created["responsible"] == "101"
     no_js_errors(page)
 
 
@@ -461,7 +533,10 @@ async def test_reports_page(site: Site, browser: Browser) -> None:
     assert await page.locator("svg.chart").count() == 4
     kpis = await page.locator(".kpi-value").all_inner_texts()
     assert kpis[0] == "38"
-    assert "Yandex" not in await page.content() and "Яндекс Директ (+74951110000)" in await page.content()
+    # Ad channels by crm.did_sources; an unnamed DID is its own channel.
+    channels = await page.inner_text("#report-source table")
+    assert "Яндекс Директ" in channels and "+74952220000" in channels
+    assert "+74951110000" not in channels
     assert await page.locator("#report-day svg rect.series-answered").count() > 5
     await shot(page, "09-reports-en")
     async with page.expect_download() as download_info:
@@ -481,13 +556,6 @@ async def test_reports_page(site: Site, browser: Browser) -> None:
     assert await op.inner_text("h1") == "Нет доступа"
     await shot(op, "12-forbidden")
     no_js_errors(page)
-
-
-def test_stand_in_is_only_where_the_api_is_missing(site: Site) -> None:
-    # Documented for the coordinator: which API routes these tests could not get from the app.
-    assert all(path.split()[1].startswith("/api/v1/") for path in site.standins)
-
-
 
 
 async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -> None:
@@ -540,16 +608,54 @@ async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -
     }
 
 
-async def test_operator_refused_cards_sees_a_note_not_errors(site: Site, browser: Browser) -> None:
-    """Where the API keeps cards and tasks from operators, the pages say so calmly."""
-    site.data.cards_for_managers_only = True
+def calls_api_searches_transcripts() -> bool:
+    """Whether GET /api/v1/calls documents q= (transcript search) in this tree."""
+    from pbx_bridge.calls.schemas import OPENAPI
+
+    params = OPENAPI.paths["/api/v1/calls"]["get"].get("parameters", [])
+    return any(p.get("name") == "q" for p in params)
+
+
+async def test_journal_transcript_search(site: Site, browser: Browser) -> None:
+    page = await new_page(browser)
+    await sign_in(page, site, "anna", "pass-word-1")
+    await page.wait_for_url("**/ui/calls")
+    await expect(page.locator("#journal tbody tr")).to_have_count(38)
+    await page.fill("input[name=q]", "цену доставки")
+    await page.click("#filters button[type=submit]")
+    # The field is the API's q= (words said in the call, searched in the transcripts).
+    await sent(page, "/api/v1/calls", lambda t: t["query"].get("q") == "цену доставки")
+    assert "q=" in page.url
+    if not calls_api_searches_transcripts():
+        pytest.skip("GET /api/v1/calls has no q= in this tree yet (the coordinator wires the "
+                    "transcription search into pbx_bridge/calls): only the request was checked")
+    await expect(page.locator("#journal tbody tr[data-call-id]")).to_have_count(1)
+    snippet = await page.inner_text("#journal tr.snippet")
+    assert snippet.startswith("Клиент: ") and "цену" in snippet and "0:02" in snippet
+    assert await page.locator("#journal tr.snippet mark").count() >= 1  # the words found
+    assert await page.get_attribute("#journal tr.snippet a", "href") == (
+        f"/ui/calls/{site.call_ids['recorded']}#t=2.5")
+    await shot(page, "05-journal-search")
+    no_js_errors(page)
+
+
+async def test_operator_roles_with_the_real_api(site: Site, browser: Browser) -> None:
+    """Operators read and edit client cards and see their own call-back tasks; what the API
+    refuses them (another operator's transcript: 403) the page says calmly, without errors."""
     page = await new_page(browser)
     await sign_in(page, site, "op1", "pass-word-2", start="/ui/live")
-    await page.wait_for_selector("#tasks-empty:not([hidden])")
-    assert await page.inner_text("#tasks-empty") == "Недоступно для вашей роли."
-    await page.goto(site.base + "/ui/clients/1")
-    await page.wait_for_selector("#client-facts p.muted")
-    assert await page.inner_text("#client-facts") == "Недоступно для вашей роли."
-    assert await page.is_hidden("#edit-client")
+    await page.wait_for_selector("#tasks li.task")
+    anna = site.client_ids["anna"]
+    assert "+79035550101" in await page.inner_text("#tasks")
+    assert await page.get_attribute("#tasks li.task a", "href") == f"/ui/clients/{anna}"
+    await page.goto(site.base + f"/ui/clients/{anna}")
+    await page.wait_for_selector("#client-facts button.c2c")
+    assert await page.is_visible("#edit-client")
+    # The missed call rang 101 but nobody took it: the call is op1's to see, its transcript
+    # (of another operator's conversation, had there been one) is not.
+    await page.goto(site.base + f"/ui/calls/{site.call_ids['missed']}")
+    await page.wait_for_selector("#transcript p.muted")
+    assert await page.inner_text("#transcript p.muted") == "Недоступно для вашей роли."
     assert await page.locator(".toast.error").count() == 0
+    await shot(page, "13-operator-call-not-theirs")
     no_js_errors(page)

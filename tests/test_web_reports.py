@@ -1,4 +1,4 @@
-"""The reports page's numbers (from the calls table), its SVG charts and the CSV export."""
+"""The reports page: the reports service's numbers (pbx_bridge.reports), SVG charts, CSV export."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import csv
 import io
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from xml.etree import ElementTree
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -18,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
+from pbx_bridge.reports.summary import ad_channels, summary_report
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.web import users as store
-from pbx_bridge.web.report_data import ReportInputError, summary_report
 from pbx_bridge.web.svg_charts import Series, nice_max, stacked_columns, stacked_rows
 from tests.web_seed import insert_call
 
@@ -37,6 +38,9 @@ async def seed(engine: AsyncEngine) -> None:
                           talk_seconds=50, did="+74952220000")
         await insert_call(conn, started_at=DAY1 + timedelta(minutes=9), status="no_answer",
                           operators_rung=["101", "102"], wait_seconds=70)
+        # Hung up before any phone rang (in the IVR): missed, "no operator".
+        await insert_call(conn, started_at=DAY1 + timedelta(minutes=15), status="abandoned",
+                          operators_rung=[], wait_seconds=2)
         await insert_call(conn, started_at=DAY2, status="abandoned", operators_rung=["102"],
                           wait_seconds=12, did=None)
         await insert_call(conn, started_at=DAY2, status="busy", direction="outbound",
@@ -46,37 +50,50 @@ async def seed(engine: AsyncEngine) -> None:
         await insert_call(conn, started_at=DAY1 - timedelta(days=30))  # outside the range
 
 
+def _days(first: date, last: date, tz: str) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(tz)
+    return (datetime.combine(first, time(), zone),
+            datetime.combine(last + timedelta(days=1), time(), zone))
+
+
 async def test_summary_numbers(engine: AsyncEngine) -> None:
+    """The reports service (pbx_bridge.reports) the page draws: numbers checked by hand."""
     await seed(engine)
+    first, last = date(2026, 11, 20), date(2026, 11, 22)
+    names = {"+74952220000": "Yandex <Direct>"}
     async with engine.connect() as conn:
-        report = await summary_report(conn, date(2026, 11, 20), date(2026, 11, 22), "UTC")
-        moscow = await summary_report(conn, date(2026, 11, 20), date(2026, 11, 22), "Europe/Moscow")
-        inbound = await summary_report(conn, date(2026, 11, 20), date(2026, 11, 22), "UTC", "inbound")
+        report = await summary_report(conn, *_days(first, last, "UTC"), sources=names)
+        moscow = await summary_report(conn, *_days(first, last, "Europe/Moscow"),
+                                      timezone="Europe/Moscow")
+        inbound = await summary_report(conn, *_days(first, last, "UTC"), direction="inbound")
     t = report.totals
-    assert (t.calls, t.inbound, t.answered, t.missed, t.unanswered_outbound) == (5, 4, 2, 2, 1)
-    assert t.missed_rate == 0.5
+    # The internal call, the live one and the one outside the range do not count.
+    assert (t.calls, t.inbound, t.answered, t.missed, t.unanswered_outbound) == (6, 5, 2, 3, 1)
+    assert t.missed_rate == 0.6  # missed / inbound
     assert t.avg_talk == 75.0
-    assert t.avg_wait == pytest.approx((4 + 25 + 70 + 12 + 3) / 5)
-    assert [(b.key, b.calls, b.answered, b.missed) for b in report.by_day] == [
-        ("2026-11-20", 3, 2, 1), ("2026-11-21", 2, 0, 1), ("2026-11-22", 0, 0, 0)]
-    # The same calls by Moscow days: the night call moves to the 22nd.
-    assert [b.calls for b in moscow.by_day] == [3, 0, 2]
+    assert t.avg_wait == pytest.approx((4 + 25 + 70 + 2 + 12 + 3) / 6)
+    assert [(b.key, b.calls, b.answered, b.missed) for b in report.days_filled(first, last)] == [
+        ("2026-11-20", 4, 2, 2), ("2026-11-21", 2, 0, 1), ("2026-11-22", 0, 0, 0)]
+    assert [b.key for b in report.by_day] == ["2026-11-20", "2026-11-21"]  # days with calls
+    # The same calls by Moscow days: the night calls move to the 22nd.
+    assert [b.calls for b in moscow.days_filled(first, last)] == [4, 0, 2]
     ops = {b.key: (b.calls, b.answered, b.missed) for b in report.by_operator}
-    # Missed calls count for every operator they rang; answered ones for who answered.
-    assert ops == {"101": (3, 1, 1), "102": (3, 1, 2)}
+    # Missed calls count for every operator they rang ("missed by operator"); answered ones for
+    # who answered; the call that rang nobody is "no operator" (None), listed last.
+    assert ops == {"101": (3, 1, 1), "102": (3, 1, 2), None: (1, 0, 1)}
+    assert report.by_operator[-1].key is None
     dids = {b.key: (b.calls, b.answered, b.missed) for b in report.by_did}
-    assert dids == {"+74951110000": (2, 1, 1), "+74952220000": (1, 1, 0), "": (1, 0, 1)}
+    assert dids == {"+74951110000": (3, 1, 2), "+74952220000": (1, 1, 0), None: (2, 0, 1)}
+    sources = {b.key: (b.calls, b.answered, b.missed) for b in report.by_source}
+    assert sources == {"+74951110000": (3, 1, 2), "Yandex <Direct>": (1, 1, 0), None: (2, 0, 1)}
     assert [(b.answered, b.missed) for b in report.wait_bands] == [
-        (1, 0), (0, 1), (1, 0), (0, 0), (0, 1), (0, 0)]
-    assert inbound.totals.calls == 4 and inbound.totals.unanswered_outbound == 0
+        (1, 1), (0, 1), (1, 0), (0, 0), (0, 1), (0, 0)]
+    assert inbound.totals.calls == 5 and inbound.totals.unanswered_outbound == 0
 
 
-async def test_report_range_checks(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        with pytest.raises(ReportInputError, match="before the start"):
-            await summary_report(conn, date(2026, 11, 20), date(2026, 11, 19), "UTC")
-        with pytest.raises(ReportInputError, match="at most 366 days"):
-            await summary_report(conn, date(2024, 1, 1), date(2026, 1, 1), "UTC")
+def test_ad_channels_from_crm_did_sources() -> None:
+    names = ad_channels({"8 (495) 111-00-00": "Яндекс", "74952220000": "Google", "junk": "x"}, "RU")
+    assert names == {"+74951110000": "Яндекс", "+74952220000": "Google"}
 
 
 def test_svg_is_valid_and_escapes_labels() -> None:
@@ -103,7 +120,7 @@ async def manager_client(
 ) -> Client:
     async with engine.begin() as conn:
         await store.create_user(conn, username="anna", password="pass-word-1", role="manager")
-    settings.web.did_labels = {"+74952220000": "Yandex <Direct>"}
+    settings.crm.did_sources = {"+74952220000": "Yandex <Direct>"}
     client = await aiohttp_client(make_app(Runtime(settings=settings, engine=engine,
                                                    sessions=make_sessionmaker(engine))))
     resp = await client.post("/ui/login", data={"username": "anna", "password": "pass-word-1"})
@@ -123,18 +140,26 @@ async def test_reports_page_and_csv(
     html = await resp.text()
     assert html.count("<svg") == 4
     kpis = re.findall(r'<span class="kpi-value">([^<]*)</span>', html)
-    assert kpis == ["5", "2", "2", "50,0 %", "0:23", "1:15"]
-    assert "Yandex &lt;Direct&gt; (+74952220000)" in html and "Yandex <Direct>" not in html
+    assert kpis == ["6", "2", "3", "60,0 %", "0:19", "1:15"]
+    assert "Yandex &lt;Direct&gt;" in html and "Yandex <Direct>" not in html
+    assert "(без оператора)" in html and "Звонки по рекламным каналам" in html
     assert "20.11" in html and "Звонки по дням" in html
-    resp = await client.get("/ui/reports/summary.csv?from=2026-11-20&to=2026-11-22&group_by=did")
+    resp = await client.get("/ui/reports/summary.csv?from=2026-11-20&to=2026-11-22&group_by=source")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
     assert "attachment" in resp.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
-    assert rows[0] == ["did", "calls", "inbound", "answered", "missed", "missed_rate",
+    assert rows[0] == ["source", "calls", "inbound", "answered", "missed", "missed_rate",
                        "avg_wait_seconds", "avg_talk_seconds"]
-    assert rows[1] == ["+74951110000", "2", "2", "1", "1", "0.5000", "37.0", "100.0"]
-    assert {r[0] for r in rows[2:4]} == {"Yandex <Direct>", ""}  # "" = calls without a DID
-    assert rows[-1][:5] == ["total", "5", "4", "2", "2"]
+    assert rows[1:-1] == [
+        ["+74951110000", "3", "3", "1", "2", "0.6667", "25.3", "100.0"],
+        ["Yandex <Direct>", "1", "1", "1", "0", "0.0000", "25.0", "50.0"],
+        ["no DID", "2", "1", "0", "1", "1.0000", "7.5", ""]]
+    assert rows[-1] == ["total", "6", "5", "2", "3", "0.6000", "19.3", "75.0"]
+    ops = await client.get("/ui/reports/summary.csv?from=2026-11-20&to=2026-11-22&group_by=operator")
+    op_rows = list(csv.reader(io.StringIO((await ops.read()).decode("utf-8-sig"))))
+    assert [r[:5] for r in op_rows[1:]] == [["101", "3", "2", "1", "1"], ["102", "3", "3", "1", "2"],
+                                            ["no operator", "1", "1", "0", "1"],
+                                            ["total", "6", "5", "2", "3"]]
     day = await client.get("/ui/reports/summary.csv?from=2026-11-20&to=2026-11-21")
     assert [r[0] for r in csv.reader(io.StringIO((await day.read()).decode("utf-8-sig")))] == [
         "day", "2026-11-20", "2026-11-21", "total"]
@@ -152,7 +177,7 @@ async def test_reports_bad_input(
     exported = await client.get("/ui/reports/summary.csv?" + query)
     assert exported.status == 422
     assert (await exported.json())["error"]["code"] == "invalid_report"
-    bad_group = await client.get("/ui/reports/summary.csv?group_by=queue")
+    bad_group = await client.get("/ui/reports/summary.csv?group_by=did")  # the page groups by source
     assert bad_group.status == 422
 
 
@@ -164,19 +189,3 @@ def test_csv_cells_never_become_formulas() -> None:
     assert _csv_safe("-2+3") == "'-2+3"
     assert _csv_safe("+74951110000") == "+74951110000"  # a DID stays a number
     assert _csv_safe("Yandex") == "Yandex"
-
-
-def test_did_names_from_crm_sources_and_web_labels() -> None:
-    from dataclasses import dataclass, field
-
-    from pbx_bridge.web.report_charts import did_names
-
-    @dataclass
-    class Crm:  # the CRM feature's section, as it is where that feature is merged
-        did_sources: dict[str, str] = field(default_factory=dict)
-
-    settings = Settings()
-    assert did_names(settings) == {}
-    settings.crm = Crm({"8 (495) 111-00-00": "Яндекс", "74952220000": "Google", "junk": "x"})  # type: ignore[attr-defined]
-    settings.web.did_labels = {"+74952220000": "Google Ads"}
-    assert did_names(settings) == {"+74951110000": "Яндекс", "+74952220000": "Google Ads"}

@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -17,6 +17,8 @@ from markupsafe import Markup
 
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
+from pbx_bridge.reports.http import report_sources
+from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.web import report_charts
 from pbx_bridge.web.i18n import (
@@ -29,7 +31,6 @@ from pbx_bridge.web.i18n import (
     translator,
 )
 from pbx_bridge.web.login_throttle import LoginThrottle
-from pbx_bridge.web.report_data import GROUPINGS, ReportInputError, parse_day, summary_report
 from pbx_bridge.web.session_auth import (
     clear_session_cookie,
     session_from_request,
@@ -251,15 +252,58 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
 # --- reports: numbers and charts made on the server ------------------------------------------
 
 
-def _report_params(request: web.Request) -> tuple[date, date, str]:
+MAX_REPORT_DAYS = 366
+CSV_GROUPS = ("day", "operator", "source")
+
+
+class ReportInputError(ValueError):
+    pass
+
+
+def _day(text: str | None, default: date) -> date:
+    if not text:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ReportInputError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+@dataclass
+class ReportRange:
+    first: date
+    last: date
+    direction: ReportDirection
+
+    def query(self) -> str:
+        return f"from={self.first.isoformat()}&to={self.last.isoformat()}&direction={self.direction}"
+
+
+def _report_params(request: web.Request) -> ReportRange:
     tz = ZoneInfo(_runtime(request).settings.web.report_timezone)
     today = datetime.now(tz).date()
-    last = parse_day(request.query.get("to"), today)
-    first = parse_day(request.query.get("from"), last - timedelta(days=13))
+    last = _day(request.query.get("to"), today)
+    first = _day(request.query.get("from"), last - timedelta(days=13))
+    if last < first:
+        raise ReportInputError("the end date is before the start date")
+    if (last - first).days + 1 > MAX_REPORT_DAYS:
+        raise ReportInputError(f"a report covers at most {MAX_REPORT_DAYS} days")
     direction = request.query.get("direction", "all")
-    if direction not in ("all", "inbound", "outbound"):
+    if direction not in DIRECTIONS:
         raise ReportInputError("direction must be all, inbound or outbound")
-    return first, last, direction
+    return ReportRange(first, last, direction)
+
+
+async def _report(runtime: Runtime, period: ReportRange) -> SummaryReport:
+    """The reports service's report over the period's local days (web.report_timezone)."""
+    timezone = runtime.settings.web.report_timezone
+    tz = ZoneInfo(timezone)
+    start = datetime.combine(period.first, time(), tz)
+    end = datetime.combine(period.last + timedelta(days=1), time(), tz)
+    async with runtime.engine.connect() as conn:
+        return await summary_report(conn, start, end, timezone=timezone,
+                                    sources=report_sources(runtime.settings),
+                                    direction=period.direction)
 
 
 async def reports_page(request: web.Request) -> web.StreamResponse:
@@ -268,25 +312,25 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
     lang = request_language(request, info)
     t = translator(request.app[WEB_UI].catalogs[lang])
     try:
-        first, last, direction = _report_params(request)
-        async with runtime.engine.connect() as conn:
-            report = await summary_report(conn, first, last, runtime.settings.web.report_timezone,
-                                          direction)  # type: ignore[arg-type]
+        period = _report_params(request)
     except ReportInputError as exc:
         return render(request, "reports.html", info, status=422, page="reports",
                       title_key="nav.reports", error=str(exc), report=None, charts={},
                       form=dict(request.query))
-    labels = report_charts.did_names(runtime.settings)
-    charts = report_charts.build(report, t, lang, labels)
+    report = await _report(runtime, period)
+    days = report.days_filled(period.first, period.last)
+    charts = report_charts.build(report, days, t, lang)
     # svg_charts escapes every text it writes, so its SVG goes into the page as markup.
     svg = {k: Markup(v) for k, v in charts.items()}  # noqa: S704
-    form = {"from": first.isoformat(), "to": last.isoformat(), "direction": direction}
+    form = {"from": period.first.isoformat(), "to": period.last.isoformat(),
+            "direction": period.direction}
     return render(request, "reports.html", info, page="reports", title_key="nav.reports",
-                  report=report, charts=svg, form=form, error="",
+                  report=report, days=days, charts=svg, form=form, error="",
                   num=lambda v, d=0: format_number(v, lang, d), dur=format_duration,
-                  ident=lambda k: k, day=lambda k: report_charts.day_label(k, lang, t),
-                  did_label=lambda k: report_charts.did_label(k, t, labels),
-                  query=f"from={first.isoformat()}&to={last.isoformat()}&direction={direction}")
+                  day=lambda k: report_charts.day_label(k, lang, t),
+                  operator_label=lambda k: report_charts.operator_label(k, t),
+                  source_label=lambda k: report_charts.source_label(k, t),
+                  query=period.query())
 
 
 async def reports_csv(request: web.Request) -> web.StreamResponse:
@@ -295,30 +339,28 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
     runtime = _runtime(request)
     group_by = request.query.get("group_by", "day")
     try:
-        if group_by not in GROUPINGS:
-            raise ReportInputError(f"group_by must be one of {', '.join(GROUPINGS)}")
-        first, last, direction = _report_params(request)
-        async with runtime.engine.connect() as conn:
-            report = await summary_report(conn, first, last, runtime.settings.web.report_timezone,
-                                          direction)  # type: ignore[arg-type]
+        if group_by not in CSV_GROUPS:
+            raise ReportInputError(f"group_by must be one of {', '.join(CSV_GROUPS)}")
+        period = _report_params(request)
     except ReportInputError as exc:
         raise ApiError(422, "invalid_report", str(exc)) from None
-    labels = report_charts.did_names(runtime.settings)
+    report = await _report(runtime, period)
+    rows = (report.days_filled(period.first, period.last) if group_by == "day"
+            else report.rows(group_by))  # type: ignore[arg-type]
+    blank = {"operator": "no operator", "source": "no DID"}.get(group_by, "")
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([group_by, "calls", "inbound", "answered", "missed", "missed_rate",
                      "avg_wait_seconds", "avg_talk_seconds"])
-    for b in [*report.rows(group_by), report.totals]:
-        key = b.key if b is not report.totals else "total"
-        if group_by == "did" and b is not report.totals:
-            key = labels.get(b.key, b.key)
+    for b in [*rows, report.totals]:
+        key = "total" if b is report.totals else (b.key or blank)
         writer.writerow([
             _csv_safe(key), b.calls, b.inbound, b.answered, b.missed,
             "" if b.missed_rate is None else f"{b.missed_rate:.4f}",
             "" if b.avg_wait is None else f"{b.avg_wait:.1f}",
             "" if b.avg_talk is None else f"{b.avg_talk:.1f}",
         ])
-    name = f"pbx-bridge-{group_by}-{first.isoformat()}-{last.isoformat()}.csv"
+    name = f"pbx-bridge-{group_by}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
     return web.Response(body=out.getvalue().encode("utf-8-sig"), content_type="text/csv",
                         charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})

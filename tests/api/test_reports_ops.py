@@ -14,16 +14,19 @@ RANGE = {"from": "2026-11-20T00:00:00Z", "to": "2026-11-23T00:00:00Z"}
 
 async def _seed(api: Api) -> None:
     async with api.runtime.engine.begin() as conn:
-        # Day 1 (2026-11-20): 3 calls: 2 answered by 101 (wait 4 and 6, talk 60 and 120), 1 missed.
+        # Day 1 (2026-11-20): 4 calls: 2 answered by 101 (wait 4 and 6, talk 60 and 120), 2 missed.
         await insert_call(conn, minutes=0, wait=4, talk=60)
         await insert_call(conn, minutes=5, wait=6, talk=120)
         await insert_call(conn, minutes=9, status="no_answer", wait=20, did="+74951112222")
+        # Hung up in the IVR before any phone rang: missed, and "no operator" (group null).
+        await insert_call(conn, minutes=12, status="abandoned", wait=2, operators_rung=[])
         # Day 2 (late evening UTC, still 2026-11-21 in UTC): 1 answered by 102, 1 busy outbound.
         await insert_call(conn, minutes=60 * 24 + 14 * 60 + 50, operator="102", wait=10, talk=30,
                           did="+74951112222")
         await insert_call(conn, minutes=60 * 24 + 60, direction="outbound", status="busy", did=None,
                           wait=3)
-        # Outside the range, and a live call: not counted.
+        # Outside the range, a live call and an internal call: not counted.
+        await insert_call(conn, minutes=40, direction="internal", operator="101", did=None)
         await insert_call(conn, minutes=-60 * 24)
         await insert_call(conn, minutes=30, status=None)
 
@@ -36,26 +39,45 @@ async def _summary(api: Api, **params: str) -> dict[str, object]:
     return body
 
 
+def _row(group: str | None, calls: int, inbound: int, answered: int, missed: int, rate: float,
+         wait: float | None, talk: float | None) -> dict[str, object]:
+    return {"group": group, "calls": calls, "inbound": inbound, "outbound": calls - inbound,
+            "answered": answered, "missed": missed,
+            "unanswered_outbound": calls - answered - missed, "missed_rate": rate,
+            "avg_wait_seconds": wait, "avg_talk_seconds": talk}
+
+
 async def test_summary_by_day_operator_did_source(api: Api) -> None:
     await _seed(api)
     by_day = await _summary(api, group_by="day")
     assert by_day["rows"] == [
-        {"group": "2026-11-20", "calls": 3, "answered": 2, "missed": 1, "missed_rate": 0.3333,
-         "avg_wait_seconds": 10.0, "avg_talk_seconds": 90.0},
-        {"group": "2026-11-21", "calls": 2, "answered": 1, "missed": 0, "missed_rate": 0.0,
-         "avg_wait_seconds": 6.5, "avg_talk_seconds": 30.0},
+        _row("2026-11-20", 4, 4, 2, 2, 0.5, 8.0, 90.0),
+        _row("2026-11-21", 2, 1, 1, 0, 0.0, 6.5, 30.0),
     ]
-    assert by_day["total"] == {"group": None, "calls": 5, "answered": 3, "missed": 1, "missed_rate": 0.2,
-                               "avg_wait_seconds": 8.6, "avg_talk_seconds": 70.0}
+    # Missed rate = missed / inbound calls (the outbound busy call cannot be missed).
+    assert by_day["total"] == _row(None, 6, 5, 3, 2, 0.4, 7.5, 70.0)
+    assert by_day["timezone"] == "UTC" and by_day["direction"] == "all"
+    assert [(b["low_seconds"], b["answered"], b["missed"]) for b in by_day["wait_bands"]] == [  # type: ignore[attr-defined]
+        (0.0, 2, 1), (10, 1, 0), (20, 0, 1), (30, 0, 0), (60, 0, 0), (120, 0, 0)]
     by_operator = {r["group"]: r for r in (await _summary(api, group_by="operator"))["rows"]}  # type: ignore[attr-defined]
-    assert by_operator["101"]["calls"] == 2 and by_operator["102"]["avg_talk_seconds"] == 30.0
-    assert by_operator[None]["calls"] == 2  # nobody answered
+    # 101 answered 2, was rung by the missed call and placed the busy outbound one.
+    assert by_operator["101"] == _row("101", 4, 3, 2, 1, 0.3333, 8.25, 90.0)
+    assert by_operator["102"]["calls"] == 1 and by_operator["102"]["avg_talk_seconds"] == 30.0
+    assert by_operator[None] == _row(None, 1, 1, 0, 1, 1.0, 2.0, None)  # rang nobody
     by_did = {r["group"]: r["calls"] for r in (await _summary(api, group_by="did"))["rows"]}  # type: ignore[attr-defined]
-    assert by_did == {"+74951110000": 2, "+74951112222": 2, None: 1}
-    api.runtime.services["did_sources"] = {"+74951110000": "Yandex Direct", "+74951112222": "website"}
+    assert by_did == {"+74951110000": 3, "+74951112222": 2, None: 1}
+    # Ad channels come from crm.did_sources (DIDs in any format).
+    api.runtime.settings.crm.did_sources = {"8 495 111-00-00": "Yandex Direct", "+74951112222": "website"}
     by_source = {r["group"]: r for r in (await _summary(api, group_by="source"))["rows"]}  # type: ignore[attr-defined]
     assert by_source["website"]["calls"] == 2 and by_source["website"]["missed"] == 1
     assert by_source["Yandex Direct"]["avg_talk_seconds"] == 90.0
+    inbound = await _summary(api, group_by="day", direction="inbound")
+    assert inbound["total"]["calls"] == 5  # type: ignore[index]
+    # Days are local days of web.report_timezone: 23:50 UTC on the 21st is the 22nd in Moscow.
+    api.runtime.settings.web.report_timezone = "Europe/Moscow"
+    moscow = await _summary(api, group_by="day")
+    assert [(r["group"], r["calls"]) for r in moscow["rows"]] == [  # type: ignore[attr-defined]
+        ("2026-11-20", 4), ("2026-11-21", 1), ("2026-11-22", 1)]
 
 
 async def test_summary_csv_and_bad_input(api: Api) -> None:
@@ -65,8 +87,9 @@ async def test_summary_csv_and_bad_input(api: Api) -> None:
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert [r["group"] for r in rows] == ["2026-11-20", "2026-11-21", "total"]
-    assert rows[-1]["calls"] == "5" and rows[-1]["missed_rate"] == "0.2"
+    assert rows[-1]["calls"] == "6" and rows[-1]["missed_rate"] == "0.4" and rows[-1]["inbound"] == "5"
     for params in ({}, {"from": RANGE["from"]}, {**RANGE, "group_by": "week"}, {**RANGE, "format": "xml"},
+                   {**RANGE, "direction": "internal"},
                    {"from": RANGE["to"], "to": RANGE["from"]}, {"from": "x", "to": "y"}):
         resp = await api.client.get("/api/v1/reports/summary", params=params, headers=api.auth("manager"))
         assert resp.status == 422, params
@@ -95,7 +118,7 @@ async def test_metrics(api: Api) -> None:
     resp = await api.client.get("/metrics", headers=api.auth("manager"))
     assert resp.status == 200
     text = await resp.text()
-    assert 'pbx_bridge_calls{status="answered"} 4.0' in text
+    assert 'pbx_bridge_calls{status="answered"} 5.0' in text
     assert 'pbx_bridge_calls{status="live"} 1.0' in text
     assert 'pbx_bridge_ami_connection_state{pbx="main",state="connected"} 1.0' in text
     assert ('pbx_bridge_http_request_duration_seconds_count{method="GET",route="/api/v1/calls/{id}",'

@@ -1,7 +1,9 @@
 /* The JSON API as the UI sees it. Every assumption about paths and shapes (issues 5, 6, 7) lives
    in this file: the rest of the UI uses only the normalized objects returned from here.
-   Shapes checked against the api, rec and stt branches of 26 Nov 2026 (calls, events, clients,
-   tasks, timeline, transcript, recording states); other spellings are accepted where cheap. */
+   The browser tests run these against the real API (calls, events, clients, tasks, timeline,
+   transcript, recording states, q= search matches); the other spellings accepted below date
+   from before the API was merged and cost little. Who may see what is the API's decision: the
+   pages never hide things by role, they say so calmly when the API answers 403. */
 "use strict";
 
 const PBX = (() => {

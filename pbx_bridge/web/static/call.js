@@ -44,7 +44,7 @@
       if (!t.label || seen.has(t.label)) continue;  // one chip per word, the first kind given
       seen.add(t.label);
       const el = h(t.start !== null ? "button" : "span", { type: t.start !== null ? "button" : null, class: "tag " + (t.kind ? "tag-" + t.kind : ""),
-        dataset: { label: t.label }, title: t.kind ? T("tag." + t.kind) : null }, t.label, t.start !== null ? " · " + fmt.duration(t.start) : "");
+        dataset: { label: t.label }, title: t.kind ? T("tag." + t.kind) : null }, t.label, t.start !== null ? " · " + fmt.duration(Math.floor(t.start)) : "");
       if (t.start !== null) el.addEventListener("click", () => seek(Number(t.start)));
       box.append(el);
     }
@@ -62,7 +62,7 @@
     box.replaceChildren(h("h3", {}, h("a", { href: "/ui/clients/" + card.id }, card.name || T("client.unnamed"))),
       h("dl", { class: "facts" },
         card.company ? fact(T("client.company"), card.company) : null,
-        fact(T("client.phones"), h("span", {}, ...card.phones.map(p => UI.phone(p.number, card.id)))),
+        fact(T("client.phones"), h("span", {}, ...card.phones.flatMap((p, i) => [i ? ", " : "", UI.phone(p.number, card.id)]))),
         fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—"),
         card.notes ? fact(T("client.notes"), card.notes) : null));
   }
@@ -156,13 +156,21 @@
   window.addEventListener("pbx:event", (e) => {
     const ev = e.detail;
     const about = ev.raw && String(ev.raw.call_id ?? (ev.call && ev.call.id)) === String(id);
-    if (ev.type === "transcript.ready" && about) loadTranscript().catch(showError);
+    if (ev.type === "transcript.ready" && about) loadTranscript().catch(transcriptRefused);
     if (ev.type === "recording.ready" && about) {
       player.hidden = false; document.getElementById("no-recording").hidden = true;
       player.src = api.recordingUrl(id) + "?v=" + Date.now();
     }
   });
 
+  /* The API decides who may read a transcript (operators: the calls they took); a refusal is
+     said in the transcript's place, not as an error. */
+  function transcriptRefused(e) {
+    if (e.status !== 403) { showError(e); return; }
+    document.getElementById("no-transcript").hidden = true;
+    document.getElementById("transcript").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
+  }
+
   loadCall().catch(showError);
-  loadTranscript().catch(showError);
+  loadTranscript().catch(transcriptRefused);
 })();

@@ -30,6 +30,12 @@
     return p;
   }
 
+  /* The search's snippet marks the words found as [word] (GET /api/v1/calls?q=...). */
+  function marked(text) {
+    return text.split(/(\[[^\]]*\])/).filter(Boolean)
+      .map(part => part.startsWith("[") && part.endsWith("]") ? h("mark", {}, part.slice(1, -1)) : part);
+  }
+
   function sortValue(c, key) {
     if (key === "customer") return (c.customer_name || c.customer_number || "").toLowerCase();
     const v = c[key];
@@ -56,8 +62,8 @@
       const sn = c.snippet;
       const extra = sn ? h("tr", { class: "snippet" }, h("td", { colspan: 8 },
         h("a", { href: "/ui/calls/" + c.id + (sn.offset !== null ? "#t=" + sn.offset : "") },
-          (sn.speaker ? T("speaker." + sn.speaker) + ": " : "") + "… " + sn.text + " …"),
-        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(sn.offset) }) : "")) : null;
+          sn.speaker ? T("speaker." + sn.speaker) + ": " : "", ...marked(sn.text)),
+        sn.offset !== null ? " " + T("call.snippet_at", { time: fmt.duration(Math.floor(sn.offset)) })  /* a position: as players show it */ : "")) : null;
       return extra ? [tr, extra] : [tr];
     }));
     document.getElementById("journal-empty").hidden = rows.length > 0;

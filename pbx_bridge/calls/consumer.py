@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -78,6 +78,11 @@ def tracker_settings_for(pbx_configs: Sequence[PbxConfig], phone: PhoneConfig,
     return lookup
 
 
+# Sees every AMI event of a batch, in order, before the batch's call changes are saved (a feature
+# that follows raw events, such as click-to-call's OriginateResponse / DialBegin / DialEnd).
+EventListener = Callable[[AmiEvent], Awaitable[None]]
+
+
 class CallConsumer:
     def __init__(
         self,
@@ -86,6 +91,7 @@ class CallConsumer:
         tracker_settings: Callable[[str], TrackerSettings | None],
         hooks: Sequence[CallHook] = (),
         *,
+        event_listeners: Sequence[EventListener] = (),
         keep_raw_days: int = 0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
@@ -95,6 +101,7 @@ class CallConsumer:
         self.engine = engine
         self.tracker_settings = tracker_settings
         self.hooks = list(hooks)
+        self.event_listeners = list(event_listeners)
         # Raw AMI events are kept this many days (0 = not kept), purged once an hour.
         self.keep_raw_days = keep_raw_days
         self.keep_raw = keep_raw_days > 0
@@ -111,6 +118,7 @@ class CallConsumer:
         self.changes_saved = 0
         self.batches = 0
         self.hook_errors = 0
+        self.listener_errors = 0
         self.save_errors = 0
         self.events_ignored = 0  # of a PBX with no configuration
         self.item_errors = 0
@@ -161,10 +169,17 @@ class CallConsumer:
             if batch is None:
                 break
             changes = self._process(batch)
+            if self.event_listeners:
+                await self._run_listeners(batch)
             await self._save_and_notify(changes)
         # Whatever could not be saved yet gets a last chance.
         if self._pending:
             await self._save_and_notify([])
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting (the metrics endpoint exports it)."""
+        return self.queue.qsize()
 
     async def stop(self) -> None:
         """Drain what is queued, then let run() return."""
@@ -285,6 +300,19 @@ class CallConsumer:
                     tracker.set_id(rec.linkedid, rec.id)
         for change in saved:
             await self._run_hooks(change)
+
+    async def _run_listeners(self, batch: list[QueueItem]) -> None:
+        for item in batch:
+            if not isinstance(item, AmiEvent):
+                continue
+            for listener in self.event_listeners:
+                try:
+                    await listener(item)
+                except Exception:
+                    # Like a hook: logged and counted, never stops the pipeline.
+                    self.listener_errors += 1
+                    with log_context(pbx=item.pbx):
+                        log.exception("calls.listener_failed event=%s", item.name)
 
     async def _run_hooks(self, change: CallChange) -> None:
         for hook in self.hooks:

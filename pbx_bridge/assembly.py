@@ -1,0 +1,157 @@
+"""The running bridge, built from the settings: the PBX connections (or the built-in simulator),
+the one in-order queue, the call pipeline with its hooks, the feature services and the HTTP
+server; started in dependency order and stopped in reverse.
+
+    AMI reader(s) -> queue -> CallConsumer -> tracker -> store -> hooks (crm, recordings,
+    click-to-call, notifier) -> EventBus -> live clients
+
+`serve` (pbx_bridge.app) is just: build, start, wait for a signal, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pbx_bridge.ami.connection import PbxConnection
+from pbx_bridge.ami.events import QueueItem
+from pbx_bridge.calls.changes import CallHook
+from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.click_to_call.service import ClickToCallService
+from pbx_bridge.clients.service import CrmServices
+from pbx_bridge.config import Settings
+from pbx_bridge.db.engine import make_sessionmaker
+from pbx_bridge.events.notifier import Notifier
+from pbx_bridge.http.app import make_app
+from pbx_bridge.log import event
+from pbx_bridge.recording.hook import RecordingHook
+from pbx_bridge.recording.install import install as install_recordings
+from pbx_bridge.recording.service import RecordingService, simulator_locations
+from pbx_bridge.runtime import Runtime
+from pbx_bridge.simulator.embedded import simulator_pbx_config, simulator_settings
+from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
+
+log = logging.getLogger("pbx_bridge.assembly")
+
+# Names under which the parts are published in runtime.services (metrics read queue_depth).
+CONSUMER_SERVICE = "calls"
+CLICK_TO_CALL_SERVICE = "click_to_call"
+# A burst beyond this many queued items pauses reading from the PBX (TCP backpressure) instead
+# of growing memory without bound; nothing is dropped (PbxConnection keeps the order).
+QUEUE_SIZE = 50_000
+# How long stop() lets the pipeline drain what is queued before giving up on it.
+DRAIN_TIMEOUT = 10.0
+
+
+def uses_simulator(settings: Settings) -> bool:
+    """No [[pbx]] configured and [simulator] enabled: the demo PBX runs inside `serve`."""
+    return not settings.pbx and settings.simulator.enabled
+
+
+@dataclass
+class Bridge:
+    runtime: Runtime
+    queue: asyncio.Queue[QueueItem]
+    simulator_settings: SimulatorSettings | None
+    crm: CrmServices
+    recordings: RecordingService
+    click_to_call: ClickToCallService
+    consumer: CallConsumer | None = None
+    simulator: AmiSimulator | None = None
+    connections: list[PbxConnection] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    _consumer_task: asyncio.Task[None] | None = None
+
+    @property
+    def http_port(self) -> int:
+        """The port the HTTP server listens on (the configured one, or the one given for 0)."""
+        assert self.runner is not None and self.runner.addresses, "start() first"
+        port: int = self.runner.addresses[0][1]
+        return port
+
+    async def start(self) -> None:
+        runtime = self.runtime
+        settings = runtime.settings
+        if self.simulator_settings is not None:
+            self.simulator = AmiSimulator(self.simulator_settings)
+            await self.simulator.start()
+            if settings.simulator.calls_per_second > 0:
+                self.simulator.start_generator(settings.simulator.calls_per_second)
+            # The bridge talks to it like to any PBX, on the port it really listens on.
+            settings.pbx = [simulator_pbx_config(settings.simulator, self.simulator.port)]
+            event(log, logging.INFO, "simulator.embedded", port=self.simulator.port,
+                  calls_per_second=settings.simulator.calls_per_second)
+        await self.crm.start()
+        assert self.crm.hook is not None, "CrmServices.start() sets the hook"
+        hooks: list[CallHook] = [
+            self.crm.hook,
+            RecordingHook(self.recordings),
+            self.click_to_call,
+            Notifier(runtime.bus),
+        ]
+        self.consumer = CallConsumer(
+            self.queue, runtime.engine,
+            tracker_settings_for(settings.pbx, settings.phone),
+            hooks,
+            event_listeners=[self.click_to_call.on_event],
+            keep_raw_days=settings.events.keep_raw_days,
+        )
+        runtime.services[CONSUMER_SERVICE] = self.consumer
+        self._consumer_task = asyncio.create_task(self.consumer.run(), name="call-pipeline")
+        for config in settings.pbx:
+            connection = PbxConnection(config, self.queue)
+            self.connections.append(connection)
+            runtime.pbx[config.name] = connection
+            await connection.start()
+        self.runner = web.AppRunner(make_app(runtime), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, settings.server.host, settings.server.port)
+        await site.start()
+        self.recordings.start()  # conversion worker + retention job
+        event(log, logging.INFO, "http.listening", host=settings.server.host, port=self.http_port)
+
+    async def stop(self) -> None:
+        """Reverse order: stop accepting requests, close the PBX connections, let the pipeline
+        drain what was queued, then stop the workers."""
+        event(log, logging.INFO, "shutdown")
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for connection in reversed(self.connections):
+            await connection.stop()
+        if self.simulator is not None:
+            await self.simulator.stop()
+        if self.consumer is not None and self._consumer_task is not None:
+            await self.consumer.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._consumer_task), DRAIN_TIMEOUT)
+            except TimeoutError:
+                event(log, logging.WARNING, "calls.drain_timeout", pending=self.queue.qsize())
+                self._consumer_task.cancel()
+                await asyncio.gather(self._consumer_task, return_exceptions=True)
+        await self.recordings.stop()
+        await self.click_to_call.close()
+        await self.crm.stop()
+
+
+def assemble(settings: Settings, engine: AsyncEngine) -> Bridge:
+    """Build the parts (nothing started yet). The runtime gets a copy of the settings: with the
+    embedded simulator its [[pbx]] list becomes the simulator's at start."""
+    settings = dataclasses.replace(settings, pbx=list(settings.pbx))
+    runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    sim_settings: SimulatorSettings | None = None
+    locations = None
+    if uses_simulator(settings):
+        sim_settings = simulator_settings(settings.simulator, settings.data_path)
+        assert sim_settings.spool_dir is not None
+        locations = simulator_locations(settings.recordings, settings.data_path,
+                                        sim_settings.spool_dir)
+    recordings = install_recordings(runtime, locations)
+    click_to_call = ClickToCallService(settings, engine, runtime.bus, runtime.pbx)
+    runtime.services[CLICK_TO_CALL_SERVICE] = click_to_call
+    return Bridge(runtime=runtime, queue=asyncio.Queue(QUEUE_SIZE), simulator_settings=sim_settings,
+                  crm=CrmServices(runtime), recordings=recordings, click_to_call=click_to_call)

@@ -9,6 +9,9 @@ from pbx_bridge.http.errors import ApiError, Handler
 
 # Open without a token: the process liveness probe only.
 PUBLIC_PATHS = frozenset({"/healthz"})
+# Signed, expiring recording links are for CRMs that cannot send headers: the signature in the
+# path is the credential, checked by the recordings handler itself.
+PUBLIC_PREFIXES = ("/api/v1/recordings/signed/",)
 # Browsers cannot set headers on a WebSocket: these paths also accept ?access_token=.
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/events"})
 
@@ -27,7 +30,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     token = bearer_token(request)
     if token is None:

@@ -13,11 +13,12 @@ the time the bridge needs to work through its backlog, `quick` about 3):
               right status; screen-pop latency (the simulator writing the ring event -> a client
               receiving call.ringing), event lag (the Hangup written -> call.ended received),
               peak RSS of the bridge; then the outbox delivers everything, in order per client.
-  ami_cuts    the AMI connection cut 100 times (10 quick) at random: resync after each.
-  sigkill     the bridge killed with SIGKILL mid-load and restarted.
-  pg_restart  PostgreSQL restarted mid-load (`pg_ctlcluster ... restart`): only here, never in
-              the test command (other tests use that server).
-  transcribe  transcription jobs with worker processes killed by SIGKILL mid-job.
+  ami_cuts    1,500 calls (300 quick), the AMI connection cut 100 times (10) at random: resync
+              after each.
+  sigkill     1,000 calls (300), the bridge killed with SIGKILL at 40 % and restarted.
+  pg_restart  1,000 calls (300), PostgreSQL restarted at 40 % (`pg_ctlcluster ... restart`):
+              only here, never in the test command (other tests use that server).
+  transcribe  8 jobs (3) on 2 worker processes, workers killed by SIGKILL mid-job 3 times (1).
 
 A call that starts and ends entirely while the bridge cannot see the PBX (disconnected, or the
 bridge dead) is invisible to any AMI client (Asterisk keeps no event history): such calls are

@@ -351,9 +351,20 @@ class PbxConnection:
             done, _ = await asyncio.wait({lost}, timeout=interval)
             if done:
                 raise SessionLost(f"connection lost: {lost.result()}")
+            if self._overflow:
+                # We paused reading (the pipeline is behind): a Ping's answer would wait behind
+                # the bytes we are not reading, and proves nothing about the PBX.
+                continue
+            received = self.events_received
             try:
                 await self._request({"Action": "Ping"}, timeout)
             except ActionTimeout:
+                if self._overflow or self.events_received != received:
+                    # Events kept arriving (or we paused reading meanwhile): the connection is
+                    # alive, the answer is only queued behind them. A half-open one sends nothing.
+                    log_event(log, logging.INFO, "ami.ping_late", pbx=self.pbx_name,
+                              seconds=timeout)
+                    continue
                 # Half-open connection (pitfall 6): nobody answers, TCP may never notice.
                 log_event(log, logging.WARNING, "ami.ping_timeout", pbx=self.pbx_name,
                           seconds=timeout)

@@ -16,7 +16,7 @@ import pytest
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
 from pbx_bridge.config import PbxConfig
-from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
+from pbx_bridge.simulator.server import AmiSimulator, ReceivedAction, Session, SimulatorSettings
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -58,3 +58,66 @@ async def test_a_stalled_consumer_does_not_make_the_watchdog_drop_the_connection
     finally:
         await conn.stop()
 
+
+
+
+async def test_a_reconnect_while_the_pipeline_is_behind_completes_its_session_setup(
+        sim: AmiSimulator) -> None:
+    """After a (re)login the PBX may stream events before it answers the session's own actions;
+    with the pipeline behind, the answer to `Events` waits behind events we are not reading yet.
+    It used to time out and drop the fresh connection, over and over (seen in the soak). Here the
+    simulator answers `Events` only after a burst, while the consumer is stalled past the
+    answer timeout: the session still comes up once."""
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=5)
+    conn = PbxConnection(config(sim.port), queue)
+    held: list[tuple[Session, ReceivedAction]] = []
+
+    def hold_second_events(session: Session, action: ReceivedAction) -> bool:
+        if action.name == "Events" and sim._logins >= 2 and not held:
+            held.append((session, action))
+            return True  # answered below, behind a burst of events
+        return False
+
+    go = asyncio.Event()
+    go.set()
+    snapshots = 0
+
+    async def consumer() -> None:
+        nonlocal snapshots
+        while True:
+            await go.wait()
+            item = await queue.get()
+            snapshots += isinstance(item, ChannelsSnapshot)
+
+    consuming = asyncio.create_task(consumer())
+    await conn.start()
+    try:
+        for _ in range(200):
+            if conn.state == "connected" and snapshots == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert conn.logins == 1
+        sim.action_hook = hold_second_events
+        sim.drop_clients()
+        await sim.wait_logins(2, timeout=10)
+        for _ in range(100):
+            if held:
+                break
+            await asyncio.sleep(0.02)
+        assert held, "the bridge did not send Events after its login"
+        go.clear()  # the pipeline stalls
+        for n in range(20_000):
+            sim.send_raw(f"Event: UserEvent\r\nUserEvent: b{n}\r\n\r\n".encode())
+        sim.action_hook = None
+        await sim._dispatch(*held[0])  # the answer, behind the burst
+        await asyncio.sleep(3.0)  # longer than the answer timeout (2 s)
+        go.set()
+        for _ in range(200):
+            if conn.state == "connected" and snapshots == 2 and not queue.qsize():
+                break
+            await asyncio.sleep(0.05)
+        assert sim._logins == 2 and conn.logins == 2, (sim._logins, conn.logins)
+        assert snapshots == 2 and conn.state == "connected"
+    finally:
+        consuming.cancel()
+        await conn.stop()

@@ -275,6 +275,8 @@ async def _clients_main(url: str, count: int, out: str) -> None:
 class Soak:
     tmp: Path
     quick: bool
+    rate: float = RATE  # calls/s of every phase
+    load_calls: int | None = None  # the load phase's size (None: 10,000, or 500 quick)
     db: str = field(default_factory=lambda: f"pbx_soak_{os.getpid()}")
     rows: list[Row] = field(default_factory=list)
     http_port: int = field(default_factory=_free_port)
@@ -333,8 +335,8 @@ class Soak:
                        ) -> dict[str, Truth]:
         """`count` calls at RATE; `during(seconds)` runs alongside; returns this phase's truth."""
         before = set(self.sim.truth)
-        self.sim.start_generator(RATE, max_calls=count)
-        seconds = count / RATE
+        self.sim.start_generator(self.rate, max_calls=count)
+        seconds = count / self.rate
         if during is not None:
             await during(seconds)
         while len(self.sim.truth) - len(before) < count or self.sim.calls:  # noqa: ASYNC110 - polling the simulator
@@ -417,7 +419,7 @@ class Soak:
     # -- phases --------------------------------------------------------------------------------
 
     async def phase_load(self) -> None:
-        count = 500 if self.quick else 10_000
+        count = self.load_calls or (500 if self.quick else 10_000)
         out = self.tmp / "clients.json"
         ws_url = (f"ws://127.0.0.1:{self.http_port}/api/v1/events?access_token={self.token}"
                   "&types=call.ringing,call.ended")
@@ -441,9 +443,9 @@ class Soak:
         clients.wait(60)
         result = json.loads(out.read_text())
         self.check("load", truth, found, [])
-        self.figure("load: offered rate", (count - 1) / max(wall, 1e-9), "calls/s", f"{RATE:.0f}")
+        self.figure("load: offered rate", (count - 1) / max(wall, 1e-9), "calls/s", f"{self.rate:.0f}")
         self.figure("load: AMI events through the whole stack per bridge CPU-second",
-                    events / max(cpu, 1e-9), "events/s", f">= {events / count * RATE:,.0f} "
+                    events / max(cpu, 1e-9), "events/s", f">= {events / count * self.rate:,.0f} "
                     "(one free core keeps up with 50 calls/s)", events / count, "events per call")
         self.figure("load: machine load average (1 min) at the end, 2 cores shared",
                     os.getloadavg()[0], "")
@@ -689,13 +691,16 @@ event_queue_size = 5000
 """
 
 
-async def _run(quick: bool) -> list[Row]:
+PHASES = ("load", "ami_cuts", "sigkill", "pg_restart", "transcribe")
+
+
+async def _run(quick: bool, phases: tuple[str, ...] = PHASES, rate: float = RATE,
+               load_calls: int | None = None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="pbx-soak-") as tmp:
-        soak = Soak(Path(tmp), quick)
+        soak = Soak(Path(tmp), quick, rate=rate, load_calls=load_calls)
         await soak.setup()
         try:
-            for phase in (soak.phase_load, soak.phase_ami_cuts, soak.phase_sigkill,
-                          soak.phase_pg_restart, soak.phase_transcribe):
+            for phase in [getattr(soak, f"phase_{name}") for name in phases]:
                 print(f"-- {phase.__name__}", file=sys.stderr, flush=True)
                 started = time.monotonic()
                 try:
@@ -725,11 +730,16 @@ def run(quick: bool = False) -> list[Row]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.bench_soak")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    parser.add_argument("--rate", type=float, default=RATE, help="calls per second")
+    parser.add_argument("--calls", type=int, default=None, help="size of the load phase")
     parser.add_argument("--clients", nargs=3, metavar=("URL", "COUNT", "OUT"),
                         help="(internal) run the WebSocket clients")
     args = parser.parse_args()
     if args.clients:
         asyncio.run(_clients_main(args.clients[0], int(args.clients[1]), args.clients[2]))
     else:
-        for r in run(args.quick):
-            print(r)
+        from bench.__main__ import format_table
+
+        rows = asyncio.run(_run(args.quick, tuple(args.phases.split(",")), args.rate, args.calls))
+        print(format_table(rows))

@@ -446,7 +446,8 @@ class Soak:
         self.figure("load: offered rate", (count - 1) / max(wall, 1e-9), "calls/s", f"{self.rate:.0f}")
         self.figure("load: AMI events through the whole stack per bridge CPU-second",
                     events / max(cpu, 1e-9), "events/s", f">= {events / count * self.rate:,.0f} "
-                    "(one free core keeps up with 50 calls/s)", events / count, "events per call")
+                    f"(one free core keeps up with {self.rate:.0f} calls/s)", events / count,
+                    "events per call")
         self.figure("load: machine load average (1 min) at the end, 2 cores shared",
                     os.getloadavg()[0], "")
         pops = [when - self.sim.ring_sent[k] for k, whens in result["ringing"].items()

@@ -114,6 +114,11 @@ class Bridge:
         await site.start()
         self.recordings.start()  # conversion worker + retention job
         event(log, logging.INFO, "http.listening", host=settings.server.host, port=self.http_port)
+        if not settings.pbx:
+            event(log, logging.WARNING, "serve.no_pbx",
+                  hint="no [[pbx]] configured and [simulator] enabled = false: no calls will arrive")
+        event(log, logging.INFO, "serve.ready", url=f"http://{settings.server.host}:{self.http_port}/",
+              pbx=",".join(p.name for p in settings.pbx) or "-")
 
     async def stop(self) -> None:
         """Reverse order: stop accepting requests, close the PBX connections, let the pipeline

@@ -92,6 +92,7 @@ class PbxConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self._up = False  # ConnectionUp delivered and no ConnectionLost since
         self._overflow: deque[QueueItem] = deque()
+        self._read_pauses = 0  # times reading was paused because the queue was full
         self._drainer: asyncio.Task[None] | None = None
 
     # -- ProtocolSink ----------------------------------------------------------------------
@@ -244,6 +245,7 @@ class PbxConnection:
         self._overflow.append(item)
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
+            self._read_pauses += 1
             protocol.transport.pause_reading()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
@@ -370,11 +372,16 @@ class PbxConnection:
                 # We paused reading (the pipeline is behind): a Ping's answer would wait behind
                 # the bytes we are not reading, and proves nothing about the PBX.
                 continue
+            pauses = self._read_pauses
             try:
                 # Patient: while events keep arriving the answer is only queued behind them. A
                 # half-open connection sends nothing at all.
                 await self._request({"Action": "Ping"}, timeout, patient=True)
             except ActionTimeout:
+                if self._overflow or self._read_pauses != pauses:
+                    # We stopped reading ourselves (the pipeline is behind): the answer is
+                    # waiting unread behind the backlog; the PBX is not what went quiet.
+                    continue
                 # Half-open connection (pitfall 6): nobody answers, TCP may never notice.
                 log_event(log, logging.WARNING, "ami.ping_timeout", pbx=self.pbx_name,
                           seconds=timeout)

@@ -1,6 +1,8 @@
 """The call pipeline: the ONE task that consumes the in-order queue of AMI events and control
 items from every PBX connection, turns them into call changes (a CallTracker per PBX), saves
 them (all changes of one drained batch in one transaction), then runs the hooks in order.
+Event listeners (click-to-call follows OriginateResponse / DialBegin / DialEnd) see each batch's
+raw AMI events, in order, before that batch's changes are saved and hooked.
 
 On start it restores the calls the database still has live, so after a restart (even kill -9)
 the first CoreShowChannels answer ends the ones that are gone.

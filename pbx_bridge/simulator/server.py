@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
 from pbx_bridge.simulator.channels import (
@@ -30,6 +29,7 @@ from pbx_bridge.simulator.channels import (
     core_show_channel,
     core_show_channels_complete,
 )
+from pbx_bridge.simulator.outcomes import OriginateOutcome, originate_variant
 from pbx_bridge.simulator.recording import Recorder
 from pbx_bridge.simulator.templates import CallTemplate, broadcast_events, build_template
 from pbx_bridge.simulator.trace import Frame, read_trace
@@ -49,7 +49,6 @@ MAX_SESSION_BACKLOG = 16 * 1024 * 1024
 _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
-OriginateOutcome = Literal["answer"]
 
 
 @dataclass(eq=False)
@@ -111,6 +110,9 @@ class SimulatorSettings:
     speed: float = 1.0  # how fast generated and originated calls play (2 = twice as fast)
     uptime_at_start: int = 100
     extra_events: list[str] = field(default_factory=list)
+    # How an Originate goes, by the operator's extension or the number dialled (Exten);
+    # anything else is answered. E.g. {"105": "operator_no_answer", "84951234567": "customer_busy"}.
+    originate_outcomes: dict[str, OriginateOutcome] = field(default_factory=dict)
 
 
 class AmiSimulator:
@@ -181,6 +183,15 @@ class AmiSimulator:
             folder = self.settings.traces_dir or DATA_DIR
             self._templates[name] = build_template(Path(folder) / f"{name}.ami", name)
         return self._templates[name]
+
+    def originate_template(self, outcome: OriginateOutcome) -> CallTemplate:
+        if outcome == "answer":
+            return self.template(CLICK_TO_CALL_TRACE)
+        key = f"{CLICK_TO_CALL_TRACE}:{outcome}"
+        if key not in self._templates:
+            path = Path(self.settings.traces_dir or DATA_DIR) / f"{CLICK_TO_CALL_TRACE}.ami"
+            self._templates[key] = build_template(path, key, originate_variant(read_trace(path), outcome))
+        return self._templates[key]
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -369,8 +380,9 @@ class AmiSimulator:
                             call_id=variables.get("CALL_ID", ""),
                             channel_id=action.get("ChannelId"),
                             action_id=action.get("ActionID"))
-        template = self.template(CLICK_TO_CALL_TRACE)
-        self.add_call(template, values)
+        outcomes = self.settings.originate_outcomes
+        outcome = outcomes.get(found.group(1)) or outcomes.get(exten) or "answer"
+        self.add_call(self.originate_template(outcome), values)
 
     def _hangup(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")

@@ -79,8 +79,10 @@ def _escape(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def build_template(path: Path | str, name: str | None = None) -> CallTemplate:
-    frames = broadcast_events(read_trace(path))
+def build_template(path: Path | str, name: str | None = None,
+                   frames: list[Frame] | None = None) -> CallTemplate:
+    """`frames`: the broadcast events to use instead of the file's (a variant of the trace)."""
+    frames = frames if frames is not None else broadcast_events(read_trace(path))
     if not frames:
         raise ValueError(f"{path}: no events")
     t0 = next((f.timestamp for f in frames if f.timestamp is not None), 0.0) or 0.0

@@ -19,6 +19,7 @@ from pbx_bridge.click_to_call.service import ClickToCallService
 from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.http.app import make_app
+from pbx_bridge.recording.install import install as install_recordings
 from pbx_bridge.runtime import Runtime
 
 ROLE_TOKENS = ("admin", "manager", "operator", "crm")
@@ -70,6 +71,7 @@ async def make_api(settings: Settings, engine: AsyncEngine, aiohttp_client: Any)
         for key, value in click_to_call.items():
             setattr(settings.click_to_call, key, value)
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+        install_recordings(runtime)  # the recordings routes answer as under `serve`
         pbx = MiniAmiClient("main")
         runtime.pbx["main"] = pbx
         app = make_app(runtime)

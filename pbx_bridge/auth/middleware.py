@@ -12,6 +12,9 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 # Signed, expiring recording links are for CRMs that cannot send headers: the signature in the
 # path is the credential, checked by the recordings handler itself.
 PUBLIC_PREFIXES = ("/api/v1/recordings/signed/",)
+# What needs a bearer token (or a web UI session): the API and the operations endpoints.
+TOKEN_PREFIXES = ("/api/",)
+TOKEN_PATHS = frozenset({"/readyz", "/metrics"})
 # Browsers cannot set headers on a WebSocket: these paths also accept ?access_token=.
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/events"})
 
@@ -32,6 +35,10 @@ def bearer_token(request: web.Request) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
+    if "principal" in request:  # a signed-in web UI session (pbx_bridge.web.session_auth)
+        return await handler(request)
+    if not request.path.startswith(TOKEN_PREFIXES) and request.path not in TOKEN_PATHS:
+        return await handler(request)  # web UI pages check their own session (login redirect)
     token = bearer_token(request)
     if token is None:
         raise ApiError(401, "unauthorized", "a bearer token is required (Authorization: Bearer ...)",

@@ -137,26 +137,26 @@ def serve_routing(path: str, port: int, constant: bool) -> None:
 
             app.router.add_get("/api/v1/routing/responsible", const)
         else:
+            from datetime import UTC, datetime
+
+            from pbx_bridge.auth.schema import api_tokens
+            from pbx_bridge.auth.tokens import hash_token
             from pbx_bridge.config import Settings
             from pbx_bridge.db.engine import make_engine, make_sessionmaker
             from pbx_bridge.http.app import make_app
-            from pbx_bridge.http.auth import Principal
             from pbx_bridge.runtime import Runtime
 
             settings = Settings()
             settings.database.url = f"sqlite+aiosqlite:///{path}"
             engine = make_engine(settings.database_url)
             app = make_app(Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine)))
-            who = Principal(kind="token", id=1, name="bench", role="crm")
-
-            # Stands in for the API feature's token middleware (not merged yet): one fixed token.
-            @web.middleware
-            async def bearer(request: web.Request, handler: Any) -> web.StreamResponse:
-                if request.headers.get("Authorization") == f"Bearer {TOKEN}":
-                    request["principal"] = who
-                return await handler(request)
-
-            app.middlewares.append(bearer)
+            # A real crm-role token row (the fixed bench token, hashed as `tokens create` does):
+            # the request goes through the real token middleware.
+            async with engine.begin() as conn:
+                await conn.execute(api_tokens.delete().where(api_tokens.c.name == "bench"))
+                await conn.execute(api_tokens.insert().values(
+                    name="bench", role="crm", token_hash=hash_token(TOKEN), prefix=TOKEN[:10],
+                    created_at=datetime.now(UTC)))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

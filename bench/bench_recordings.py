@@ -76,15 +76,23 @@ async def _playback(tmp: Path, wav: Path, count: int) -> list[dict[str, object]]
     async def reference(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(stored)
 
-    app.router.add_get("/reference.wav", reference)
+    # The reference is a bare aiohttp app of its own (the API's token middleware guards every
+    # path of ours), served from the same process and event loop.
+    ref_app = web.Application()
+    ref_app.router.add_get("/reference.wav", reference)
     runner = web.AppRunner(app, access_log=None)
+    ref_runner = web.AppRunner(ref_app, access_log=None)
     await runner.setup()
+    await ref_runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    ref_site = web.TCPSite(ref_runner, "127.0.0.1", 0)
+    await ref_site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    ref_port = ref_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     token = signing.sign(service.signing_key, call_id, now=time.time(), ttl_seconds=3600).token
     ours_url = f"http://127.0.0.1:{port}/api/v1/recordings/signed/{token}"
-    ref_url = f"http://127.0.0.1:{port}/reference.wav"
+    ref_url = f"http://127.0.0.1:{ref_port}/reference.wav"
     rows: list[dict[str, object]] = []
     try:
         rng = {"Range": "bytes=1000000-1065535"}
@@ -102,6 +110,7 @@ async def _playback(tmp: Path, wav: Path, count: int) -> list[dict[str, object]]
                      "reference_name": "aiohttp FileResponse (sendfile), same file"})
     finally:
         await runner.cleanup()
+        await ref_runner.cleanup()
         await engine.dispose()
     return rows
 

@@ -28,7 +28,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
     async with database(settings) as engine:
         bridge = assemble(settings, engine)
         try:
-            await bridge.start()
+            await bridge.start()  # ends with gc.freeze(): start-up objects live forever
             if started is not None and not started.done():
                 started.set_result(bridge)
             await stop.wait()

@@ -37,6 +37,8 @@ log = logging.getLogger("pbx_bridge.ami.connection")
 ConnectionState = Literal["connecting", "connected", "auth_failed", "disconnected", "stopped"]
 FieldValue = str | Sequence[str]
 _ERROR_RESPONSES = frozenset({"Error", "Fail", "Failure"})
+# How many times a patient action's timeout is renewed while the connection shows it is alive.
+PATIENT_ROUNDS = 12
 
 
 @dataclass(slots=True)
@@ -185,7 +187,11 @@ class PbxConnection:
                        *,
                        as_list: bool | None = None,
                        on_complete: Callable[[asyncio.Future[Any]], None] | None = None,
+                       patient: bool = False,
                        ) -> ActionResponse:
+        """`patient`: while the connection shows it is alive (events keep arriving, or we
+        paused reading because the pipeline is behind), an answer late by `timeout` is waited
+        for again, up to PATIENT_ROUNDS times: it is queued behind those events, not lost."""
         protocol, manager = self._protocol, self._manager
         if protocol is None or manager is None or protocol.closed:
             raise PbxUnavailable(f"PBX {self.pbx_name} is not connected")
@@ -200,14 +206,22 @@ class PbxConnection:
         if on_complete is not None:
             protocol.completion_hooks[request.id] = on_complete
         future = manager.send_action(request, as_list=as_list)
-        try:
-            result = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            protocol.responses.pop(request.id, None)
-            protocol.completion_hooks.pop(request.id, None)
-            raise ActionTimeout(
-                f"PBX {self.pbx_name}: no answer to {clean.get('Action')} within {timeout:g}s"
-            ) from None
+        received, rounds = self.events_received, 0
+        while True:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(future), timeout)
+                break
+            except TimeoutError:
+                alive = bool(self._overflow) or self.events_received != received
+                if patient and alive and rounds < PATIENT_ROUNDS and not protocol.closed:
+                    rounds, received = rounds + 1, self.events_received
+                    continue
+                future.cancel()
+                protocol.responses.pop(request.id, None)
+                protocol.completion_hooks.pop(request.id, None)
+                raise ActionTimeout(
+                    f"PBX {self.pbx_name}: no answer to {clean.get('Action')} within {timeout:g}s"
+                ) from None
         return self._response(result)
 
     def _response(self, result: Any) -> ActionResponse:
@@ -323,7 +337,8 @@ class PbxConnection:
         self.asterisk_banner = protocol.version or ""
         # Per-session settings are gone after every reconnect (pitfall 11): send them again.
         try:
-            await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout)
+            await self._request({"Action": "Events", "EventMask": "on"}, answer_timeout,
+                                patient=True)
         except ActionTimeout:
             # manager.conf `broken_events_action = yes` answers nothing to `Events: on`; Login's
             # `Events: on` already did it, and the Ping watchdog will tell a dead connection.
@@ -351,7 +366,8 @@ class PbxConnection:
             self._deliver(ChannelsSnapshot(self.pbx_name, now, channels))
 
         try:
-            await self._request({"Action": "CoreShowChannels"}, timeout * 3, on_complete=deliver)
+            await self._request({"Action": "CoreShowChannels"}, timeout * 3, on_complete=deliver,
+                                patient=True)
         except ActionFailed as exc:
             log_event(log, logging.ERROR, "ami.snapshot_refused", pbx=self.pbx_name, answer=str(exc))
 
@@ -363,9 +379,15 @@ class PbxConnection:
             done, _ = await asyncio.wait({lost}, timeout=interval)
             if done:
                 raise SessionLost(f"connection lost: {lost.result()}")
+            if self._overflow:
+                # We paused reading (the pipeline is behind): a Ping's answer would wait behind
+                # the bytes we are not reading, and proves nothing about the PBX.
+                continue
             pauses = self._read_pauses
             try:
-                await self._request({"Action": "Ping"}, timeout)
+                # Patient: while events keep arriving the answer is only queued behind them. A
+                # half-open connection sends nothing at all.
+                await self._request({"Action": "Ping"}, timeout, patient=True)
             except ActionTimeout:
                 if self._overflow or self._read_pauses != pauses:
                     # We stopped reading ourselves (the pipeline is behind): the answer is

@@ -20,6 +20,7 @@ from pbx_bridge.events import schemas as events_schemas
 from pbx_bridge.http.access_log import access_log_middleware
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
+from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
@@ -59,7 +60,7 @@ def make_app(runtime: Runtime) -> web.Application:
     # become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
                           middlewares=[metrics_middleware, access_log_middleware, error_middleware,
-                                       auth_middleware])
+                                       auth_middleware, body_timeout_middleware])
     app[RUNTIME] = runtime
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)

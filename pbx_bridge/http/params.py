@@ -15,7 +15,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else."""
     try:
         data = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: JSON nested thousands deep ({"a": {"a": ...) is junk, not a bug.
         raise ApiError(400, "bad_request", "the body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")

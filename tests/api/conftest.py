@@ -71,6 +71,7 @@ async def make_api(settings: Settings, engine: AsyncEngine, aiohttp_client: Any)
         for key, value in click_to_call.items():
             setattr(settings.click_to_call, key, value)
         runtime = Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+        install_recordings(runtime)  # the recordings routes answer as under `serve`
         pbx = MiniAmiClient("main")
         runtime.pbx["main"] = pbx
         install_recordings(runtime)  # as serve does: the API serves recordings too

@@ -93,6 +93,7 @@ async def test_serve_in_process_readiness_follows_the_connection(settings: Setti
     settings.simulator.port = 0
     settings.simulator.calls_per_second = 0
     settings.recordings.policy = "none"
+    settings.transcription.in_process = False  # about readiness: no vosk model to load
     stop = asyncio.Event()
     started: asyncio.Future[Bridge] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, stop, started))

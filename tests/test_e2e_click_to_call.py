@@ -31,6 +31,7 @@ async def running(settings: Settings, engine: AsyncEngine,
     settings.simulator.port = 0
     settings.simulator.calls_per_second = 0  # only our calls
     settings.recordings.policy = "none"
+    settings.transcription.in_process = False  # no recordings, nothing to transcribe
     if adjust is not None:
         adjust(settings)
     bridge = assemble(settings, engine)

@@ -28,6 +28,7 @@ from recordings.transcription.recognize import ModelError, check_model_dir
 from recordings.transcription.store import load_transcript
 from recordings.transcription.worker import WorkerPool
 
+STOP_TIMEOUT = 10.0  # seconds serve waits for the workers to stop
 log = logging.getLogger("pbx_bridge.transcription")
 
 # Keys of the recording.ready message's "recording" object that may hold the WAV file's path.
@@ -95,7 +96,9 @@ class TranscriptionService:
         self._tasks = []
         if self.pool is not None:
             pool, self.pool = self.pool, None
-            await asyncio.to_thread(pool.stop)
+            # Bounded: a pool still loading its model (or a worker deep in a C call) is killed
+            # after this; its job's lease then expires and another worker takes it.
+            await asyncio.to_thread(pool.stop, STOP_TIMEOUT)
 
     async def enqueue(self, call_id: int, wav_path: str) -> int:
         async with self.runtime.engine.begin() as conn:

@@ -145,9 +145,11 @@ async def seed(runtime: Runtime, traces: Path) -> tuple[dict[str, int], dict[str
         await store.create_user(conn, username="anna", password="pass-word-1", role="manager")
         await store.create_user(conn, username="op1", password="pass-word-2", role="operator",
                                 extension="101")
-        for i in range(36):  # two weeks of traffic for the journal and the report
+        # Twelve days of traffic for the journal and the report: inside the report's default
+        # 14-day window whatever the time of day the test runs.
+        for i in range(36):
             status = ("answered", "answered", "no_answer", "answered", "abandoned", "busy")[i % 6]
-            await insert_call(conn, started_at=now - timedelta(hours=9 * i + 2), status=status,
+            await insert_call(conn, started_at=now - timedelta(hours=8 * i + 2), status=status,
                               direction="outbound" if status == "busy" else "inbound",
                               operator=("101", "102", "103")[i % 3] if status == "answered" else None,
                               operators_rung=[("101", "102", "103")[i % 3]],

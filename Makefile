@@ -29,11 +29,12 @@ test: install-test browser-deps
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's chromium for the Playwright UI tests (no browser download: we point at /usr/bin/chromium).
+# Debian packages the tests use: chromium for the Playwright UI tests (no browser download: we
+# point at /usr/bin/chromium), and sox, which a recordings test compares our WAV conversion with.
 browser-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; \
+	@if [ ! -x /usr/bin/chromium ] || ! command -v sox >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium sox >/dev/null; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium sox >/dev/null; fi; \
 	fi
 
 bench: install-test

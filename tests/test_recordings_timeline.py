@@ -6,9 +6,7 @@ import importlib.util
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.config import Settings
@@ -42,11 +40,8 @@ def test_link_payload() -> None:
 
 
 async def test_ready_recording_is_linked_on_the_card(engine: AsyncEngine) -> None:
-    """Runs once crm_sync (another feature) is merged; checked by hand against its branch."""
-    timeline: Any = pytest.importorskip("crm_sync.timeline", reason="crm_sync is not merged yet")
-    cards: Any = pytest.importorskip("crm_sync.cards")
-    contacts: Any = pytest.importorskip("crm_sync.contacts")
-    matching: Any = pytest.importorskip("crm_sync.matching")
+    from crm_sync import cards, contacts, matching, timeline
+
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         card = cards.CardInput(name="Ivan Petrov", phones=["+74951234567"])

@@ -17,10 +17,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-pytest.importorskip("pbx_bridge.simulator.server", reason="the AMI simulator (issue 3) is not merged")
-pytest.importorskip("pbx_bridge.ami.connection", reason="PbxConnection (issue 3) is not merged")
-pytest.importorskip("pbx_bridge.calls.consumer", reason="the call consumer (issue 3) is not merged")
-
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.events import AmiEvent, QueueItem
 from pbx_bridge.auth.tokens import create_token
@@ -152,7 +148,6 @@ async def test_pbx_down_then_503(bridge: Bridge) -> None:
 
 
 async def test_screen_pop_known_and_unknown_caller(bridge: Bridge) -> None:
-    pytest.importorskip("crm_sync.cards", reason="crm_sync (issue 4) is not merged")
     from pbx_bridge.simulator.calls import CallValues
 
     resp = await bridge.client.post("/api/v1/clients", headers=bridge.auth("crm"),

@@ -150,10 +150,14 @@ class HttpConnector:
             ) as resp:
                 raw = await resp.read()
                 return resp.status, raw.decode("utf-8", errors="replace")
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # No connection at all: the request never reached the CRM.
+            raise DeliveryError(f"CRM unreachable: {type(exc).__name__}: {exc}",
+                                unreachable=True) from None
         except TimeoutError:
             raise DeliveryError(f"CRM did not answer within {self.settings.timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            raise DeliveryError(f"CRM unreachable: {type(exc).__name__}: {exc}") from None
+            raise DeliveryError(f"CRM connection failed: {type(exc).__name__}: {exc}") from None
 
 
 def _check_status(status: int, text: str) -> None:

@@ -8,11 +8,18 @@ retrying with exponential backoff. After `max_attempts`, or at once for an answe
 cannot fix (4xx), an item becomes a dead letter: it is taken out of its key's line (so one
 poisoned item does not hold the client's later items back forever), listed by `outbox dead` and
 re-queued by `outbox retry ID`.
+
+When nothing gets through at all (the CRM is down, or answers only 5xx / 429), the CRM as a whole
+is backed off (`CrmCircuit`): no item is tried until the pause is over, then one item probes.
+Without it, a backlog of N clients costs N connection attempts every few seconds for as long as
+the outage lasts. An item that could not even be sent (no connection) is not at fault: such tries
+never turn it into a dead letter, however long the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,11 +37,13 @@ State = Literal["pending", "dead", "delivered", "all"]
 
 
 class DeliveryError(Exception):
-    """Sending failed; `retryable` False when trying again cannot help (the CRM refused it)."""
+    """Sending failed; `retryable` False when trying again cannot help (the CRM refused it);
+    `unreachable` when the request never reached the CRM (no connection)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, unreachable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.unreachable = unreachable
 
 
 class OutboxItemNotFound(LookupError):
@@ -50,6 +59,39 @@ class RetryPolicy:
     def delay(self, attempts: int) -> float:
         """Seconds before the next try after `attempts` failures: base, 2*base, 4*base ... capped."""
         return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+
+
+# The longest pause between probes of a CRM that is down: once it is back, delivery resumes within
+# this long, whatever the per-item backoff has grown to.
+CIRCUIT_MAX_SECONDS = 60.0
+
+
+@dataclass
+class CrmCircuit:
+    """The external CRM as a whole. A round in which nothing was delivered and something failed
+    for a reason that retrying can fix opens the circuit for policy.delay(rounds) seconds
+    (at most CIRCUIT_MAX_SECONDS); while it is open a round tries one item; a delivery closes it."""
+
+    policy: RetryPolicy
+    failed_rounds: int = 0
+    open_until: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.failed_rounds > 0
+
+    def wait_seconds(self, now: datetime) -> float:
+        if self.open_until is None:
+            return 0.0
+        return max(0.0, (self.open_until - now).total_seconds())
+
+    def record(self, delivered: int, retryable_failures: int, now: datetime) -> None:
+        if delivered:
+            self.failed_rounds, self.open_until = 0, None
+        elif retryable_failures:
+            self.failed_rounds += 1
+            pause = min(CIRCUIT_MAX_SECONDS, self.policy.delay(self.failed_rounds))
+            self.open_until = now + timedelta(seconds=pause)
 
 
 @dataclass(frozen=True)
@@ -154,7 +196,8 @@ async def mark_failed(
 ) -> bool:
     """Count the failure and schedule the next try; True when the item became a dead letter."""
     attempts = item.attempts + 1
-    dead = not error.retryable or attempts >= policy.max_attempts
+    # Tries that never reached the CRM say nothing about the item: they never make it dead.
+    dead = not error.retryable or (attempts >= policy.max_attempts and not error.unreachable)
     await db.execute(
         sa.update(outbox)
         .where(outbox.c.id == item.id)
@@ -220,16 +263,24 @@ async def deliver_due(
     limit: int = 50,
     concurrency: int = 8,
     clock: Callable[[], datetime] = utcnow,
+    circuit: CrmCircuit | None = None,
 ) -> int:
-    """One round: send every due head (different clients in parallel); returns how many went."""
+    """One round: send every due head (different clients in parallel); returns how many went.
+    With an open `circuit`, only one item is tried (the probe)."""
+    probing = circuit is not None and circuit.is_open
     async with engine.connect() as conn:
-        items = await due_items(conn, clock(), limit)
+        items = await due_items(conn, clock(), 1 if probing else limit)
     if not items:
         return 0
     gate = asyncio.Semaphore(concurrency)
+    retryable_failures = 0
+    unreachable = False
 
     async def one(item: OutboxItem) -> bool:
+        nonlocal retryable_failures, unreachable
         async with gate:
+            if unreachable:
+                return False  # the CRM is not there: the rest of the round waits, untried
             try:
                 await send(item)
             except Exception as raised:  # a bug in a sender must not stop the loop
@@ -238,8 +289,12 @@ async def deliver_due(
                     if isinstance(raised, DeliveryError)
                     else DeliveryError(f"{type(raised).__name__}: {raised}")
                 )
+                retryable_failures += exc.retryable
+                unreachable = unreachable or exc.unreachable
                 async with engine.begin() as conn:
                     dead = await mark_failed(conn, item, exc, clock(), policy)
+                if circuit is not None and circuit.is_open and not dead:
+                    return False  # the CRM is still down: said once, when the circuit opened
                 log.warning(
                     "outbox.failed",
                     extra={
@@ -258,7 +313,16 @@ async def deliver_due(
             return True
 
     results = await asyncio.gather(*(one(i) for i in items))
-    return sum(results)
+    delivered = sum(results)
+    if circuit is not None:
+        was_open = circuit.is_open
+        circuit.record(delivered, retryable_failures, clock())
+        if circuit.is_open and not was_open:
+            log.warning("outbox.crm_down", extra={"kv": {
+                "pause_seconds": round(circuit.wait_seconds(clock()), 3)}})
+        elif was_open and not circuit.is_open:
+            log.warning("outbox.crm_back", extra={"kv": {"delivered": delivered}})
+    return delivered
 
 
 async def run_delivery_loop(
@@ -275,7 +339,14 @@ async def run_delivery_loop(
     """Deliver until `stop` is set. `wake` (set by whoever enqueues) cuts the poll wait short.
     With `keep_delivered`, delivered items older than that are deleted (checked hourly)."""
     last_purge: datetime | None = None
+    circuit = CrmCircuit(policy)
     while not stop.is_set():
+        pause = circuit.wait_seconds(clock())
+        if pause > 0:
+            # The CRM is down: nothing to try before the pause is over (new items only queue up).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            continue
         if keep_delivered is not None and (last_purge is None or clock() - last_purge > timedelta(hours=1)):
             last_purge = clock()
             try:
@@ -284,7 +355,7 @@ async def run_delivery_loop(
             except (sa.exc.SQLAlchemyError, OSError):
                 log.exception("outbox.purge_failed")
         try:
-            sent = await deliver_due(engine, send, policy, clock=clock)
+            sent = await deliver_due(engine, send, policy, clock=clock, circuit=circuit)
         except (sa.exc.SQLAlchemyError, OSError):
             log.exception("outbox.round_failed")
             sent = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -323,14 +324,62 @@ async def _some_attempted(engine: AsyncEngine) -> bool:
     return any(i.attempts > 0 for i in await items(engine))
 
 
-async def test_crm_unreachable_then_dead_letters_via_cli(
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_crm_down_is_backed_off_as_a_whole_and_nothing_becomes_dead(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """30 clients' items wait while nothing listens on the CRM's port (connection refused): the
+    worker does not hammer the dead CRM with a try per item per round (the circuit opens after
+    the first failed round, then one item probes), no item becomes a dead letter however many
+    probes it takes, and when the CRM comes up on that port everything goes out, in order."""
+    port = _free_port()
+    external(settings, f"http://127.0.0.1:{port}", attempts=2)
+    now = outbox.utcnow()
+    async with engine.begin() as conn:
+        for n in range(30):
+            for kind in ("contact", "call"):
+                await outbox.enqueue(conn, f"phone:+7916000{n:04d}", kind, {"n": n, "kind": kind}, now)
+    worker = OutboxWorker(engine, settings)
+    await worker.start()
+    try:
+        await asyncio.sleep(2.0)  # probes every 0.05 .. 0.2 s (the test's retry settings)
+        found = await items(engine)
+        tries = sum(i.attempts for i in found)
+        probed = [i for i in found if i.attempts > 2]
+        # Per item and round, 30 clients for 2 s would be ~300 tries; the circuit: the first
+        # round's concurrent sends (8) plus one probe per pause.
+        assert 0 < tries < 30, tries
+        assert probed and all("unreachable" in (i.last_error or "") for i in probed)
+        assert await items(engine, "dead") == []  # past max_attempts, and still not dead
+
+        crm = FakeCrm()
+        app = web.Application()
+        app.router.add_post("/contacts", crm.post)
+        app.router.add_post("/activities", crm.post)
+        server = TestServer(app, host="127.0.0.1", port=port)
+        await server.start_server()
+        try:
+            await wait_for(lambda: all_delivered(engine))
+        finally:
+            await server.close()
+    finally:
+        await worker.stop()
+    assert len(crm.received) == 60
+    for n in range(30):
+        mine = [g["event"] for g in crm.received if g["body"]["n"] == n]  # type: ignore[index]
+        assert mine == ["contact", "call"]
+
+
+async def test_refused_items_are_dead_letters_listed_and_retried_via_cli(
     engine: AsyncEngine, settings: Settings, db_url: str, crm_server: Server
 ) -> None:
-    # A port where nothing listens: connection refused.
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    external(settings, f"http://127.0.0.1:{port}", attempts=3)
+    crm = FakeCrm(mode="refuse")
+    external(settings, await crm_server(crm), attempts=3)
     worker = OutboxWorker(engine, settings)
     await worker.start()
     try:
@@ -343,7 +392,7 @@ async def test_crm_unreachable_then_dead_letters_via_cli(
     finally:
         await worker.stop()
     dead_items = await items(engine, "dead")
-    assert all(i.attempts == 3 and "unreachable" in (i.last_error or "") for i in dead_items)
+    assert all(i.attempts == 1 and "HTTP 422" in (i.last_error or "") for i in dead_items)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_BRIDGE_")}
     env["PBX_BRIDGE_DATABASE__URL"] = db_url
@@ -362,7 +411,7 @@ async def test_crm_unreachable_then_dead_letters_via_cli(
     assert listed.returncode == 0, listed.stderr
     for item in dead_items:
         assert str(item.id) in listed.stdout and "dead" in listed.stdout
-    assert "unreachable" in listed.stdout
+    assert "HTTP 422" in listed.stdout
     as_json = await asyncio.to_thread(cli, "outbox", "dead", "--json")
     assert [i["id"] for i in json.loads(as_json.stdout)] == [i.id for i in dead_items]
     missing = await asyncio.to_thread(cli, "outbox", "retry", "99999")
@@ -374,9 +423,8 @@ async def test_crm_unreachable_then_dead_letters_via_cli(
     pending = await asyncio.to_thread(cli, "outbox", "list")
     assert "pending" in pending.stdout
 
-    # The CRM is back: the re-queued items go out.
-    crm = FakeCrm()
-    external(settings, await crm_server(crm), attempts=3)
+    # The CRM accepts them now: the re-queued items go out.
+    crm.mode = "ok"
     worker = OutboxWorker(engine, settings)
     await worker.start()
     try:

@@ -181,7 +181,8 @@ class BridgeProcess:
         self.http_port = http_port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self.peak_rss = 0
+        self.peak_rss = 0  # the serve process itself
+        self.peak_workers_pss = 0  # its transcription worker processes (the model's pages shared)
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -207,8 +208,9 @@ class BridgeProcess:
             return
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(self.proc.pid)
-            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(True))
-            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+            workers = sum(c.memory_full_info().pss for c in proc.children(True))
+            self.peak_workers_pss = max(self.peak_workers_pss, workers)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -426,7 +428,7 @@ class Soak:
         clients = subprocess.Popen([sys.executable, "-m", "bench.bench_soak", "--clients", ws_url,  # noqa: ASYNC220
                                     "100", str(out)], cwd=ROOT)
         await asyncio.sleep(3.0)  # let the 100 clients connect
-        self.bridge.peak_rss = 0
+        self.bridge.peak_rss = self.bridge.peak_workers_pss = 0
         assert self.bridge.proc is not None
         bridge_ps = psutil.Process(self.bridge.proc.pid)
         cpu_before = sum(bridge_ps.cpu_times()[:2])
@@ -464,7 +466,9 @@ class Soak:
         self.figure("load: calls whose call.ringing reached all 100 clients",
                     sum(1 for k in truth if len(result["ringing"].get(k, [])) == 100), "calls",
                     "-", with_pop, "calls with a call.ringing")
-        self.figure("load: bridge peak RSS", self.bridge.peak_rss / 2**20, "MB")
+        self.figure("load: bridge peak RSS (the serve process)", self.bridge.peak_rss / 2**20, "MB")
+        self.figure("load: its idle transcription workers, peak PSS together",
+                    self.bridge.peak_workers_pss / 2**20, "MB")
         self.figure("load: sessions the PBX dropped for reading too slowly",
                     self.sim._logins - logins_before, "drops", "0")
         await self.check_outbox(truth, found)

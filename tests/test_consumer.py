@@ -4,6 +4,7 @@ order, a failing hook never stops it, restart reconciliation, graceful stop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -246,3 +247,30 @@ async def test_an_item_that_breaks_does_not_stop_the_others(engine: AsyncEngine,
     async with engine.connect() as conn:
         (rec,) = await store.list_calls(conn)
     check_record(rec, EXPECTED["inbound_noanswer"])
+
+
+class PrepareFails:
+    """A batch-preparing hook whose batch step breaks: its per-change step must still run."""
+
+    def __init__(self) -> None:
+        self.prepared = 0
+        self.seen: list[CallChange] = []
+
+    async def prepare(self, changes: Sequence[CallChange]) -> None:
+        self.prepared += 1
+        raise RuntimeError("batch step broke")
+
+    async def on_change(self, change: CallChange) -> None:
+        self.seen.append(change)
+
+
+async def test_a_failing_batch_step_falls_back_to_each_change(engine: AsyncEngine, traces: Path) -> None:
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    hook, recorder = PrepareFails(), Recorder(engine)
+    consumer = CallConsumer(queue, engine, lab_settings, [hook, recorder])
+    for item in load_items(traces, "inbound_answered"):
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    assert hook.prepared == consumer.hook_errors > 0
+    assert [c.kind for c in hook.seen] == [c.kind for c in recorder.seen]
+    assert hook.seen[-1].kind == "ended"

@@ -510,3 +510,47 @@ async def test_click_to_call_with_client_id_lands_on_that_card(
     async with engine.connect() as conn:
         n_cards = (await conn.execute(sa.select(sa.func.count()).select_from(clients))).scalar_one()
     assert n_cards == 2 and stale.client_id not in (None, chosen + 1000)
+
+
+async def test_a_batch_of_ended_calls_is_one_transaction_with_the_same_results(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """prepare() does the card work of every ended call of a saved batch in one transaction
+    (one commit, not one per call); on_change then applies it in order. Two calls of the batch
+    from the same new number still make one card, and client.created goes out once."""
+    bus = EventBus()
+    hook = CrmHook(engine, crm_settings(settings), bus=bus)
+    recs = trace_records()
+    first, busy = recs["inbound_noanswer"], recs["inbound_busy"]
+    again = replace(first, linkedid="same-number-again", started_at=first.started_at + 30,
+                    ended_at=(first.ended_at or 0) + 30)
+    batch = []
+    for record in (first, busy, again):
+        await save_call(engine, record)
+        batch.append(CallChange("ended", record))
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        commits.append(1)
+
+    sa.event.listen(engine.sync_engine, "commit", count)
+    created = bus.subscribe(lambda m: m["type"] == "client.created")
+    try:
+        await hook.prepare(batch)
+        assert len(commits) == 1
+        for change in batch:
+            await hook.on_change(change)
+        assert len(commits) == 1  # nothing left to do per change
+    finally:
+        sa.event.remove(engine.sync_engine, "commit", count)
+    async with engine.connect() as conn:
+        owners = dict((await conn.execute(sa.select(calls.c.linkedid, calls.c.client_id))).all())
+        n_cards = (await conn.execute(sa.select(sa.func.count()).select_from(clients))).scalar_one()
+        open_tasks = await tasks.list_tasks(conn, status="open")
+    assert n_cards == 2
+    assert owners[first.linkedid] == owners[again.linkedid] != owners[busy.linkedid]
+    assert [c.record.client_id for c in batch] == [owners[r.linkedid] for r in (first, busy, again)]
+    assert sorted(t["number"] for t in open_tasks) == sorted({"+79161234567", busy.customer_number or ""})
+    published = [created.queue.get_nowait() for _ in range(created.queue.qsize())]
+    assert sorted(m["client"]["id"] for m in published) == sorted({owners[first.linkedid],
+                                                                   owners[busy.linkedid]})

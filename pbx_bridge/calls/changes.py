@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pbx_bridge.calls.record import CallRecord
 
@@ -25,3 +26,12 @@ class CallHook(Protocol):
     """A stage of the call pipeline, run in order for every change, after the record is saved."""
 
     async def on_change(self, change: CallChange) -> None: ...
+
+
+@runtime_checkable
+class BatchPreparingHook(CallHook, Protocol):
+    """A hook that also sees each saved batch whole before the per-change pass, to do the
+    batch's I/O at once (one transaction for many calls). on_change still runs for every change;
+    if prepare() fails, on_change must do the work itself."""
+
+    async def prepare(self, changes: Sequence[CallChange]) -> None: ...

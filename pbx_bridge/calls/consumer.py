@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
 from pbx_bridge.calls import store
-from pbx_bridge.calls.changes import CallChange, CallHook
+from pbx_bridge.calls.changes import BatchPreparingHook, CallChange, CallHook
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
 from pbx_bridge.config import PbxConfig, PhoneConfig
@@ -300,6 +300,15 @@ class CallConsumer:
                 tracker = self.trackers.get(rec.pbx)
                 if tracker is not None:
                     tracker.set_id(rec.linkedid, rec.id)
+        for hook in self.hooks:
+            if isinstance(hook, BatchPreparingHook):
+                try:
+                    await hook.prepare(saved)
+                except Exception:
+                    # on_change does the work call by call instead: counted, not lost.
+                    self.hook_errors += 1
+                    log.exception("calls.hook_prepare_failed hook=%s changes=%d",
+                                  type(hook).__name__, len(saved))
         for change in saved:
             await self._run_hooks(change)
 

@@ -1,16 +1,21 @@
 """The CRM stage of the call pipeline.
 
 While a call rings: who is calling (the screen pop's card), with one indexed lookup per call
-(cached for the rest of the call). When it ends, in one transaction: the card (created by the
-policy when there is none), the call on its timeline, call-back tasks opened or closed, outbox
-items for the external CRM, and the call row's client_id / client_ambiguous.
+(cached for the rest of the call). When it ends: the card (created by the policy when there is
+none), the call on its timeline, call-back tasks opened or closed, outbox items for the external
+CRM, and the call row's client_id / client_ambiguous.
+
+The pipeline hands the hook each saved batch first (`prepare`): the card work of every call that
+ended in the batch is done in ONE transaction, so under load a commit (and a pool checkout) is paid
+per batch, not per call. The per-change pass (`on_change`) then only applies the results, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_sync import tasks as crm_tasks
-from crm_sync.cards import card_exists, get_card
+from crm_sync.cards import Card, card_exists, get_card
 from crm_sync.connector import KIND_CALL, KIND_CONTACT, HttpConnector
 from crm_sync.contacts import CallFacts, Resolution, resolve_or_create, run_claiming
 from crm_sync.matching import match_number
@@ -42,6 +47,15 @@ MAX_LIVE_CALLS = 20_000
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class Finished:
+    """One ended call's card work, done; `card` is the card when it was created by this call."""
+
+    resolution: Resolution
+    enqueued: int
+    card: Card | None
 
 
 def call_facts(record: CallRecord) -> CallFacts:
@@ -91,9 +105,23 @@ class CrmHook:
         self.external = settings.crm.external_enabled
         # (pbx, linkedid) -> (card summary or None, client id, ambiguous)
         self._live: dict[tuple[str, str], tuple[dict[str, Any] | None, int | None, bool]] = {}
+        # The current batch's ended calls, finished by prepare(): (pbx, linkedid, id(record)).
+        self._finished: dict[tuple[str, str, int], Finished] = {}
 
     def close(self) -> None:
         self.lookup.close()
+
+    async def prepare(self, changes: Sequence[CallChange]) -> None:
+        """Before the batch's per-change pass: every ended call's card work, in one transaction.
+        If that fails, nothing is kept and on_change does each call in its own transaction (one
+        broken call must not cost the others their cards)."""
+        self._finished.clear()
+        records = [c.record for c in changes if c.kind == "ended" and c.record.direction != "internal"]
+        if not records:
+            return
+        done = await self._finish_records(records)
+        for record, finished in zip(records, done, strict=True):
+            self._finished[(record.pbx, record.linkedid, id(record))] = finished
 
     async def on_change(self, change: CallChange) -> None:
         record = change.record
@@ -102,7 +130,10 @@ class CrmHook:
         key = (record.pbx, record.linkedid)
         if change.kind == "ended":
             self._live.pop(key, None)
-            await self.finish(record)
+            finished = self._finished.pop((record.pbx, record.linkedid, id(record)), None)
+            if finished is None:
+                (finished,) = await self._finish_records([record])
+            self._announce(record, finished)
             return
         cached = self._live.get(key)
         if cached is None and record.customer_number:
@@ -147,59 +178,75 @@ class CrmHook:
             return None
 
     async def finish(self, record: CallRecord) -> Resolution:
-        facts = call_facts(record)
-        enqueued: list[int] = []
+        """One ended call's card work, in its own transaction, announced."""
+        (finished,) = await self._finish_records([record])
+        self._announce(record, finished)
+        return finished.resolution
 
+    async def _finish_records(self, records: Sequence[CallRecord]) -> list[Finished]:
+        """The card work of these ended calls, in order, in one transaction (run again as a
+        whole when a concurrent writer claimed a new number first)."""
+        facts = [call_facts(r) for r in records]
         # A card chosen before the call (click-to-call with a client id) wins over matching.
-        preset = record.client_id
+        presets = [r.client_id for r in records]
 
-        async def work(conn: AsyncConnection) -> Resolution:
-            enqueued.clear()
+        async def work(conn: AsyncConnection) -> list[Finished]:
             now = self.clock()
-            res = await self._preset(conn, preset, facts)
-            if res is None:
-                res = await resolve_or_create(conn, facts, self.policy, self.match, now)
-            responsible: str | None = None
-            if res.client_id is not None:
-                await attach_call(conn, res.client_id, facts)
-                if res.match is not None and res.match.client is not None:
-                    responsible = res.match.client.responsible
-            if facts.answered:
-                await crm_tasks.close_call_backs(
-                    conn, client_id=res.client_id, number=res.e164, call_id=facts.call_id, now=now
-                )
-            elif facts.missed:
-                await crm_tasks.create_call_back(
-                    conn,
-                    client_id=res.client_id,
-                    number=res.e164,
-                    assignee=crm_tasks.call_back_assignee(
-                        responsible, self.settings.crm.callback_group or None
-                    ),
-                    call_id=facts.call_id,
-                    now=now,
-                )
-            if self.external:
-                enqueued.extend(await self._enqueue(conn, facts, res, now))
-            await conn.execute(
-                sa.update(calls)
-                .where(self._call_row(record))
-                .values(client_id=res.client_id, client_ambiguous=res.ambiguous)
-            )
-            return res
+            return [await self._finish_one(conn, record, fact, preset, now)
+                    for record, fact, preset in zip(records, facts, presets, strict=True)]
 
-        res = await run_claiming(self.engine, work)
-        record.client_id = res.client_id
-        if enqueued and self.outbox_wake is not None:
+        done = await run_claiming(self.engine, work)
+        for record, finished in zip(records, done, strict=True):
+            record.client_id = finished.resolution.client_id
+        return done
+
+    async def _finish_one(self, conn: AsyncConnection, record: CallRecord, facts: CallFacts,
+                          preset: int | None, now: datetime) -> Finished:
+        res = await self._preset(conn, preset, facts)
+        if res is None:
+            res = await resolve_or_create(conn, facts, self.policy, self.match, now)
+        responsible: str | None = None
+        if res.client_id is not None:
+            await attach_call(conn, res.client_id, facts)
+            if res.match is not None and res.match.client is not None:
+                responsible = res.match.client.responsible
+        if facts.answered:
+            await crm_tasks.close_call_backs(
+                conn, client_id=res.client_id, number=res.e164, call_id=facts.call_id, now=now
+            )
+        elif facts.missed:
+            await crm_tasks.create_call_back(
+                conn,
+                client_id=res.client_id,
+                number=res.e164,
+                assignee=crm_tasks.call_back_assignee(
+                    responsible, self.settings.crm.callback_group or None
+                ),
+                call_id=facts.call_id,
+                now=now,
+            )
+        # The new card, read once: the CRM's contact item and the client.created message.
+        card = (await get_card(conn, res.client_id, phones_limit=10)
+                if res.created and res.client_id is not None else None)
+        enqueued = len(await self._enqueue(conn, facts, res, card, now)) if self.external else 0
+        await conn.execute(
+            sa.update(calls)
+            .where(self._call_row(record))
+            .values(client_id=res.client_id, client_ambiguous=res.ambiguous)
+        )
+        return Finished(res, enqueued, card)
+
+    def _announce(self, record: CallRecord, finished: Finished) -> None:
+        """After the commit: wake the outbox, say that a card was created."""
+        res = finished.resolution
+        if finished.enqueued and self.outbox_wake is not None:
             self.outbox_wake.set()
         if res.created:
             event(log, logging.INFO, "crm.card_created", client_id=res.client_id, linkedid=record.linkedid)
-            if self.bus is not None and res.client_id is not None:
-                async with self.engine.connect() as conn:
-                    card = await get_card(conn, res.client_id, phones_limit=10)
-                self.bus.publish(make_message("client.created", [card["responsible"] if card else None],
+            if self.bus is not None and finished.card is not None:
+                card = finished.card
+                self.bus.publish(make_message("client.created", [card["responsible"]],
                                               client=card, call_id=record.id))
-        return res
 
     async def _preset(
         self, conn: AsyncConnection, client_id: int | None, facts: CallFacts
@@ -220,7 +267,8 @@ class CrmHook:
         return sa.and_(calls.c.pbx == record.pbx, calls.c.linkedid == record.linkedid)
 
     async def _enqueue(
-        self, conn: AsyncConnection, facts: CallFacts, res: Resolution, now: datetime
+        self, conn: AsyncConnection, facts: CallFacts, res: Resolution, card: Card | None,
+        now: datetime
     ) -> list[int]:
         if res.e164:
             client_key = f"phone:{res.e164}"
@@ -229,9 +277,7 @@ class CrmHook:
         else:
             return []
         out = []
-        if res.created and res.client_id is not None:
-            card = await get_card(conn, res.client_id, phones_limit=1)
-            assert card is not None
+        if card is not None:
             out.append(
                 await enqueue(
                     conn,

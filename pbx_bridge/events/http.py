@@ -55,7 +55,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     types = _types(request)
     runtime = request.app[RUNTIME]
     settings = runtime.settings.api
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
+    # No permessage-deflate (browsers ask for it): a message is a few hundred bytes, and deflate
+    # would be paid once per message per client instead of once per message.
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024, compress=False)
     if ws.can_prepare(request).ok:
         return await _websocket(request, ws, who, types, settings.event_queue_size,
                                 settings.ws_send_timeout)

@@ -580,3 +580,54 @@ async def test_a_segment_that_was_never_bridged_does_not_spoil_the_recording(env
     stored = convert.read_wav(env.recordings_dir / row.stored_path)
     assert np.array_equal(stored, raw(env.traces, LAB_LINKEDID))
     assert list(env.spool.iterdir()) == []
+
+
+async def test_calls_not_recorded_cost_no_lookup_and_a_recording_from_before_a_restart_ends(
+    env: Env, settings: Settings
+) -> None:
+    """A started service knows which recordings were in progress before it: a call that the
+    policy does not record, and that nobody records, costs no database look-up when it is
+    answered or ends; a recording begun by the previous process is still stopped and finished."""
+    env.peer.channels[LAB_OPERATOR] = FakeSpoolWrite(env.traces / "recordings" / f"{LAB_LINKEDID}.raw")
+    before = await insert_call(env.engine, LAB_LINKEDID)
+    rec_before = record(before, LAB_LINKEDID, LAB_OPERATOR)
+    await env.hook.on_change(CallChange("answered", rec_before, extension="101"))
+    await env.service.drain()
+    assert (await row_of(env, before)).state == "recording"
+
+    # The bridge restarts; recording is now off for operator 105.
+    settings.recordings.operator_overrides = {"105": RecordingOverrideConfig(record=False)}
+    service = RecordingService(env.runtime, now=env.clock)
+    service.start()
+    try:
+        for _ in range(200):
+            if service._from_before is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert service._from_before == {before}
+        lookups: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if "FROM recordings" in statement:
+                lookups.append(statement)
+
+        sa.event.listen(env.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            quiet = await insert_call(env.engine, "lab-quiet", operator="105")
+            rec = record(quiet, "lab-quiet", "Local/105@operators-00000011;1", ext="105")
+            service.call_answered(rec, "105")
+            service.call_ended(ended(rec))
+            await service.drain()
+            assert lookups == []
+            # The call recorded before the restart ends now: looked up, finished.
+            await end_call(env, before)
+            service.call_ended(ended(rec_before))
+            await service.drain()
+            assert lookups
+        finally:
+            sa.event.remove(env.engine.sync_engine, "before_cursor_execute", count)
+        assert (await row_of(env, before)).state == "processing"
+        async with env.engine.connect() as conn:
+            assert await catalog.get_by_call(conn, quiet) is None
+    finally:
+        await service.stop()

@@ -181,6 +181,9 @@ class RecordingService:
         self._chains: dict[int, asyncio.Task[None]] = {}
         # Calls being recorded by this process -> operator channels recorded or tried.
         self._active: dict[int, set[str]] = {}
+        # Calls whose recording was in progress when this process started (None until loaded):
+        # with _active, what spares the database a look-up for every call that is not recorded.
+        self._from_before: set[int] | None = None
         self._stereo_by_pbx: dict[str, bool] = {}
         self._timeline: list[TimelineCallback] = []
         self._jobs: list[asyncio.Task[None]] = []
@@ -277,6 +280,12 @@ class RecordingService:
         channel after a transfer (the one channel that stays, whoever answers, and whenever)."""
         assert record.id is not None
         call_id = record.id
+        if on == "operator" and not self._may_be_recording(call_id):
+            decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
+                              operator=extension or record.operator)
+            if not decision.record:  # the common case under policy "none" or a narrow rule
+                event(log, logging.DEBUG, "recording.not_recorded", call_id=call_id, rule=decision.rule)
+                return
         async with self.runtime.engine.connect() as conn:
             existing = await catalog.get_by_call(conn, call_id)
         # A start that failed before any segment (PBX briefly away) may be tried again.
@@ -353,6 +362,8 @@ class RecordingService:
 
     async def _end(self, record: CallRecord) -> None:
         assert record.id is not None
+        if not self._may_be_recording(record.id):
+            return
         self._active.pop(record.id, None)
         async with self.runtime.engine.connect() as conn:
             row = await catalog.get_by_call(conn, record.id)
@@ -446,7 +457,22 @@ class RecordingService:
             event(log, logging.WARNING, "recording.compression_unavailable",
                   compress=self.config.compress, reason="ffmpeg not found; WAV only")
         loop = asyncio.get_running_loop()
-        self._jobs = [loop.create_task(self.worker.run()), loop.create_task(self._retention_loop())]
+        self._jobs = [loop.create_task(self.worker.run()), loop.create_task(self._retention_loop()),
+                      loop.create_task(self._load_in_progress())]
+
+    def _may_be_recording(self, call_id: int) -> bool:
+        """False only when this call is surely not being recorded (nothing started for it by
+        this process, nor before it started)."""
+        return call_id in self._active or self._from_before is None or call_id in self._from_before
+
+    async def _load_in_progress(self) -> None:
+        try:
+            async with self.runtime.engine.connect() as conn:
+                rows = await conn.execute(sa.select(recordings.c.call_id)
+                                          .where(recordings.c.state == "recording"))
+                self._from_before = {int(r.call_id) for r in rows}
+        except (OSError, sa.exc.SQLAlchemyError) as exc:  # stays None: every call is looked up
+            event(log, logging.WARNING, "recording.load_in_progress_failed", error=str(exc)[:300])
 
     async def stop(self) -> None:
         for job in self._jobs:

@@ -152,3 +152,20 @@ async def test_slow_websocket_client_is_cut_off_and_never_slows_publishing(api: 
     metrics = await api.client.get("/metrics", headers=api.auth("admin"))
     assert "pbx_bridge_live_event_clients_dropped_total 1.0" in await metrics.text()
     await healthy.close()
+
+
+async def test_frames_of_every_length_arrive_whole_and_in_order(api: Api) -> None:
+    """The server writes pre-built frames itself, several in one write when they queue up: a
+    real client must get each message whole, in order, across all three length encodings."""
+    ws = await _ws(api, "manager")
+    sizes = [0, 1, 100, 125, 126, 127, 1000, 65_535, 65_536, 200_000]
+    for burst in range(2):  # first one by one, then all queued before the sender runs
+        for n, size in enumerate(sizes):
+            api.runtime.bus.publish(make_message("recording.ready", [], call_id=n,
+                                                 recording={"pad": "я" * size}))
+            if burst == 0:
+                await asyncio.sleep(0)
+        for n, size in enumerate(sizes):
+            got = await _next(ws)
+            assert got["call_id"] == n and got["recording"]["pad"] == "я" * size
+    await ws.close()

@@ -207,17 +207,38 @@ async def create_card(
     auto_created: bool = False,
 ) -> int:
     """Insert a card with its phones and e-mails; raises CardError before writing anything."""
+    created = await create_card_returning(db, card, settings, now, allow_unparsed=allow_unparsed,
+                                          auto_created=auto_created)
+    return created["id"]
+
+
+async def create_card_returning(
+    db: Db,
+    card: CardInput,
+    settings: MatchSettings,
+    now: datetime,
+    *,
+    allow_unparsed: bool = False,
+    auto_created: bool = False,
+) -> Card:
+    """create_card, answering the new card as get_card would (built from what was written, with
+    no read back: the call pipeline creates a card for most new callers)."""
     name = clean_name(card.name)
     phone_entries = prepare_phones(card.phones, settings, allow_unparsed=allow_unparsed)
     emails = clean_emails(card.emails)
+    company = _optional_text(card.company, "company", 255)
+    responsible = clean_responsible(card.responsible)
+    source = _optional_text(card.source, "source", 128)
+    tags = clean_tags(card.tags)
+    notes = _optional_text(card.notes, "notes", 100_000)
     values = {
         "name": name,
         "name_key": name.casefold(),
-        "company": _optional_text(card.company, "company", 255),
-        "responsible": clean_responsible(card.responsible),
-        "source": _optional_text(card.source, "source", 128),
-        "tags": clean_tags(card.tags),
-        "notes": _optional_text(card.notes, "notes", 100_000),
+        "company": company,
+        "responsible": responsible,
+        "source": source,
+        "tags": tags,
+        "notes": notes,
         "auto_created": auto_created,
         "created_at": now,
         "updated_at": now,
@@ -229,7 +250,22 @@ async def create_card(
     await _insert_phones(db, client_id, phone_entries)
     if emails:
         await db.execute(sa.insert(client_emails), [{"client_id": client_id, "email": e} for e in emails])
-    return client_id
+    return Card(
+        id=client_id,
+        name=name,
+        company=company,
+        responsible=responsible,
+        source=source,
+        tags=list(tags),
+        notes=notes,
+        auto_created=auto_created,
+        created_at=iso(now),
+        updated_at=iso(now),
+        last_activity_at=iso(now),
+        phones=[PhoneOut(e164=p.e164, raw=p.raw) for p in phone_entries],
+        phone_count=len(phone_entries),
+        emails=list(emails),
+    )
 
 
 async def create_cards(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_sync import phones
-from crm_sync.cards import CardInput, create_card
+from crm_sync.cards import Card, CardInput, create_card_returning
 from crm_sync.matching import Match, MatchSettings, match_number
 from crm_sync.schema import Db, phone_claims
 
@@ -69,6 +69,7 @@ class Resolution:
     ambiguous: bool
     e164: str | None
     match: Match | None = None
+    card: Card | None = None  # the card, when this call created it
 
 
 def should_create(policy: ContactPolicy, facts: CallFacts) -> bool:
@@ -127,9 +128,10 @@ async def resolve_or_create(
         if facts.direction == "inbound"
         else None,
     )
-    client_id = await create_card(db, card, settings, now, auto_created=True)
+    created = await create_card_returning(db, card, settings, now, auto_created=True)
+    client_id = created["id"]
     await db.execute(sa.insert(phone_claims).values(e164=match.e164, client_id=client_id, claimed_at=now))
-    return Resolution(client_id, True, False, match.e164, match)
+    return Resolution(client_id, True, False, match.e164, match, created)
 
 
 async def run_claiming(

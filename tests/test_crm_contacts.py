@@ -554,3 +554,19 @@ async def test_a_batch_of_ended_calls_is_one_transaction_with_the_same_results(
     published = [created.queue.get_nowait() for _ in range(created.queue.qsize())]
     assert sorted(m["client"]["id"] for m in published) == sorted({owners[first.linkedid],
                                                                    owners[busy.linkedid]})
+
+
+async def test_a_created_card_is_answered_as_it_reads_back(engine: AsyncEngine, settings: Settings) -> None:
+    """The pipeline publishes the card it just created without reading it back: what it
+    publishes must be exactly what get_card reads."""
+    facts = call_facts(trace_records()["inbound_answered"])
+    policy = ContactPolicy(did_sources={"+74951110000": "Yandex Direct"})
+
+    async def work(conn: sa.ext.asyncio.AsyncConnection) -> tuple[object, object]:
+        res = await resolve_or_create(conn, facts, policy, RU, T0)
+        assert res.created and res.client_id is not None
+        return res.card, await cards.get_card(conn, res.client_id)
+
+    made, read = await run_claiming(engine, work)
+    assert made == read
+    assert isinstance(made, dict) and made["source"] == "Yandex Direct" and made["phone_count"] == 1

@@ -300,17 +300,28 @@ class CallConsumer:
                 tracker = self.trackers.get(rec.pbx)
                 if tracker is not None:
                     tracker.set_id(rec.linkedid, rec.id)
+        # Calls still going first: their screen pops must not wait behind the card work of the
+        # calls that ended in this batch. Each call's changes stay together and in order.
+        ending = {(c.record.pbx, c.record.linkedid) for c in saved if c.kind == "ended"}
+        going = [c for c in saved if (c.record.pbx, c.record.linkedid) not in ending]
+        for change in going:
+            await self._run_hooks(change)
+        if ending:
+            ended = [c for c in saved if (c.record.pbx, c.record.linkedid) in ending]
+            await self._prepare_hooks(ended)
+            for change in ended:
+                await self._run_hooks(change)
+
+    async def _prepare_hooks(self, changes: list[CallChange]) -> None:
         for hook in self.hooks:
             if isinstance(hook, BatchPreparingHook):
                 try:
-                    await hook.prepare(saved)
+                    await hook.prepare(changes)
                 except Exception:
                     # on_change does the work call by call instead: counted, not lost.
                     self.hook_errors += 1
                     log.exception("calls.hook_prepare_failed hook=%s changes=%d",
-                                  type(hook).__name__, len(saved))
-        for change in saved:
-            await self._run_hooks(change)
+                                  type(hook).__name__, len(changes))
 
     async def _run_listeners(self, batch: list[QueueItem]) -> None:
         for item in batch:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_sync import tasks as crm_tasks
-from crm_sync.cards import Card, card_exists, get_card
+from crm_sync.cards import Card, card_exists
 from crm_sync.connector import KIND_CALL, KIND_CONTACT, HttpConnector
 from crm_sync.contacts import CallFacts, Resolution, resolve_or_create, run_claiming
 from crm_sync.matching import match_number
@@ -225,9 +225,7 @@ class CrmHook:
                 call_id=facts.call_id,
                 now=now,
             )
-        # The new card, read once: the CRM's contact item and the client.created message.
-        card = (await get_card(conn, res.client_id, phones_limit=10)
-                if res.created and res.client_id is not None else None)
+        card = res.card  # when created: the CRM's contact item and the client.created message
         enqueued = len(await self._enqueue(conn, facts, res, card, now)) if self.external else 0
         await conn.execute(
             sa.update(calls)

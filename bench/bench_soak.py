@@ -456,7 +456,7 @@ class Soak:
                 if k in self.sim.ring_sent for when in whens]
         self.figure("load: screen pop p99 (ring written by the PBX -> call.ringing received, "
                     f"{result['stats']['connected']} clients)", _pct(pops, 0.99) * 1000, "ms",
-                    "<= 20 (issue 5, its own bench)", _pct(pops, 0.5) * 1000, "p50")
+                    "- (bench_api, unloaded: <= 20)", _pct(pops, 0.5) * 1000, "p50")
         lags = list(result["ended_lag"].values())
         self.figure("load: event lag p99 (Hangup's Timestamp -> call.ended received)",
                     _pct(lags, 0.99) * 1000, "ms", "-", _pct(lags, 0.5) * 1000, "p50")

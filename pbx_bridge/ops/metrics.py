@@ -2,19 +2,24 @@
 
 HTTP latencies are observed by a middleware; the rest is read when /metrics is scraped:
 calls by status (one grouped query), each PBX connection's state and, when the connection
-exposes them, its event queue depth and event lag, live-event subscribers.
+exposes them, its event queue depth and event lag, live-event subscribers. The call pipeline's
+lag histogram (kept by the consumer) is exported as it stands, so its p99 can be computed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
@@ -23,6 +28,32 @@ from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
 
 PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+
+
+class LagSource(Protocol):
+    """What the call consumer's LagHistogram offers (cumulative Prometheus-style buckets)."""
+
+    total: float
+
+    def cumulative(self) -> list[tuple[float, int]]: ...
+
+
+class LagCollector(Collector):
+    """The call pipeline's event lag, as a histogram read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: LagSource | None = None
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        source = self.source
+        if source is None:
+            return
+        buckets = [("+Inf" if math.isinf(bound) else repr(bound), count)
+                   for bound, count in source.cumulative()]
+        yield HistogramMetricFamily(
+            "pbx_bridge_call_pipeline_event_lag_seconds",
+            "Per batch the call pipeline processed: the age of its newest AMI event",
+            buckets=buckets, sum_value=source.total)
 
 
 class Metrics:
@@ -46,6 +77,8 @@ class Metrics:
                                    registry=r)
         self.slow_clients = Counter("pbx_bridge_live_event_clients_dropped",
                                     "Live-event clients disconnected for being slow", registry=r)
+        self.pipeline_lag = LagCollector()
+        r.register(self.pipeline_lag)
 
     async def refresh(self, runtime: Runtime) -> None:
         async with runtime.engine.connect() as conn:
@@ -74,6 +107,9 @@ class Metrics:
             lag = _number(getattr(service, "last_lag_seconds", None))
             if lag is not None:
                 self.event_lag.labels(pbx=name).set(lag)
+            histogram = getattr(service, "lag", None)
+            if callable(getattr(histogram, "cumulative", None)):
+                self.pipeline_lag.source = histogram
         self.subscribers.set(runtime.bus.subscriber_count)
         self.bus_published.set(runtime.bus.published)
 

@@ -127,9 +127,15 @@ async def test_metrics(api: Api) -> None:
     # Queue depths and event lag are read from what the components expose.
     import asyncio
 
+    from pbx_bridge.calls.consumer import LagHistogram
+
     class Consumer:
         queue: asyncio.Queue[int] = asyncio.Queue()
         last_lag_seconds = 0.25
+        lag = LagHistogram()
+
+    for seconds in (0.003, 0.02, 0.02, 7.0):
+        Consumer.lag.observe(seconds)
 
     Consumer.queue.put_nowait(1)
     Consumer.queue.put_nowait(2)
@@ -137,5 +143,12 @@ async def test_metrics(api: Api) -> None:
     text = await (await api.client.get("/metrics", headers=api.auth("admin"))).text()
     assert 'pbx_bridge_queue_depth{queue="calls"} 2.0' in text
     assert 'pbx_bridge_ami_event_lag_seconds{pbx="calls"} 0.25' in text
+    # The pipeline's lag histogram, as kept: cumulative buckets, count and sum.
+    assert 'pbx_bridge_call_pipeline_event_lag_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'pbx_bridge_call_pipeline_event_lag_seconds_bucket{le="0.025"} 3.0' in text
+    assert 'pbx_bridge_call_pipeline_event_lag_seconds_bucket{le="5.0"} 3.0' in text
+    assert 'pbx_bridge_call_pipeline_event_lag_seconds_bucket{le="+Inf"} 4.0' in text
+    assert "pbx_bridge_call_pipeline_event_lag_seconds_count 4.0" in text
+    assert "pbx_bridge_call_pipeline_event_lag_seconds_sum 7.043" in text
     # Each app has its own registry: a second one starts from zero.
     assert "pbx_bridge_http_request_duration_seconds_count" not in Metrics().exposition().decode()

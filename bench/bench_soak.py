@@ -511,6 +511,18 @@ class Soak:
                     if truth[k].customer and k in truth}
         self.figure("crm down: calls with a customer never posted to the CRM",
                     len(expected - call_ids), "calls", "0", len(expected), "calls with a customer")
+        unposted = sorted(expected - call_ids)[:3]
+        if unposted:
+            by_id = {rows_[0]["id"]: rows_[0] for rows_ in found.values()}
+            async with self.engine.connect() as conn:
+                items = list(await conn.execute(sa.select(outbox)))
+            for call_id in unposted:
+                row = by_id[call_id]
+                queued = [(i.id, i.kind, i.delivered_at, i.payload.get("call_id")) for i in items
+                          if i.payload.get("linkedid") == row["linkedid"]]
+                shown = {k: row[k] for k in ("linkedid", "direction", "status", "customer_number",
+                                             "client_id", "ended_during_outage")}
+                print(f"   unposted call {call_id}: {shown} outbox={queued}", file=sys.stderr)
         self.figure("crm down: deliveries received more than once (at-least-once)",
                     len(self.crm.received) - len(first), "requests")
 

@@ -531,3 +531,29 @@ async def test_purge_delivered_keeps_dead_and_pending(engine: AsyncEngine) -> No
         await outbox.mark_failed(conn, item, DeliveryError("no", retryable=False), now, outbox.RetryPolicy())
         assert await outbox.purge_delivered(conn, now - timedelta(days=7)) == 1
     assert sorted(i.id for i in await items(engine)) == sorted([fresh, dead, pending])
+
+
+async def test_a_call_from_a_number_that_does_not_parse_is_still_posted(
+    engine: AsyncEngine, settings: Settings, crm_server: Server
+) -> None:
+    """+7 930 ... is an unassigned range: no card can be made for it, but the call still goes to
+    the CRM, with the number as it came."""
+    crm = FakeCrm()
+    external(settings, await crm_server(crm))
+    worker = OutboxWorker(engine, settings)
+    await worker.start()
+    try:
+        record = replace(trace_records()["inbound_noanswer"], linkedid="unassigned-range",
+                         customer_number="+79300395846")
+        hook = CrmHook(engine, settings, outbox_wake=worker.wake)
+        await replay(engine, hook, record)
+        await wait_for(lambda: all_delivered(engine))
+    finally:
+        await worker.stop()
+    (got,) = crm.received
+    body = got["body"]
+    assert got["event"] == "call" and isinstance(body, dict)
+    assert body["customer_number"] == "+79300395846" and body["PHONE"] is None and body["ID"] is None
+    assert body["linkedid"] == "unassigned-range" and body["status"] == "no_answer"
+    (item,) = await items(engine)
+    assert item.client_key == "number:+79300395846"

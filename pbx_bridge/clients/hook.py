@@ -272,6 +272,10 @@ class CrmHook:
             client_key = f"phone:{res.e164}"
         elif res.client_id is not None:
             client_key = f"client:{res.client_id}"
+        elif facts.customer_number:
+            # A number the phone library rejects (an unassigned range, a garbled caller ID) gets
+            # no card, but it is still a call the CRM must see: keyed, and sent, as it came.
+            client_key = f"number:{facts.customer_number}"
         else:
             return []
         out = []
@@ -294,7 +298,8 @@ class CrmHook:
             )
         payload = call_payload(facts)
         payload.update({"client_id": res.client_id, "phone": res.e164, "call_id": facts.call_id})
-        payload.pop("customer_number", None)
+        if res.e164 or res.client_id is not None:
+            payload.pop("customer_number", None)
         payload.pop("missed", None)
         out.append(await enqueue(conn, client_key, KIND_CALL, payload, now))
         return out

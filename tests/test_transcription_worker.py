@@ -4,6 +4,7 @@ a worker killed or frozen mid-job, corrupt and missing files, a bad model direct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -202,3 +203,20 @@ async def test_stop_gives_a_running_job_back(engine: AsyncEngine, db_url: str, t
         states = (await conn.execute(sa.select(transcription_jobs.c.state))).scalars().all()
     assert job is not None and (job.state, job.attempts, job.lease_owner) == ("queued", 0, None)
     assert states == ["queued"]
+
+
+async def test_stopped_while_the_model_loads_the_pool_ends_at_once(db_url: str) -> None:
+    """Ctrl-C in the first seconds of serve: the pool is told to stop while still loading its
+    model; it must not start workers only to wait for them (that took past serve's 10 s)."""
+    pool = WorkerPool(options(db_url, lease_seconds=60.0), 2)
+    starting = asyncio.create_task(asyncio.to_thread(pool.start))
+    while pool.pid is None:  # noqa: ASYNC110 - the pool process is being spawned in a thread
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.8)  # imports done, the model loading (about 2 s here)
+    began = time.monotonic()
+    os.kill(pool.pid, signal.SIGTERM)  # what pool.stop() sends first
+    with contextlib.suppress(ModelError):  # it may end before saying it is ready
+        await asyncio.wait_for(starting, 60)
+    await asyncio.to_thread(pool.stop, 30)
+    assert not pool.alive()
+    assert time.monotonic() - began < 6.0  # the rest of the model load, not a worker's lease

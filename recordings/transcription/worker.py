@@ -239,6 +239,8 @@ def _pool_main(options: WorkerOptions, processes: int,
         sys.exit(EXIT_MODEL_ERROR)
     report.send(("ready", os.getpid()))
     report.close()
+    if stopping.is_set():
+        return  # stopped while the model was loading: no worker to start, and none to wait for
     parent = os.getppid()
     fork = multiprocessing.get_context("fork")
 

@@ -15,14 +15,17 @@ import dataclasses
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.events import QueueItem
+from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls.changes import CallHook
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.store import load_journal_checkpoints
 from pbx_bridge.click_to_call.service import ClickToCallService
 from pbx_bridge.clients.service import CrmServices
 from pbx_bridge.config import Settings
@@ -100,17 +103,19 @@ class Bridge:
             self.click_to_call,
             Notifier(runtime.bus),
         ]
+        journals = await open_journals(settings, runtime.engine)
         self.consumer = CallConsumer(
             self.queue, runtime.engine,
             tracker_settings_for(settings.pbx, settings.phone),
             hooks,
             event_listeners=[self.click_to_call.on_event],
+            journals=journals,
             keep_raw_days=settings.events.keep_raw_days,
         )
         runtime.services[CONSUMER_SERVICE] = self.consumer
         self._consumer_task = asyncio.create_task(self.consumer.run(), name="call-pipeline")
         for config in settings.pbx:
-            connection = PbxConnection(config, self.queue)
+            connection = PbxConnection(config, self.queue, journal=journals.get(config.name))
             self.connections.append(connection)
             runtime.pbx[config.name] = connection
             await connection.start()
@@ -152,6 +157,20 @@ class Bridge:
             await self.transcription.stop()
         await self.click_to_call.close()
         await self.crm.stop()
+
+
+async def open_journals(settings: Settings, engine: AsyncEngine) -> dict[str, Journal]:
+    """One journal per configured PBX, numbered on from the saved checkpoints (read before any
+    connection starts, so a new event can never get a number already applied)."""
+    if not settings.events.journal:
+        return {}
+    async with engine.connect() as conn:
+        saved = await load_journal_checkpoints(conn)
+    root = (Path(settings.events.journal_dir) if settings.events.journal_dir
+            else settings.data_path / "journal")
+    return {p.name: Journal(root, p.name, floor=saved.get(p.name, 0),
+                            segment_bytes=settings.events.journal_segment_mb * 2**20)
+            for p in settings.pbx}
 
 
 def assemble(settings: Settings, engine: AsyncEngine) -> Bridge:

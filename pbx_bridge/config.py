@@ -105,6 +105,11 @@ class SimulatorConfig:
 class EventsConfig:
     # Keep raw AMI events this many days for debugging (0 = do not keep them).
     keep_raw_days: int = 0
+    # Write every AMI event read to a journal before it is processed, so a killed bridge loses
+    # nothing it had read (pbx_bridge.ami.journal). "" = <data_dir>/journal.
+    journal: bool = True
+    journal_dir: str = ""
+    journal_segment_mb: int = 64
 
 
 NewContactPolicy = Literal["every", "answered", "min_talk", "never"]

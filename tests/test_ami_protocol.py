@@ -21,8 +21,11 @@ class Sink:
     def clock(self) -> float:
         return 1.0
 
-    def deliver_event(self, event: AmiEvent) -> None:
+    def deliver_event(self, event: AmiEvent, text: str) -> None:
         self.events.append(event)
+
+    def end_of_chunk(self) -> None:
+        pass
 
     def protocol_lost(self, protocol: Any, exc: BaseException | None) -> None:
         pass

@@ -69,8 +69,11 @@ class Sink:
     def clock(self) -> float:
         return 0.0
 
-    def deliver_event(self, event: AmiEvent) -> None:
+    def deliver_event(self, event: AmiEvent, text: str) -> None:
         self.events.append(event)
+
+    def end_of_chunk(self) -> None:
+        pass
 
     def protocol_lost(self, protocol: BridgeAmiProtocol, exc: BaseException | None) -> None:
         raise AssertionError("the reader closed the connection")

@@ -27,6 +27,7 @@ from panoramisk.actions import Action
 from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.journal import Journal
 from pbx_bridge.ami.protocol import BridgeAmiProtocol, BridgeManager, message_to_event
 from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.config import PbxConfig
@@ -75,9 +76,12 @@ def _describe(exc: BaseException | None) -> str:
 class PbxConnection:
     def __init__(self, config: PbxConfig, queue: asyncio.Queue[QueueItem], *,
                  clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 journal: Journal | None = None) -> None:
         self.config = config
         self.queue = queue
+        # Every event read is written here before it is queued (see journal.py).
+        self.journal = journal
         self.pbx_name = config.name
         self._clock = clock
         self._rand = rand
@@ -102,9 +106,16 @@ class PbxConnection:
     def clock(self) -> float:
         return self._clock()
 
-    def deliver_event(self, event: AmiEvent) -> None:
+    def deliver_event(self, event: AmiEvent, text: str) -> None:
         self.events_received += 1
+        if self.journal is not None:
+            event.seq = self.journal.append(event, text)
         self._deliver(event)
+
+    def end_of_chunk(self) -> None:
+        # Written before the event loop can run the pipeline on any of the chunk's events.
+        if self.journal is not None:
+            self.journal.flush()
 
     def protocol_lost(self, protocol: BridgeAmiProtocol, exc: BaseException | None) -> None:
         if protocol is self._protocol and self._lost is not None and not self._lost.done():
@@ -136,8 +147,12 @@ class PbxConnection:
             self._up = False
             self._deliver(ConnectionLost(self.pbx_name, self._clock(), "stopped"))
         if self._drainer is not None:
+            # Events still waiting for room in the queue are in the journal: the next start
+            # applies them.
             await cancel_and_wait(self._drainer)
             self._drainer = None
+        if self.journal is not None:
+            self.journal.close()
         self.state = "stopped"
         log_event(log, logging.INFO, "ami.stopped", pbx=self.pbx_name)
 

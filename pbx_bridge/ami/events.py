@@ -14,6 +14,8 @@ class AmiEvent:
     variables: dict[str, str] = field(default_factory=dict)
     # Wall-clock epoch seconds when the bridge read it; used where `Timestamp` is absent.
     received_at: float = 0.0
+    # Its number in the PBX's journal (pbx_bridge.ami.journal); 0 = not journaled.
+    seq: int = 0
 
     @property
     def timestamp(self) -> float:

@@ -52,7 +52,11 @@ class ProtocolSink(Protocol):
 
     def clock(self) -> float: ...
 
-    def deliver_event(self, event: AmiEvent) -> None: ...
+    def deliver_event(self, event: AmiEvent, text: str) -> None:
+        """A live event, in arrival order, with the message text it was parsed from."""
+
+    def end_of_chunk(self) -> None:
+        """Called after each TCP read has been delivered (the journal writes here)."""
 
     def protocol_lost(self, protocol: BridgeAmiProtocol, exc: BaseException | None) -> None: ...
 
@@ -157,6 +161,7 @@ class BridgeAmiProtocol(AMIProtocol):
             self._feed(data)
         except Exception:  # never let a bug here close the transport and lose the chunk
             log.exception("ami.reader_error")
+        self.sink.end_of_chunk()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.close()
@@ -229,7 +234,7 @@ class BridgeAmiProtocol(AMIProtocol):
         if event.name:
             action_id = event.headers.get("ActionID")
             if action_id is None or event.name == "OriginateResponse":
-                self.sink.deliver_event(event)
+                self.sink.deliver_event(event, text)
                 return
             if action_id not in self.responses:
                 # The list answer of an action that already timed out: not a live event.

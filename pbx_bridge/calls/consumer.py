@@ -4,8 +4,10 @@ them (all changes of one drained batch in one transaction), then runs the hooks 
 Event listeners (click-to-call follows OriginateResponse / DialBegin / DialEnd) see each batch's
 raw AMI events, in order, before that batch's changes are saved and hooked.
 
-On start it restores the calls the database still has live, so after a restart (even kill -9)
-the first CoreShowChannels answer ends the ones that are gone.
+On start it restores the calls the database still has live, then applies the journaled events
+an earlier process read but never saved (pbx_bridge.ami.journal; the checkpoint of the last one
+applied is saved with the calls, in the same transaction), so after a restart (even kill -9)
+nothing read is lost and the first CoreShowChannels answer ends the calls that are gone.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import BatchPreparingHook, CallChange, CallHook
 from pbx_bridge.calls.record import CallRecord
@@ -32,6 +35,9 @@ from pbx_bridge.log import event, log_context
 log = logging.getLogger("pbx_bridge.calls")
 
 PURGE_EVERY = 3600.0  # seconds between purges of old raw events
+# A batch with no call changes still saves the journal checkpoint once this many events went by
+# (so the journal's applied segments can be deleted on a PBX that is quiet but chatty).
+CHECKPOINT_EVERY = 5000
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))
 
@@ -94,6 +100,7 @@ class CallConsumer:
         hooks: Sequence[CallHook] = (),
         *,
         event_listeners: Sequence[EventListener] = (),
+        journals: Mapping[str, Journal] | None = None,
         keep_raw_days: int = 0,
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
@@ -104,6 +111,11 @@ class CallConsumer:
         self.tracker_settings = tracker_settings
         self.hooks = list(hooks)
         self.event_listeners = list(event_listeners)
+        # PBX -> its journal; checkpoints: the last journaled event applied, as saved / as seen.
+        self.journals = dict(journals or {})
+        self._saved_seq: dict[str, int] = {}
+        self._seen_seq: dict[str, int] = {}
+        self.replayed = 0
         # Raw AMI events are kept this many days (0 = not kept), purged once an hour.
         self.keep_raw_days = keep_raw_days
         self.keep_raw = keep_raw_days > 0
@@ -139,9 +151,11 @@ class CallConsumer:
         return tracker
 
     async def restore(self) -> None:
-        """Calls the database still has live go back into their trackers."""
+        """Calls the database still has live go back into their trackers; the journal
+        checkpoints are read."""
         async with self.engine.connect() as conn:
             records = await store.load_live(conn)
+            self._saved_seq = await store.load_journal_checkpoints(conn)
         by_pbx: dict[str, list[CallRecord]] = {}
         for rec in records:
             by_pbx.setdefault(rec.pbx, []).append(rec)
@@ -166,6 +180,7 @@ class CallConsumer:
                 if self._stopping.is_set():
                     return
                 await asyncio.sleep(self.retry_delay)
+        await self._replay_journals()
         while True:
             batch = await self._next_batch()
             if batch is None:
@@ -174,9 +189,27 @@ class CallConsumer:
             if self.event_listeners:
                 await self._run_listeners(batch)
             await self._save_and_notify(changes)
-        # Whatever could not be saved yet gets a last chance.
-        if self._pending:
-            await self._save_and_notify([])
+        # Whatever could not be saved yet gets a last chance (and the checkpoint its update).
+        await self._save_and_notify([], final=True)
+
+    async def _replay_journals(self) -> None:
+        """Before anything new: the events an earlier process journaled but never applied."""
+        for pbx, journal in self.journals.items():
+            pending = journal.unapplied(self._saved_seq.get(pbx, 0))
+            if not pending:
+                continue
+            event(log, logging.WARNING, "calls.journal_replay", pbx=pbx, events=len(pending),
+                  first_seq=pending[0][0], last_seq=pending[-1][0])
+            for start in range(0, len(pending), self.max_batch):
+                batch: list[QueueItem] = []
+                for seq, ev in pending[start:start + self.max_batch]:
+                    ev.seq = seq
+                    batch.append(ev)
+                self.replayed += len(batch)
+                changes = self._process(batch)
+                if self.event_listeners:
+                    await self._run_listeners(batch)
+                await self._save_and_notify(changes)
 
     @property
     def queue_depth(self) -> int:
@@ -252,7 +285,11 @@ class CallConsumer:
             tracker = self.tracker(item.pbx)
             if tracker is None:
                 self.events_ignored += 1
+                if item.seq:
+                    self._seen_seq[item.pbx] = item.seq
                 return []
+            if item.seq:
+                self._seen_seq[item.pbx] = item.seq
             if self.keep_raw:
                 self._pending_raw.append(item)
             return tracker.feed(item)
@@ -264,15 +301,21 @@ class CallConsumer:
             event(log, logging.DEBUG, "calls.connection", pbx=item.pbx, kind=type(item).__name__)
         return []
 
-    async def _save_and_notify(self, changes: list[CallChange]) -> None:
+    async def _save_and_notify(self, changes: list[CallChange], *, final: bool = False) -> None:
         self._pending += changes
-        if not self._pending and not self._pending_raw:
+        advanced = {pbx: seq for pbx, seq in self._seen_seq.items()
+                    if seq > self._saved_seq.get(pbx, 0)}
+        checkpoint_due = bool(advanced) and (final or any(
+            seq - self._saved_seq.get(pbx, 0) >= CHECKPOINT_EVERY for pbx, seq in advanced.items()))
+        if not self._pending and not self._pending_raw and not checkpoint_due:
             return
         try:
             async with self.engine.begin() as conn:
                 await store.save_changes(conn, self._pending)
                 if self._pending_raw:
                     await store.save_raw_events(conn, self._pending_raw)
+                # Every event seen so far has its changes in this transaction or an earlier one.
+                await store.save_journal_checkpoints(conn, advanced)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             # Keep them: the next batch retries (records are whole states, so a later write
             # of the same call supersedes nothing it needs). Hooks wait for the save.
@@ -283,6 +326,11 @@ class CallConsumer:
                 await asyncio.sleep(self.retry_delay)
             return
         saved, self._pending, self._pending_raw = self._pending, [], []
+        self._saved_seq.update(advanced)
+        for pbx, seq in advanced.items():
+            journal = self.journals.get(pbx)
+            if journal is not None:
+                journal.applied(seq)
         if self.keep_raw and self.clock() >= self._next_purge:
             self._next_purge = self.clock() + PURGE_EVERY
             try:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord, Leg, Transfer, to_datetime
-from pbx_bridge.db.schema import call_legs, calls, raw_events
+from pbx_bridge.db.schema import call_legs, calls, journal_checkpoints, raw_events
 
 # Columns another feature owns (CRM match, tags, legal hold): the pipeline never overwrites them.
 _OWNED_ELSEWHERE = {"id", "client_id", "client_ambiguous", "tags", "legal_hold"}
@@ -259,6 +259,25 @@ async def save_raw_events(conn: AsyncConnection, events: Sequence[AmiEvent]) -> 
             "headers": headers,
         })
     await conn.execute(sa.insert(raw_events), rows)
+
+
+async def load_journal_checkpoints(conn: AsyncConnection) -> dict[str, int]:
+    """PBX -> the last journaled event whose changes are saved."""
+    rows = await conn.execute(sa.select(journal_checkpoints.c.pbx, journal_checkpoints.c.seq))
+    return {pbx: int(seq) for pbx, seq in rows}
+
+
+async def save_journal_checkpoints(conn: AsyncConnection, seqs: dict[str, int],
+                                   now: datetime | None = None) -> None:
+    if not seqs:
+        return
+    now = now or datetime.now(UTC)
+    stmt = _insert(conn, journal_checkpoints)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[journal_checkpoints.c.pbx],
+        set_={"seq": stmt.excluded.seq, "updated_at": stmt.excluded.updated_at})
+    await conn.execute(stmt, [{"pbx": pbx[:64], "seq": seq, "updated_at": now}
+                              for pbx, seq in seqs.items()])
 
 
 async def purge_raw_events(conn: AsyncConnection, keep_days: int,

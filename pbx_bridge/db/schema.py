@@ -90,3 +90,13 @@ raw_events = sa.Table(
 )
 sa.Index("ix_raw_events_received_at", raw_events.c.received_at)
 sa.Index("ix_raw_events_linkedid", raw_events.c.linkedid)
+
+# Per PBX, the number of the last journaled AMI event whose changes are saved (pbx_bridge.ami.
+# journal): written in the same transaction as the calls, so it is exact.
+journal_checkpoints = sa.Table(
+    "ami_journal_checkpoints",
+    metadata,
+    sa.Column("pbx", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

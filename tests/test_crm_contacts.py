@@ -570,3 +570,39 @@ async def test_a_created_card_is_answered_as_it_reads_back(engine: AsyncEngine, 
     made, read = await run_claiming(engine, work)
     assert made == read
     assert isinstance(made, dict) and made["source"] == "Yandex Direct" and made["phone_count"] == 1
+
+
+async def test_crm_work_left_undone_by_a_dead_bridge_is_done_at_the_next_start(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """Calls saved as ended whose CRM work never ran (the bridge died in between) get it from
+    reconcile(): card, timeline, call-back task; once. Calls saved after this process started
+    are the live pipeline's and are left to it."""
+    recs = trace_records()
+    missed, answered = recs["inbound_noanswer"], recs["inbound_answered"]
+    for record in (missed, answered):
+        await save_call(engine, record)  # saved; the hooks never ran
+    hook = CrmHook(engine, crm_settings(settings))
+    started = datetime.now(UTC)
+    later = replace(recs["inbound_busy"])
+    await save_call(engine, later)  # saved by this process after its start: not reconcile's
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(calls).where(calls.c.linkedid == later.linkedid)
+                           .values(updated_at=datetime(2100, 1, 1, tzinfo=UTC)))
+    assert await hook.reconcile(started) == 2
+    assert await hook.reconcile(started) == 0
+    async with engine.connect() as conn:
+        rows = {r.linkedid: r for r in await conn.execute(sa.select(calls))}
+        open_tasks = await tasks.list_tasks(conn, status="open")
+        n_cards = (await conn.execute(sa.select(sa.func.count()).select_from(clients))).scalar_one()
+    assert rows[missed.linkedid].crm_done_at is not None and rows[answered.linkedid].crm_done_at is not None
+    assert rows[later.linkedid].crm_done_at is None
+    assert rows[missed.linkedid].client_id is not None and rows[answered.linkedid].client_id is not None
+    assert n_cards == 2
+    assert [t["number"] for t in open_tasks] == [missed.customer_number]
+    # The pipeline's own path marks its calls done as well.
+    await replay(engine, hook, replace(missed, linkedid="through-the-pipeline"))
+    async with engine.connect() as conn:
+        done = (await conn.execute(sa.select(calls.c.crm_done_at)
+                                   .where(calls.c.linkedid == "through-the-pipeline"))).scalar_one()
+    assert done is not None

@@ -20,7 +20,7 @@ from pbx_bridge.calls.record import CallRecord, Leg, Transfer, to_datetime
 from pbx_bridge.db.schema import call_legs, calls, journal_checkpoints, raw_events
 
 # Columns another feature owns (CRM match, tags, legal hold): the pipeline never overwrites them.
-_OWNED_ELSEWHERE = {"id", "client_id", "client_ambiguous", "tags", "legal_hold"}
+_OWNED_ELSEWHERE = {"id", "client_id", "client_ambiguous", "tags", "legal_hold", "crm_done_at"}
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -228,6 +228,14 @@ async def list_calls(conn: AsyncConnection, *, limit: int | None = 50, live: boo
     if limit is not None:
         query = query.limit(limit)
     return await _with_legs(conn, query)
+
+
+async def ended_without_crm(conn: AsyncConnection, before: datetime,
+                            limit: int = 200) -> list[CallRecord]:
+    """Ended calls, last saved before `before`, whose CRM work was never done, oldest first."""
+    return await _with_legs(conn, sa.select(calls).where(
+        calls.c.crm_done_at.is_(None), calls.c.state == "ended", calls.c.updated_at < before,
+    ).order_by(calls.c.id).limit(limit))
 
 
 async def load_live(conn: AsyncConnection, pbx: str | None = None) -> list[CallRecord]:

@@ -32,6 +32,7 @@ from crm_sync.timeline import attach_call, call_payload
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord, to_datetime
+from pbx_bridge.calls.store import ended_without_crm
 from pbx_bridge.clients.caller_lookup import CallerLookup
 from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
@@ -116,10 +117,12 @@ class CrmHook:
         If that fails, nothing is kept and on_change does each call in its own transaction (one
         broken call must not cost the others their cards)."""
         self._finished.clear()
-        records = [c.record for c in changes if c.kind == "ended" and c.record.direction != "internal"]
-        if not records:
+        ended = [c.record for c in changes if c.kind == "ended"]
+        records = [r for r in ended if r.direction != "internal"]
+        internal = [r for r in ended if r.direction == "internal"]
+        if not ended:
             return
-        done = await self._finish_records(records)
+        done = await self._finish_records(records, nothing_to_do=internal)
         for record, finished in zip(records, done, strict=True):
             self._finished[(record.pbx, record.linkedid, id(record))] = finished
 
@@ -145,6 +148,26 @@ class CrmHook:
             change.client = cached[0]
             if record.client_id is None:  # a card chosen up front (click-to-call) is kept
                 record.client_id = cached[1]
+
+    async def reconcile(self, before: datetime, *, chunk: int = 200) -> int:
+        """The CRM work of calls that ended, were saved, and never got it (the bridge died in
+        between), last saved before `before` (this process's start: later ones are the live
+        pipeline's). Returns how many calls were done."""
+        count = 0
+        while True:
+            async with self.engine.connect() as conn:
+                pending = await ended_without_crm(conn, before, chunk)
+            if not pending:
+                break
+            records = [r for r in pending if r.direction != "internal"]
+            internal = [r for r in pending if r.direction == "internal"]
+            done = await self._finish_records(records, nothing_to_do=internal)
+            for record, finished in zip(records, done, strict=True):
+                self._announce(record, finished)
+            count += len(pending)
+        if count:
+            event(log, logging.WARNING, "crm.reconciled", calls=count)
+        return count
 
     async def identify(self, record: CallRecord) -> tuple[dict[str, Any] | None, int | None, bool]:
         """The screen pop: the matched card's summary (and, with no card, the external CRM's)."""
@@ -183,15 +206,20 @@ class CrmHook:
         self._announce(record, finished)
         return finished.resolution
 
-    async def _finish_records(self, records: Sequence[CallRecord]) -> list[Finished]:
+    async def _finish_records(self, records: Sequence[CallRecord], *,
+                              nothing_to_do: Sequence[CallRecord] = ()) -> list[Finished]:
         """The card work of these ended calls, in order, in one transaction (run again as a
-        whole when a concurrent writer claimed a new number first)."""
+        whole when a concurrent writer claimed a new number first). `nothing_to_do`: ended
+        calls with no CRM work (internal), marked done in the same transaction."""
         facts = [call_facts(r) for r in records]
         # A card chosen before the call (click-to-call with a client id) wins over matching.
         presets = [r.client_id for r in records]
 
         async def work(conn: AsyncConnection) -> list[Finished]:
             now = self.clock()
+            for record in nothing_to_do:
+                await conn.execute(sa.update(calls).where(self._call_row(record))
+                                   .values(crm_done_at=now))
             return [await self._finish_one(conn, record, fact, preset, now)
                     for record, fact, preset in zip(records, facts, presets, strict=True)]
 
@@ -230,7 +258,7 @@ class CrmHook:
         await conn.execute(
             sa.update(calls)
             .where(self._call_row(record))
-            .values(client_id=res.client_id, client_ambiguous=res.ambiguous)
+            .values(client_id=res.client_id, client_ambiguous=res.ambiguous, crm_done_at=now)
         )
         return Finished(res, enqueued, card)
 

@@ -52,6 +52,9 @@ calls = sa.Table(
     sa.Column("tags", sa.JSON, nullable=False, default=list),
     sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # When the CRM stage finished with the ended call (card, timeline, tasks, outbox); NULL on an
+    # ended call = still to do (the bridge died between saving the call and its CRM work).
+    sa.Column("crm_done_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("pbx", "linkedid", name="uq_calls_pbx_linkedid"),
 )
 sa.Index("ix_calls_started_at_id", calls.c.started_at, calls.c.id)
@@ -60,6 +63,7 @@ sa.Index("ix_calls_customer_number", calls.c.customer_number)
 sa.Index("ix_calls_operator", calls.c.operator)
 sa.Index("ix_calls_client_id", calls.c.client_id)
 sa.Index("ix_calls_click_to_call_id", calls.c.click_to_call_id)
+sa.Index("ix_calls_crm_done_at", calls.c.crm_done_at)
 
 call_legs = sa.Table(
     "call_legs",

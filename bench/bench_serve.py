@@ -1,8 +1,9 @@
 """The assembled bridge's AMI path as `serve` runs it: the simulator blasting generated calls over
 TCP -> PbxConnection (panoramisk) -> the one queue -> CallConsumer -> tracker -> SQLite -> the
-serve hooks (client cards, recordings with policy "none", click-to-call, notifier). Reference in
-the same run: the same pipeline with no hooks. The simulator runs in the same process (and on the
-same core), so these figures are a lower bound for the bridge alone.
+serve hooks (client cards, recordings with policy "none", click-to-call, notifier), with the AMI
+journal on. References in the same run: the same pipeline with no hooks, and with every hook but
+the journal off. The simulator runs in the same process (and on the same core), so these figures
+are a lower bound for the bridge alone.
 
 Run: /work/venv/bin/python -m bench.bench_serve [--quick]
 """
@@ -27,9 +28,10 @@ async def _until(condition: Any) -> None:
         await asyncio.sleep(0.005)
 
 
-async def _measure(calls: int, hooks: bool) -> tuple[float, float, int]:
+async def _measure(calls: int, hooks: bool, journal: bool = True) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings()
+        settings.events.journal = journal
         settings.server.data_dir = str(Path(tmp) / "var")
         settings.server.port = 0
         settings.simulator.port = 0
@@ -64,8 +66,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     calls = 100 if quick else 1000
     full_cpu, full_wall, events = asyncio.run(_measure(calls, hooks=True))
     bare_cpu, bare_wall, _ = asyncio.run(_measure(calls, hooks=False))
+    unjournaled_cpu, _, _ = asyncio.run(_measure(calls, hooks=True, journal=False))
     print(f"{calls} calls, {events} events each run", file=sys.stderr)
     return [
+        {"figure": "serve pipeline with all hooks: the AMI journal's cost (CPU time)",
+         "value": round(full_cpu), "unit": "events/s", "target": "-",
+         "reference": round(unjournaled_cpu), "reference_name": "same, journal off"},
         {"figure": "serve pipeline over TCP with all hooks, SQLite (CPU time, simulator included)",
          "value": round(full_cpu), "unit": "events/s", "target": ">= 1000 (1,000-seat call centre)",
          "reference": round(bare_cpu), "reference_name": "same pipeline without hooks (CPU time)"},

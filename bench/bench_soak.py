@@ -432,6 +432,7 @@ class Soak:
         assert self.bridge.proc is not None
         bridge_ps = psutil.Process(self.bridge.proc.pid)
         cpu_before = sum(bridge_ps.cpu_times()[:2])
+        written_before = bridge_ps.io_counters().write_bytes
         events_before = self.sim.events_sent
         logins_before = self.sim._logins
         first_added = len(self.sim.added_at)
@@ -440,6 +441,7 @@ class Soak:
         wall = added[-1] - added[0] if len(added) > 1 else 1.0
         found = await self.settle(truth, set(truth), timeout=3600.0)
         cpu = sum(bridge_ps.cpu_times()[:2]) - cpu_before
+        written = bridge_ps.io_counters().write_bytes - written_before
         events = self.sim.events_sent - events_before
         clients.send_signal(signal.SIGTERM)
         clients.wait(60)
@@ -467,6 +469,8 @@ class Soak:
                     sum(1 for k in truth if len(result["ringing"].get(k, [])) == 100), "calls",
                     "-", with_pop, "calls with a call.ringing")
         self.figure("load: bridge peak RSS (the serve process)", self.bridge.peak_rss / 2**20, "MB")
+        self.figure("load: bridge disk writes per call (the AMI journal, logs)",
+                    written / count / 1024, "kB")
         self.figure("load: its idle transcription workers, peak PSS together",
                     self.bridge.peak_workers_pss / 2**20, "MB")
         self.figure("load: sessions the PBX dropped for reading too slowly",

@@ -124,11 +124,11 @@ async def test_slow_websocket_client_is_cut_off_and_never_slows_publishing(api: 
     assert api.runtime.bus.subscriber_count == 1
     healthy = await _ws(api, "manager")
     big = {"pad": "x" * 20_000}
-    worst = 0.0
+    took: list[float] = []
     for i in range(400):
         start = time.perf_counter()
         api.runtime.bus.publish(make_message("recording.ready", [], call_id=i, recording=big))
-        worst = max(worst, time.perf_counter() - start)
+        took.append(time.perf_counter() - start)
         if i % 20 == 0:
             await asyncio.sleep(0.01)
             got = []
@@ -139,7 +139,9 @@ async def test_slow_websocket_client_is_cut_off_and_never_slows_publishing(api: 
                     break
                 if len(got) >= 20 or (i == 0 and got):
                     break
-    assert worst < 0.01  # publishing never waited for anyone
+    # Publishing never waited for anyone: every publish but a few (a GC pass or the machine
+    # busy elsewhere can stall any line of a test) took under 10 ms.
+    assert sorted(took)[-5] < 0.01, sorted(took)[-5:]
 
     async def slow_gone() -> bool:
         return api.runtime.bus.subscriber_count == 1

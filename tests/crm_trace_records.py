@@ -218,7 +218,7 @@ async def save_call(engine: AsyncEngine, record: CallRecord) -> int:
                 talk_seconds=record.talk_seconds,
                 click_to_call_id=record.click_to_call_id,
                 tags=[],
-                updated_at=started,
+                updated_at=datetime.now(UTC),  # as the store does: when it was saved
             )
             .returning(calls.c.id)
         )

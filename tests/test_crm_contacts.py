@@ -606,3 +606,21 @@ async def test_crm_work_left_undone_by_a_dead_bridge_is_done_at_the_next_start(
         done = (await conn.execute(sa.select(calls.c.crm_done_at)
                                    .where(calls.c.linkedid == "through-the-pipeline"))).scalar_one()
     assert done is not None
+
+
+async def test_a_call_that_rings_and_ends_in_one_batch_pops_as_it_rang(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """The batch step creates the new caller's card at the hang-up; the ringing change of the
+    same batch must still pop "new contact" (no card when the phone rang), not that card."""
+    hook = CrmHook(engine, crm_settings(settings))
+    record = trace_records()["inbound_busy"]
+    await save_call(engine, record)
+    live = replace(record, status=None, ended_at=None)
+    batch = [CallChange("started", live), CallChange("ringing", live, extension="101"),
+             CallChange("ended", record)]
+    await hook.prepare(batch)
+    for change in batch:
+        await hook.on_change(change)
+    assert batch[1].client is None  # the screen pop: an unknown caller
+    assert record.client_id is not None  # the card made at the end of the call

@@ -117,6 +117,14 @@ class CrmHook:
         If that fails, nothing is kept and on_change does each call in its own transaction (one
         broken call must not cost the others their cards)."""
         self._finished.clear()
+        # A call that rang and ended within the batch is identified first: its screen pop shows
+        # the caller as they were when the phone rang, not the card their hang-up creates.
+        for change in changes:
+            record = change.record
+            key = (record.pbx, record.linkedid)
+            if (change.kind != "ended" and record.direction != "internal"
+                    and record.customer_number and key not in self._live):
+                self._remember(key, await self.identify(record))
         ended = [c.record for c in changes if c.kind == "ended"]
         records = [r for r in ended if r.direction != "internal"]
         internal = [r for r in ended if r.direction == "internal"]
@@ -141,9 +149,7 @@ class CrmHook:
         cached = self._live.get(key)
         if cached is None and record.customer_number:
             cached = await self.identify(record)
-            self._live[key] = cached
-            while len(self._live) > MAX_LIVE_CALLS:
-                self._live.pop(next(iter(self._live)))
+            self._remember(key, cached)
         if cached is not None:
             change.client = cached[0]
             if record.client_id is None:  # a card chosen up front (click-to-call) is kept
@@ -168,6 +174,12 @@ class CrmHook:
         if count:
             event(log, logging.WARNING, "crm.reconciled", calls=count)
         return count
+
+    def _remember(self, key: tuple[str, str],
+                  found: tuple[dict[str, Any] | None, int | None, bool]) -> None:
+        self._live[key] = found
+        while len(self._live) > MAX_LIVE_CALLS:
+            self._live.pop(next(iter(self._live)))
 
     async def identify(self, record: CallRecord) -> tuple[dict[str, Any] | None, int | None, bool]:
         """The screen pop: the matched card's summary (and, with no card, the external CRM's)."""

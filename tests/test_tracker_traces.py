@@ -310,3 +310,23 @@ def test_a_replayed_window_of_events_is_harmless(traces: Path, name: str) -> Non
         assert close(summary(records[0]), alone), (j, k, summary(records[0]), alone)
         kinds = [c.kind for c in changes]
         assert kinds.count("started") == 1 and kinds.count("answered") <= 1
+
+
+@pytest.mark.parametrize(("caller", "kept"), [
+    ("+79300395846", "+79300395846"),  # +7 930: a range the phone library does not know
+    ("8 (930) 039-58-46", "89300395846"),
+    ("<unknown>", None),
+])
+def test_a_caller_id_that_does_not_parse_is_kept_not_dropped(
+        traces: Path, caller: str, kept: str | None) -> None:
+    """Who called must never vanish from the call log because the number library rejects it:
+    such a caller ID is kept as its digits; a withheld one stays empty."""
+    items = []
+    for item in load_items(traces, "inbound_answered"):
+        if isinstance(item, AmiEvent):
+            headers = {k: (caller if v == "+74951234567" else v) for k, v in item.headers.items()}
+            item = AmiEvent(item.pbx, item.name, headers, item.variables, item.received_at)
+        items.append(item)
+    [record] = ended(feed_all(CallTracker(settings_for("inbound_answered")), items))
+    assert record.customer_number == kept
+    assert record.status == "answered" and record.direction == "inbound"

@@ -33,6 +33,8 @@ from pbx_bridge.calls.changes import CallChange, ChangeKind
 from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
 
 _DIALLED = re.compile(r"\+?[0-9*#]{1,40}")
+# A caller ID that is a phone number in some format: digits and separators, up to 20 digits.
+_PHONE_LIKE = re.compile(r"\+?[0-9][0-9 ().\-]{0,30}")
 _VARSET_NAMES = frozenset({"DIRECTION", "_DIRECTION", "__DIRECTION", "CALL_ID", "_CALL_ID",
                            "__CALL_ID"})
 VALID_DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound", "internal"})
@@ -928,6 +930,21 @@ class CallTracker:
         self._norm_cache[raw] = value
         return value
 
+    def _number(self, raw: str | None) -> str | None:
+        """A party's number for the record: E.164 when it parses; a caller ID the phone library
+        rejects (an unassigned range, a format it does not know) is still who called, kept as
+        its digits (with its "+"), never dropped."""
+        found = self._norm(raw)
+        if found is not None or not raw:
+            return found
+        text = raw.strip()
+        if text in UNKNOWN_NAMES or not _PHONE_LIKE.fullmatch(text):
+            return None
+        digits = "".join(ch for ch in text if ch.isdigit())
+        if len(digits) <= self.settings.max_extension_length:
+            return None
+        return ("+" if text.startswith("+") else "") + digits
+
     def _direction(self, call: _Call) -> Direction:
         if call.direction_var is not None:
             return call.direction_var  # type: ignore[return-value]
@@ -960,18 +977,18 @@ class CallTracker:
                                       and origin.ext is None):
             customer = origin
             if customer is not None:
-                number = self._norm(customer.cid_num)
+                number = self._number(customer.cid_num)
                 if customer.inbound_exten:
-                    did = self._norm(customer.inbound_exten)
+                    did = self._number(customer.inbound_exten)
         elif direction == "outbound":
             dialled = call.dialled_raw or self._dialled_fallback(origin)
             customer = call.channels.get(call.customer_uid or "")
             if dialled is None and customer is not None and _DIALLED.fullmatch(customer.cid_num):
                 # The dialled channel's caller ID is the number it was dialled with.
                 dialled = customer.cid_num
-            number = self._norm(dialled)
+            number = self._number(dialled)
             if customer is not None:
-                own = self._norm(customer.cid_num)
+                own = self._number(customer.cid_num)
                 if number is None:
                     number = own
                 elif own != number:

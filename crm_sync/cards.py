@@ -223,41 +223,23 @@ async def create_card_returning(
 ) -> Card:
     """create_card, answering the new card as get_card would (built from what was written, with
     no read back: the call pipeline creates a card for most new callers)."""
-    name = clean_name(card.name)
+    row = _card_row(card, now, auto_created)
     phone_entries = prepare_phones(card.phones, settings, allow_unparsed=allow_unparsed)
     emails = clean_emails(card.emails)
-    company = _optional_text(card.company, "company", 255)
-    responsible = clean_responsible(card.responsible)
-    source = _optional_text(card.source, "source", 128)
-    tags = clean_tags(card.tags)
-    notes = _optional_text(card.notes, "notes", 100_000)
-    values = {
-        "name": name,
-        "name_key": name.casefold(),
-        "company": company,
-        "responsible": responsible,
-        "source": source,
-        "tags": tags,
-        "notes": notes,
-        "auto_created": auto_created,
-        "created_at": now,
-        "updated_at": now,
-        "last_activity_at": now,
-    }
     client_id = int(
-        (await db.execute(sa.insert(clients).values(values).returning(clients.c.id))).scalar_one()
+        (await db.execute(sa.insert(clients).values(row).returning(clients.c.id))).scalar_one()
     )
     await _insert_phones(db, client_id, phone_entries)
     if emails:
         await db.execute(sa.insert(client_emails), [{"client_id": client_id, "email": e} for e in emails])
     return Card(
         id=client_id,
-        name=name,
-        company=company,
-        responsible=responsible,
-        source=source,
-        tags=list(tags),
-        notes=notes,
+        name=row["name"],
+        company=row["company"],
+        responsible=row["responsible"],
+        source=row["source"],
+        tags=list(row["tags"]),
+        notes=row["notes"],
         auto_created=auto_created,
         created_at=iso(now),
         updated_at=iso(now),
@@ -266,6 +248,24 @@ async def create_card_returning(
         phone_count=len(phone_entries),
         emails=list(emails),
     )
+
+
+def _card_row(card: CardInput, now: datetime, auto_created: bool) -> dict[str, Any]:
+    """The clients row of a new card, its texts checked and cleaned (CardError if invalid)."""
+    name = clean_name(card.name)
+    return {
+        "name": name,
+        "name_key": name.casefold(),
+        "company": _optional_text(card.company, "company", 255),
+        "responsible": clean_responsible(card.responsible),
+        "source": _optional_text(card.source, "source", 128),
+        "tags": clean_tags(card.tags),
+        "notes": _optional_text(card.notes, "notes", 100_000),
+        "auto_created": auto_created,
+        "created_at": now,
+        "updated_at": now,
+        "last_activity_at": now,
+    }
 
 
 async def create_cards(
@@ -281,24 +281,9 @@ async def create_cards(
     phone_lists: list[list[PhoneEntry]] = []
     email_lists: list[list[str]] = []
     for card in cards:
-        name = clean_name(card.name)
+        values.append(_card_row(card, now, auto_created=False))
         phone_lists.append(prepare_phones(card.phones, settings, allow_unparsed=allow_unparsed))
         email_lists.append(clean_emails(card.emails))
-        values.append(
-            {
-                "name": name,
-                "name_key": name.casefold(),
-                "company": _optional_text(card.company, "company", 255),
-                "responsible": clean_responsible(card.responsible),
-                "source": _optional_text(card.source, "source", 128),
-                "tags": clean_tags(card.tags),
-                "notes": _optional_text(card.notes, "notes", 100_000),
-                "auto_created": False,
-                "created_at": now,
-                "updated_at": now,
-                "last_activity_at": now,
-            }
-        )
     if not values:
         return []
     result = await db.execute(

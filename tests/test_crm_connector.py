@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from pbx_bridge.clients.outbox_worker import OutboxWorker
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_engine
 from tests.crm_trace_records import replay, trace_records
+from tests.e2e_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-for-tests"
@@ -324,12 +324,6 @@ async def _some_attempted(engine: AsyncEngine) -> bool:
     return any(i.attempts > 0 for i in await items(engine))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_crm_down_is_backed_off_as_a_whole_and_nothing_becomes_dead(
     engine: AsyncEngine, settings: Settings
 ) -> None:
@@ -337,7 +331,7 @@ async def test_crm_down_is_backed_off_as_a_whole_and_nothing_becomes_dead(
     worker does not hammer the dead CRM with a try per item per round (the circuit opens after
     the first failed round, then one item probes), no item becomes a dead letter however many
     probes it takes, and when the CRM comes up on that port everything goes out, in order."""
-    port = _free_port()
+    port = free_port()
     external(settings, f"http://127.0.0.1:{port}", attempts=2)
     now = outbox.utcnow()
     async with engine.begin() as conn:

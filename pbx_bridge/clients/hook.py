@@ -126,12 +126,9 @@ class CrmHook:
                     and record.customer_number and key not in self._live):
                 self._remember(key, await self.identify(record))
         ended = [c.record for c in changes if c.kind == "ended"]
-        records = [r for r in ended if r.direction != "internal"]
-        internal = [r for r in ended if r.direction == "internal"]
         if not ended:
             return
-        done = await self._finish_records(records, nothing_to_do=internal)
-        for record, finished in zip(records, done, strict=True):
+        for record, finished in await self._finish_ended(ended):
             self._finished[(record.pbx, record.linkedid, id(record))] = finished
 
     async def on_change(self, change: CallChange) -> None:
@@ -165,10 +162,7 @@ class CrmHook:
                 pending = await ended_without_crm(conn, before, chunk)
             if not pending:
                 break
-            records = [r for r in pending if r.direction != "internal"]
-            internal = [r for r in pending if r.direction == "internal"]
-            done = await self._finish_records(records, nothing_to_do=internal)
-            for record, finished in zip(records, done, strict=True):
+            for record, finished in await self._finish_ended(pending):
                 self._announce(record, finished)
             count += len(pending)
         if count:
@@ -217,6 +211,15 @@ class CrmHook:
         (finished,) = await self._finish_records([record])
         self._announce(record, finished)
         return finished.resolution
+
+    async def _finish_ended(self, ended: Sequence[CallRecord]
+                            ) -> list[tuple[CallRecord, Finished]]:
+        """Ended calls of any direction in one transaction: internal ones have no CRM work and
+        are only marked done; the others are finished, and returned with their results."""
+        records = [r for r in ended if r.direction != "internal"]
+        internal = [r for r in ended if r.direction == "internal"]
+        done = await self._finish_records(records, nothing_to_do=internal)
+        return list(zip(records, done, strict=True))
 
     async def _finish_records(self, records: Sequence[CallRecord], *,
                               nothing_to_do: Sequence[CallRecord] = ()) -> list[Finished]:

@@ -11,6 +11,7 @@ import json
 import logging
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -109,29 +110,29 @@ class MessageEncoder:
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._recent: dict[int, tuple[Message, str]] = {}
-        self._frames: dict[int, tuple[Message, bytes]] = {}
+        # id(message) -> [message, its JSON text, its frame once asked for]; holding the message
+        # keeps its id from being reused.
+        self._recent: dict[int, list[Any]] = {}
 
-    def text(self, message: Message) -> str:
-        key = id(message)
-        hit = self._recent.get(key)
+    def _entry(self, message: Message) -> list[Any]:
+        hit = self._recent.get(id(message))
         if hit is not None and hit[0] is message:
-            return hit[1]
-        text = json.dumps(message, ensure_ascii=False, default=str)
+            return hit
+        entry = [message, json.dumps(message, ensure_ascii=False, default=str), None]
         if len(self._recent) >= self._size:
             del self._recent[next(iter(self._recent))]
-        self._recent[key] = (message, text)  # holding the message keeps its id from being reused
+        self._recent[id(message)] = entry
+        return entry
+
+    def text(self, message: Message) -> str:
+        text: str = self._entry(message)[1]
         return text
 
     def frame(self, message: Message) -> bytes:
-        key = id(message)
-        hit = self._frames.get(key)
-        if hit is not None and hit[0] is message:
-            return hit[1]
-        frame = text_frame(self.text(message).encode())
-        if len(self._frames) >= self._size:
-            del self._frames[next(iter(self._frames))]
-        self._frames[key] = (message, frame)
+        entry = self._entry(message)
+        if entry[2] is None:
+            entry[2] = text_frame(entry[1].encode())
+        frame: bytes = entry[2]
         return frame
 
 

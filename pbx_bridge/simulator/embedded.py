@@ -29,7 +29,9 @@ def simulator_pbx_config(config: SimulatorConfig, port: int | None = None) -> Pb
         port=port or config.port,
         username=config.username,
         secret=config.secret,
-        operator_channel=r"^Local/(?P<ext>\d+)@(?:operators|op-phone)-",
+        # The lab's phones (Local channels) and the SIP lab's (PJSIP/101-...): the generator
+        # plays traces of both.
+        operator_channel=r"^(?:PJSIP|SIP|Local)/(?P<ext>\d{2,6})(?:@(?:operators|op-phone))?-",
         inbound_contexts=["from-trunk"],
         operator_dial_string="Local/{ext}@op-phone/n",
         outbound_context="from-internal",

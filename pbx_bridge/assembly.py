@@ -108,7 +108,7 @@ class Bridge:
             self.queue, runtime.engine,
             tracker_settings_for(settings.pbx, settings.phone),
             hooks,
-            event_listeners=[self.click_to_call.on_event],
+            event_listeners=[self.click_to_call.on_event, self.recordings.bridges.on_event],
             journals=journals,
             keep_raw_days=settings.events.keep_raw_days,
         )

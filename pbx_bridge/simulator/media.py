@@ -60,20 +60,31 @@ def _speech() -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
 
 
 def _pilot_hz(party: str) -> float:
+    # Not whole numbers of Hz: a whole-Hz tone repeats every second (every 0.1 s for 310 Hz),
+    # and a recording placed a few periods off would still match.
     if party == CUSTOMER:
-        return 310.0
+        return 310.37
     if party == MOH:
         return 440.0
     ext = party.partition(":")[2]
     digits = int(ext) if ext.isdigit() else sum(map(ord, ext))
-    return 520.0 + 60.0 * (digits % 25)
+    return 520.13 + 60.0 * (digits % 25)
+
+
+# The pilot's loudness swells and fades over this many samples (7.3 s), so no stretch of a
+# voice repeats within minutes.
+_SWELL = 58_400
 
 
 def voice(party: str, first: int, count: int) -> npt.NDArray[np.int32]:
     """`count` samples of the party's voice from absolute sample `first` (int32, unclipped)."""
     n = np.arange(first, first + count, dtype=np.int64)
-    pilot = np.rint(PILOT_AMPLITUDE * np.sin(2 * np.pi * _pilot_hz(party) * (n % SAMPLE_RATE)
-                                             / SAMPLE_RATE)).astype(np.int32)
+    # Phases from n modulo a whole number of periods of both terms would lose precision at
+    # epoch-sized n; these moduli keep the arguments small and the signal exact per n.
+    cycle = n % (SAMPLE_RATE * 100)  # 100 s: a whole number of periods of every pilot
+    swell = 1.0 + 0.5 * np.sin(2 * np.pi * (n % _SWELL) / _SWELL)
+    pilot = np.rint(PILOT_AMPLITUDE * swell * np.sin(2 * np.pi * _pilot_hz(party) * cycle
+                                                     / SAMPLE_RATE)).astype(np.int32)
     if party == MOH:  # hold music: a plain chord, nobody speaking
         return pilot * 6
     operator_side, customer_side = _speech()
@@ -152,7 +163,10 @@ def read_by(channel: str, states: Mapping[str, ChannelState], _seen: frozenset[s
     return heard_by(partner, states, _seen | {channel})
 
 
-def spans(channel: str, history: Sequence[tuple[float, Mapping[str, ChannelState]]],
+History = Sequence[tuple[float, Mapping[str, "ChannelState"]]]
+
+
+def spans(channel: str, history: History,
           start: float, end: float) -> list[Span]:
     """The recorded channel's states between `start` and `end`, from a history of (time, every
     channel's state from then on), sorted by time."""

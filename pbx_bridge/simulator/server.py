@@ -701,7 +701,7 @@ class AmiSimulator:
             if ended is not None:
                 self.recorder.stop(channel_name, ended)
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]

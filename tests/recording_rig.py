@@ -135,7 +135,7 @@ async def until_value(get: Callable[[], Awaitable[Any]], what: str, within: floa
 
 
 def configure(settings: Settings, port: int, spool: Path, mount: Path, version: str = "",
-              retry_attempts: int = 3) -> None:
+              retry_attempts: int = 3, transcribe: bool = False) -> None:
     settings.server.port = 0
     settings.pbx = [PbxConfig(name="main", port=port, secret=SECRET, operator_channel=OPERATORS,
                               inbound_contexts=["from-trunk"], asterisk_version=version,
@@ -150,20 +150,24 @@ def configure(settings: Settings, port: int, spool: Path, mount: Path, version: 
     rec.retry_delay_seconds = 0.3
     rec.retry_max_delay_seconds = 0.6
     rec.signing_key = "rig-signing-key-0123456789"
-    settings.transcription.in_process = False  # these tests are about recordings (see test_e2e_transcript)
+    # The transcription workers (the vosk model loaded) only where a test is about transcripts.
+    settings.transcription.in_process = transcribe
+    settings.transcription.workers = 1
+    settings.transcription.poll_seconds = 0.2
 
 
 @asynccontextmanager
 async def rig(settings: Settings, engine: AsyncEngine, tmp: Path, *, speed: float = 4.0,
               version: str = "", asterisk: str = "22.10.1", mount: Path | None = None,
-              start: bool = True, retry_attempts: int = 3, **simulator: Any) -> AsyncIterator[Rig]:
+              start: bool = True, retry_attempts: int = 3, transcribe: bool = False,
+              **simulator: Any) -> AsyncIterator[Rig]:
     sim = AmiSimulator(SimulatorSettings(secret=SECRET, spool_dir=tmp / "asterisk", speed=speed, seed=7,
                                          auth_fail_delay=0.05, asterisk_version=asterisk,
                                          operators=("101", "102", "103", "105"), **simulator))
     await sim.start()
     spool = tmp / "asterisk" / "monitor"
     spool.mkdir(parents=True)
-    configure(settings, sim.port, spool, mount or spool, version, retry_attempts)
+    configure(settings, sim.port, spool, mount or spool, version, retry_attempts, transcribe)
     out = Rig(sim, settings, engine, spool, mount or spool)
     try:
         if start:

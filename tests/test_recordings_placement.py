@@ -230,3 +230,40 @@ def test_blind_transfer(attended: list[Frame], traces: Path, tmp_path: Path) -> 
         (out_of_a, into_c, None, None),  # 102 ringing: nobody with the customer
         (into_c, left_102, "102", "customer"), (left_102, ended, None, None)])
     assert out_of_a - transfer < 0.01
+
+
+def test_a_call_joined_in_the_middle_is_placed_by_what_was_seen(attended: list[Frame],
+                                                                 tmp_path: Path) -> None:
+    """The bridge connected after the customer's channel entered its bridge (a restart, a late
+    start): its history lacks that BridgeEnter. The file still counts from MixMonitor's start
+    (the channel is taken as bridged), and with the call's start unseen nothing is masked."""
+    (tmp_path / "spool").mkdir()
+    answered = at(attended, "DialEnd", DialStatus="ANSWER", Channel=TRUNK)
+    ended = at(attended, "Hangup", Channel=TRUNK)
+    joined = answered + 1.0  # the bridge's first event
+    started = joined + 0.2
+    out_of_a = at(attended, "BridgeLeave", Channel=TRUNK)
+    into_c = at(attended, "BridgeEnter", Channel=TRUNK, BridgeUniqueid="aa757f30")
+    left_c = last(attended, "BridgeLeave", TRUNK)
+    seen = [f for f in attended if (f.timestamp or 0.0) >= joined]
+    segment = plan_segment(LINKEDID, 1, stereo=True, channel=TRUNK, operator="101", started_at=0.0,
+                           perspective="customer")
+    write_segment(tmp_path / "spool", segment, [(started, out_of_a, "customer", "101"),
+                                                (into_c, left_c, "customer", "102")])
+    follower = BridgeFollower()
+    for event in sorted([*events_of(seen), monitor_started(TRUNK, segment.files["stereo"], started)],
+                        key=lambda e: e.timestamp):
+        follower.feed(event)
+    history = follower.take("pbx", LINKEDID)
+    assert history is not None
+    timed = bridges.segment_times(history, segment, segment.files.values(), ended)
+    assert timed.recorded == ((started, out_of_a), (into_c, left_c))
+    timeline = bridges.call_timeline(history, TRUNK, answered, ended)
+    assert timeline.windows is None  # the answer was not seen: nothing to mask by
+    options = FinalizeOptions(Locations("", tmp_path / "spool", tmp_path / "recordings"))
+    outcome = convert_files([timed], 1, datetime(2026, 12, 5, tzinfo=UTC), options, last_attempt=False,
+                            timeline=timeline)
+    assert outcome.wav is not None
+    check(convert.read_wav(outcome.wav.path), answered, ended, [
+        (answered, started, None, None), (started, out_of_a, "101", "customer"),
+        (out_of_a, into_c, None, None), (into_c, left_c, "102", "customer"), (left_c, ended, None, None)])

@@ -259,9 +259,15 @@ def windows(history: CallHistory, customer: str, start: float, end: float,
     return tuple(out)
 
 
-def _bridged(history: CallHistory, channel: str) -> list[tuple[float, float]]:
+def _bridged(history: CallHistory, channel: str, since: float) -> list[tuple[float, float]]:
+    """When the channel was in a bridge. A channel whose first bridge event the history does not
+    have (the bridge began following mid-call, after a restart) counts as bridged from `since`
+    (its MixMonitor's start: a channel is recorded once its call is answered)."""
     out: list[tuple[float, float]] = []
     entered: float | None = None
+    mine = [c for c in history.changes if c.channel == channel and c.kind == "bridge"]
+    if not mine or (mine[0].at > since and not mine[0].value):
+        entered = since
     for change in history.changes:
         if change.channel != channel or change.kind not in ("bridge", "hangup"):
             continue
@@ -288,7 +294,7 @@ def segment_times(history: CallHistory, segment: Segment, spool_names: Iterable[
         return segment
     stop = next((c.at for c in mine if c.at >= start and c.kind in ("monitor_stop", "hangup")),
                 ended_at)
-    stretches = [(max(a, start), min(b, stop)) for a, b in _bridged(history, segment.channel)
+    stretches = [(max(a, start), min(b, stop)) for a, b in _bridged(history, segment.channel, start)
                  if min(b, stop) > max(a, start)]
     return Segment(segment.index, segment.mode, segment.channel, segment.operator, segment.files,
                    start, segment.perspective, tuple(stretches))

@@ -18,6 +18,7 @@ def simulator_settings(config: SimulatorConfig, data_dir: Path) -> SimulatorSett
         operators=tuple(config.operators),
         traces_dir=Path(config.traces_dir) if config.traces_dir else None,
         spool_dir=Path(config.spool_dir) if config.spool_dir else data_dir / "simulator-spool",
+        transfers=True,  # the demo shows transferred calls and their recordings too
     )
 
 

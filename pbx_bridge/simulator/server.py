@@ -53,8 +53,10 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 GENERATOR_TRACES = {
     "inbound_answered": 5, "queue_ringall_answered": 2, "inbound_noanswer": 2,
     "inbound_busy": 1, "outbound_answered": 3, "internal_call": 1,
-    "sip_attended_transfer": 1, "sip_blind_transfer": 1,
 }
+# With SimulatorSettings.transfers: SIP calls with an attended and a blind transfer too (their
+# operators' channels are PJSIP/1xx: the bridge's operator_channel must match both kinds).
+TRANSFER_TRACES = {"sip_attended_transfer": 1, "sip_blind_transfer": 1}
 CLICK_TO_CALL_TRACE = "click_to_call"
 # The SIP trace with an attended transfer, and the variants made of it (transfers.py): a call
 # made from any of the three can take any of the three actions at the point the trace's did.
@@ -145,6 +147,8 @@ class SimulatorSettings:
     # What CoreSettings reports (the traces' Asterisk); an older one makes the bridge record
     # with MixMonitor's r()/t() leg files instead of D.
     asterisk_version: str = "22.10.1"
+    # The generator also makes transferred calls (TRANSFER_TRACES); blast() never does.
+    transfers: bool = False
 
 
 class AmiSimulator:
@@ -790,8 +794,9 @@ class AmiSimulator:
         return CallValues(customer=customer, customer_name=name, operators=picked)
 
     async def _generate(self, calls_per_second: float, max_calls: int | None) -> None:
-        names = list(GENERATOR_TRACES)
-        weights = [GENERATOR_TRACES[n] for n in names]
+        mix = {**GENERATOR_TRACES, **(TRANSFER_TRACES if self.settings.transfers else {})}
+        names = list(mix)
+        weights = [mix[n] for n in names]
         count = 0
         loop = asyncio.get_running_loop()
         next_at = loop.time()

@@ -38,6 +38,9 @@ PURGE_EVERY = 3600.0  # seconds between purges of old raw events
 # A batch with no call changes still saves the journal checkpoint once this many events went by
 # (so the journal's applied segments can be deleted on a PBX that is quiet but chatty).
 CHECKPOINT_EVERY = 5000
+# With a call waiting for its OriginateResponse (pbx_bridge.calls.tracker), a PBX this many
+# seconds quiet means none is coming: the call is ended as it stands.
+IDLE_FLUSH_SECONDS = 2.0
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))
 
@@ -227,13 +230,18 @@ class CallConsumer:
                 return None
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(self._stopping.wait())
+            pending_ends = any(t.has_pending_ends for t in self.trackers.values())
             try:
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED,
+                                             timeout=IDLE_FLUSH_SECONDS if pending_ends else None)
             except asyncio.CancelledError:
                 getter.cancel()  # an item not yet taken stays in the queue
                 raise
             finally:
                 stopper.cancel()
+            if not done:  # quiet: an empty batch flushes what waits (see _process)
+                getter.cancel()
+                return []
             if getter not in done:
                 getter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -256,6 +264,10 @@ class CallConsumer:
 
     def _process(self, batch: list[QueueItem]) -> list[CallChange]:
         changes: list[CallChange] = []
+        if not batch:
+            for tracker in self.trackers.values():
+                changes += tracker.flush_pending_ends()
+            return changes
         now = self.clock()
         for item in batch:
             try:

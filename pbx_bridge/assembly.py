@@ -23,9 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.events import QueueItem
 from pbx_bridge.ami.journal import Journal
+from pbx_bridge.calls.backfill import Backfiller
 from pbx_bridge.calls.changes import CallHook
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
 from pbx_bridge.calls.store import load_journal_checkpoints
+from pbx_bridge.cel.source import CelSource
 from pbx_bridge.click_to_call.service import ClickToCallService
 from pbx_bridge.clients.service import CrmServices
 from pbx_bridge.config import Settings
@@ -46,6 +48,7 @@ log = logging.getLogger("pbx_bridge.assembly")
 # Names under which the parts are published in runtime.services (metrics read queue_depth).
 CONSUMER_SERVICE = "calls"
 CLICK_TO_CALL_SERVICE = "click_to_call"
+CEL_SERVICE = "cel"
 # A burst beyond this many queued items pauses reading from the PBX (TCP backpressure) instead
 # of growing memory without bound; nothing is dropped (PbxConnection keeps the order).
 QUEUE_SIZE = 50_000
@@ -71,6 +74,7 @@ class Bridge:
     connections: list[PbxConnection] = field(default_factory=list)
     runner: web.AppRunner | None = None
     transcription: TranscriptionService | None = None
+    backfillers: list[Backfiller] = field(default_factory=list)
     _consumer_task: asyncio.Task[None] | None = None
 
     @property
@@ -111,9 +115,12 @@ class Bridge:
             event_listeners=[self.click_to_call.on_event],
             journals=journals,
             keep_raw_days=settings.events.keep_raw_days,
+            cel_live_grace=settings.cel.live_grace_seconds,
         )
         runtime.services[CONSUMER_SERVICE] = self.consumer
         self._consumer_task = asyncio.create_task(self.consumer.run(), name="call-pipeline")
+        self.backfillers = start_backfill(settings, runtime.engine, self.queue, self.consumer)
+        runtime.services[CEL_SERVICE] = self.backfillers
         for config in settings.pbx:
             connection = PbxConnection(config, self.queue, journal=journals.get(config.name))
             self.connections.append(connection)
@@ -144,6 +151,8 @@ class Bridge:
             await connection.stop()
         if self.simulator is not None:
             await self.simulator.stop()
+        for backfiller in self.backfillers:
+            await backfiller.stop()
         if self.consumer is not None and self._consumer_task is not None:
             await self.consumer.stop()
             try:
@@ -157,6 +166,33 @@ class Bridge:
             await self.transcription.stop()
         await self.click_to_call.close()
         await self.crm.stop()
+
+
+def start_backfill(settings: Settings, engine: AsyncEngine, queue: asyncio.Queue[QueueItem],
+                   consumer: CallConsumer) -> list[Backfiller]:
+    """A CEL backfill per PBX that has a CEL source; they sweep at once (start), after every
+    reconnect's resync, and periodically. Without one, today's behaviour, said once."""
+    backfillers = []
+    for pbx in settings.pbx:
+        if not pbx.cel_url:
+            event(log, logging.INFO, "cel.not_configured", pbx=pbx.name,
+                  hint="calls that begin and end while the bridge is not listening stay unknown; "
+                       "set [[pbx]] cel_url to fill them from Asterisk's CEL")
+            continue
+        source = CelSource(pbx.name, pbx.cel_url, pbx.cel_table, pbx.cel_timezone,
+                           query_timeout=settings.cel.query_timeout)
+        backfiller = Backfiller(pbx.name, source, engine, queue.put, settings.cel)
+        backfillers.append(backfiller)
+        backfiller.start()
+    by_pbx = {b.pbx: b for b in backfillers}
+
+    def after_resync(pbx: str) -> None:
+        found = by_pbx.get(pbx)
+        if found is not None:
+            found.trigger("reconnect")
+
+    consumer.resync_listeners.append(after_resync)
+    return backfillers
 
 
 async def open_journals(settings: Settings, engine: AsyncEngine) -> dict[str, Journal]:

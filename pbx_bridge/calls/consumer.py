@@ -27,8 +27,10 @@ from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, Co
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import BatchPreparingHook, CallChange, CallHook
+from pbx_bridge.calls.rebuild import rebuild_calls
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
+from pbx_bridge.cel.rows import CelCalls
 from pbx_bridge.config import PbxConfig, PhoneConfig
 from pbx_bridge.log import event, log_context
 
@@ -92,6 +94,9 @@ def tracker_settings_for(pbx_configs: Sequence[PbxConfig], phone: PhoneConfig,
 # Sees every AMI event of a batch, in order, before the batch's call changes are saved (a feature
 # that follows raw events, such as click-to-call's OriginateResponse / DialBegin / DialEnd).
 EventListener = Callable[[AmiEvent], Awaitable[None]]
+# Told the PBX's name after each CoreShowChannels resync is applied (the CEL backfill then looks
+# for what the outage hid).
+ResyncListener = Callable[[str], None]
 
 
 class CallConsumer:
@@ -108,6 +113,7 @@ class CallConsumer:
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
         retry_delay: float = 1.0,
+        cel_live_grace: float = 30.0,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -127,6 +133,11 @@ class CallConsumer:
         self.clock = clock
         self.retry_delay = retry_delay
         self.trackers: dict[str, CallTracker] = {}
+        # While a PBX is connected, a call CEL shows over for less than this is left to AMI.
+        self.cel_live_grace = cel_live_grace
+        self.resync_listeners: list[ResyncListener] = []
+        self._connected: dict[str, bool] = {}
+        self._cel_marks: dict[str, float] = {}  # PBX -> CEL swept up to, saved with the calls
         self._stopping = asyncio.Event()
         self._pending: list[CallChange] = []
         self._pending_raw: list[AmiEvent] = []
@@ -143,6 +154,7 @@ class CallConsumer:
         self.last_pbx_lag_seconds = 0.0
         self.lag = LagHistogram()
         self.restored = 0
+        self.backfilled = 0  # calls written from CEL
 
     def tracker(self, pbx: str) -> CallTracker | None:
         tracker = self.trackers.get(pbx)
@@ -308,10 +320,32 @@ class CallConsumer:
         if isinstance(item, ChannelsSnapshot):
             event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
             tracker = self.tracker(item.pbx)
-            return tracker.resync(item) if tracker is not None else []
+            changes = tracker.resync(item) if tracker is not None else []
+            for listener in self.resync_listeners:
+                listener(item.pbx)
+            return changes
+        if isinstance(item, CelCalls):
+            return self._absorb(item)
         if isinstance(item, ConnectionUp | ConnectionLost):
+            self._connected[item.pbx] = isinstance(item, ConnectionUp)
             event(log, logging.DEBUG, "calls.connection", pbx=item.pbx, kind=type(item).__name__)
         return []
+
+    def _absorb(self, item: CelCalls) -> list[CallChange]:
+        """Calls read from CEL: rebuilt through a tracker of their own, then taken in by the
+        PBX's live tracker (which knows which of them it is still following)."""
+        tracker = self.tracker(item.pbx)
+        if tracker is None:
+            return []
+        if item.swept_until is not None:
+            self._cel_marks[item.pbx] = max(item.swept_until, self._cel_marks.get(item.pbx, 0.0))
+        rebuilt = rebuild_calls(item.rows, tracker.settings)
+        leave_after = self.clock() - self.cel_live_grace if self._connected.get(item.pbx) else None
+        changes = tracker.absorb(rebuilt.records, rebuilt.merged, leave_after=leave_after)
+        event(log, logging.INFO if changes else logging.DEBUG, "calls.cel_rebuilt", pbx=item.pbx,
+              reason=item.reason, rows=len(item.rows), calls=len(rebuilt.records),
+              taken=sum(c.kind == "ended" for c in changes))
+        return changes
 
     async def _save_and_notify(self, changes: list[CallChange], *, final: bool = False) -> None:
         self._pending += changes
@@ -319,15 +353,16 @@ class CallConsumer:
                     if seq > self._saved_seq.get(pbx, 0)}
         checkpoint_due = bool(advanced) and (final or any(
             seq - self._saved_seq.get(pbx, 0) >= CHECKPOINT_EVERY for pbx, seq in advanced.items()))
-        if not self._pending and not self._pending_raw and not checkpoint_due:
+        if not self._pending and not self._pending_raw and not checkpoint_due and not self._cel_marks:
             return
         try:
             async with self.engine.begin() as conn:
-                await store.save_changes(conn, self._pending)
+                skipped = await store.save_changes(conn, self._pending)
                 if self._pending_raw:
                     await store.save_raw_events(conn, self._pending_raw)
                 # Every event seen so far has its changes in this transaction or an earlier one.
                 await store.save_journal_checkpoints(conn, advanced)
+                await store.save_cel_marks(conn, self._cel_marks)
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             # Keep them: the next batch retries (records are whole states, so a later write
             # of the same call supersedes nothing it needs). Hooks wait for the save.
@@ -337,7 +372,11 @@ class CallConsumer:
             if not self._stopping.is_set():
                 await asyncio.sleep(self.retry_delay)
             return
-        saved, self._pending, self._pending_raw = self._pending, [], []
+        # Backfilled calls the log already had whole (the AMI events completed them) are done.
+        saved = [c for c in self._pending if id(c) not in skipped]
+        self.backfilled += sum(c.backfilled and c.kind == "ended" for c in saved)
+        self._pending, self._pending_raw = [], []
+        self._cel_marks = {}
         self._saved_seq.update(advanced)
         for pbx, seq in advanced.items():
             journal = self.journals.get(pbx)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from crm_sync.phones import is_extension, normalize
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange, ChangeKind
-from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
+from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer, combine
 
 _DIALLED = re.compile(r"\+?[0-9*#]{1,40}")
 # A caller ID that is a phone number in some format: digits and separators, up to 20 digits.
@@ -207,6 +207,8 @@ class CallTracker:
         # Calls waiting for their OriginateResponse (see ORIGINATE_RESPONSE_WAIT): linkedid -> the
         # time their last channel hung up.
         self._pending_ends: dict[str, float] = {}
+        # Recently ended during an outage: what AMI knew of them, for CEL to complete.
+        self._outage_ended: dict[str, CallRecord] = {}
         self._handlers = {
             "Newchannel": self._on_channel_event,
             "Newstate": self._on_newstate,
@@ -369,6 +371,60 @@ class CallTracker:
                                if t is not None)
             self._calls[rec.linkedid] = call
             call.public_sig = self._public_sig(self._record(call))
+
+    def absorb(self, records: list[CallRecord], merged: dict[str, str], *,
+               leave_after: float | None) -> list[CallChange]:
+        """Calls rebuilt from CEL (pbx_bridge.calls.rebuild), all of them over. A call still
+        live here is ended with CEL's record, completed with what the events told (`ami+cel`),
+        unless it ended after `leave_after` (the PBX is connected: its last events may be on
+        their way). A call these events ended whole is left alone; one ended during an outage
+        is completed. `merged`: Linkedids CEL shows joined another call."""
+        changes: list[CallChange] = []
+        self._changes = changes
+        self._emitted.clear()
+        for linkedid, into in merged.items():
+            src = self._calls.get(linkedid)
+            if src is None or src.linkedid != linkedid:
+                # Not followed here (ended during an outage, or never heard): a row of its own
+                # in the log is no call, and goes.
+                changes.append(CallChange("updated", CallRecord(
+                    self.settings.pbx, linkedid, 0.0, merged_into=into)))
+                continue
+            dst = self._calls.get(self._alias.get(into, into))
+            if dst is not None and dst is not src:
+                self._merge(src, dst)
+                continue
+            rec = self._record(src)
+            self._drop(src)
+            rec.merged_into = into
+            changes.append(CallChange("updated", rec))
+        for rec in records:
+            key = self._alias.get(rec.linkedid, rec.linkedid)
+            call = self._calls.get(key)
+            if call is not None:
+                if (leave_after is not None and call.fixed is None and rec.ended_at is not None
+                        and rec.ended_at > leave_after):
+                    continue
+                rec = combine(rec, self._record(call))
+                self._drop(call)
+            elif key in self._ended and key not in self._outage_ended:
+                continue  # the events ended it whole: that record stands
+            else:
+                known = self._outage_ended.pop(key, None)
+                if known is not None:
+                    rec = combine(rec, known)
+                self._remember(self._ended, key)
+            changes.append(CallChange("ended", rec, rec.operator, backfilled=True))
+        return changes
+
+    def _drop(self, call: _Call) -> None:
+        """Forget a call without reporting anything (CEL's record replaces it)."""
+        self._pending_ends.pop(call.linkedid, None)
+        for uid in call.channels:
+            self._channels.pop(uid, None)
+            self._remember(self._gone, uid)
+        self._calls.pop(call.linkedid, None)
+        self._remember(self._ended, call.linkedid)
 
     @property
     def has_pending_ends(self) -> bool:
@@ -984,6 +1040,10 @@ class CallTracker:
         del self._calls[call.linkedid]
         self._remember(self._ended, call.linkedid)
         rec = self._record(call, ended_at=ts, outage=outage)
+        if outage:
+            self._outage_ended[call.linkedid] = rec
+            if len(self._outage_ended) > ENDED_MEMORY:
+                del self._outage_ended[next(iter(self._outage_ended))]
         if not call.started_emitted:
             self._emit(call, "started", None)
         self._changes.append(CallChange("ended", rec, rec.operator))

@@ -36,6 +36,7 @@ from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
 from pbx_bridge.click_to_call.group_insert import GroupInserter
 from pbx_bridge.click_to_call.schema import click_to_call_requests as table
 from pbx_bridge.config import PbxConfig, Settings
+from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message
 from pbx_bridge.log import event as log_event
 
@@ -346,6 +347,17 @@ class ClickToCallService:
     async def on_change(self, change: CallChange) -> None:
         """CallHook: link the call record, and follow answered / ended."""
         request_id = change.record.click_to_call_id
+        if not request_id and change.backfilled:
+            # Rebuilt from CEL, which carries no CALL_ID: ours by its Linkedid (our ChannelId).
+            if not self._loaded:
+                await self._ensure_loaded()
+            request_id = self._by_channel.get(change.record.linkedid)
+            if request_id and change.record.id is not None:
+                async with self._engine.begin() as conn:
+                    await conn.execute(sa.update(calls).where(
+                        calls.c.id == change.record.id, calls.c.click_to_call_id.is_(None))
+                        .values(click_to_call_id=request_id))
+                change.record.click_to_call_id = request_id
         if not request_id:
             return
         if not self._loaded:

@@ -67,8 +67,10 @@ def group_calls(rows: Iterable[CelRow]) -> list[list[CelRow]]:
 
 
 def missing_channels(rows: Sequence[CelRow]) -> set[str]:
-    """Uniqueids a group refers to whose own earlier rows it lacks (they were written under
-    another Linkedid): the rows to fetch so the call is whole."""
+    """Uniqueids the rows refer to whose beginning or end they lack: those channels wrote rows
+    under another Linkedid (a pickup's phone starts as a call of its own, then joins the
+    customer's; its first call ends while the channel lives on). Their rows make the call whole."""
     started = {r.uniqueid for r in rows if r.eventtype == "CHAN_START"}
+    ended = {r.uniqueid for r in rows if r.eventtype in ("CHAN_END", "HANGUP")}
     wanted = {r.uniqueid for r in rows} | {uid for r in rows for uid in linked_uniqueids(r)}
-    return wanted - started
+    return (wanted - started) | (wanted - ended)

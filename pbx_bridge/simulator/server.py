@@ -656,10 +656,11 @@ class AmiSimulator:
 
     async def replay(self, traces: Iterable[Path | str | list[Frame]], *, speed: float = 1.0,
                      now_timestamps: bool = False, cut_after: Iterable[int] = (),
-                     freeze_after: Iterable[int] = ()) -> int:
+                     freeze_after: Iterable[int] = (), shift: float | None = None) -> int:
         """Play the traces' broadcast events to every client, with the original timing divided
         by `speed` (0 = as fast as possible). `cut_after`/`freeze_after`: event numbers (0-based,
-        over all traces) after which client connections are cut / frozen. Returns events sent."""
+        over all traces) after which client connections are cut / frozen. `shift`: seconds added
+        to every Timestamp (a trace played in parts keeps one clock). Returns events sent."""
         cuts, freezes = set(cut_after), set(freeze_after)
         loop = asyncio.get_running_loop()
         number = 0
@@ -669,7 +670,8 @@ class AmiSimulator:
             events = broadcast_events(frames)
             stamps = [f.timestamp for f in events if f.timestamp is not None]
             t0 = stamps[0] if stamps else 0.0
-            shift = (self.clock() - t0) if now_timestamps and stamps else 0.0
+            moved = shift if shift is not None else (
+                (self.clock() - t0) if now_timestamps and stamps else 0.0)
             start = loop.time()
             for frame in events:
                 ts = frame.timestamp
@@ -678,11 +680,11 @@ class AmiSimulator:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 data = frame.raw
-                if shift:
-                    data = _shift_timestamp(data, shift)
+                if moved:
+                    data = _shift_timestamp(data, moved)
                 self.table.apply(frame.headers, self.clock())
                 if self.cel is not None and frame.name == "CEL":
-                    row = row_from_headers(frame.headers, shift)
+                    row = row_from_headers(frame.headers, moved)
                     if row is not None:
                         self.cel.offer([row])
                 self.broadcast(data)

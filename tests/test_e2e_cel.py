@@ -63,7 +63,11 @@ def _simulator(tmp: Path, cel_url: str, table: str) -> AmiSimulator:
 
 async def _stop(proc: asyncio.subprocess.Process, log: Path) -> None:
     proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()[-3000:]
+    assert await asyncio.wait_for(proc.wait(), 20) == 0, _tail(log)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
 
 
 async def test_a_call_played_while_the_bridge_was_stopped_is_in_the_log_after_it_starts(

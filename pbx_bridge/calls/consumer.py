@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
 from pbx_bridge.ami.journal import Journal
@@ -97,6 +97,13 @@ EventListener = Callable[[AmiEvent], Awaitable[None]]
 # Told the PBX's name after each CoreShowChannels resync is applied (the CEL backfill then looks
 # for what the outage hid).
 ResyncListener = Callable[[str], None]
+# In every transaction that saves calls: may this process still write? (With standbys, only the
+# active one may: pbx_bridge.standby.leadership.) False rolls the transaction back.
+Fence = Callable[[AsyncConnection], Awaitable[bool]]
+
+
+class _Fenced(Exception):
+    """The fence said no: roll back, save nothing, stop."""
 
 
 class CallConsumer:
@@ -114,6 +121,8 @@ class CallConsumer:
         clock: Callable[[], float] = time.time,
         retry_delay: float = 1.0,
         cel_live_grace: float = 30.0,
+        fence: Fence | None = None,
+        on_fenced: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -135,6 +144,9 @@ class CallConsumer:
         self.trackers: dict[str, CallTracker] = {}
         # While a PBX is connected, a call CEL shows over for less than this is left to AMI.
         self.cel_live_grace = cel_live_grace
+        self.fence = fence
+        self.on_fenced = on_fenced
+        self.fenced = False
         self.resync_listeners: list[ResyncListener] = []
         self._connected: dict[str, bool] = {}
         self._cel_marks: dict[str, float] = {}  # PBX -> CEL swept up to, saved with the calls
@@ -196,7 +208,7 @@ class CallConsumer:
                     return
                 await asyncio.sleep(self.retry_delay)
         await self._replay_journals()
-        while True:
+        while not self.fenced:
             batch = await self._next_batch()
             if batch is None:
                 break
@@ -205,7 +217,8 @@ class CallConsumer:
                 await self._run_listeners(batch)
             await self._save_and_notify(changes)
         # Whatever could not be saved yet gets a last chance (and the checkpoint its update).
-        await self._save_and_notify([], final=True)
+        if not self.fenced:
+            await self._save_and_notify([], final=True)
 
     async def _replay_journals(self) -> None:
         """Before anything new: the events an earlier process journaled but never applied."""
@@ -357,12 +370,23 @@ class CallConsumer:
             return
         try:
             async with self.engine.begin() as conn:
+                if self.fence is not None and not await self.fence(conn):
+                    raise _Fenced
                 skipped = await store.save_changes(conn, self._pending)
                 if self._pending_raw:
                     await store.save_raw_events(conn, self._pending_raw)
                 # Every event seen so far has its changes in this transaction or an earlier one.
                 await store.save_journal_checkpoints(conn, advanced)
                 await store.save_cel_marks(conn, self._cel_marks)
+        except _Fenced:
+            # Another bridge is active now: it saves (and its CEL backfill completes) these
+            # calls. Nothing more from this one.
+            self.fenced = True
+            self._pending, self._pending_raw, self._cel_marks = [], [], {}
+            event(log, logging.WARNING, "calls.fenced", hint="another bridge is active")
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             # Keep them: the next batch retries (records are whole states, so a later write
             # of the same call supersedes nothing it needs). Hooks wait for the save.

@@ -9,9 +9,10 @@ change of state; the callers skip the sweep and try again later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -135,14 +136,11 @@ class CelSource:
         self._set(state, error)
         return CelUnavailable(error)
 
-    async def _fetch(self, build: Any) -> list[Any]:
-        """Run one query (built from the table) under the query timeout; the state follows."""
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """Database errors become the source's state (and CelUnavailable), never a traceback."""
         try:
-            table = await self._open()
-            assert self._engine is not None
-            async with self._engine.connect() as conn:
-                result = await asyncio.wait_for(conn.execute(build(table)), self.query_timeout)
-                rows = result.mappings().all()
+            yield
         except CelUnavailable:
             raise
         except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as exc:
@@ -152,6 +150,15 @@ class CelSource:
                 raise self._fail("misconfigured", text) from None
             raise self._fail("down", text) from None
         self._set("ok")
+
+    async def _fetch(self, build: Any) -> list[Any]:
+        """Run one query (built from the table) under the query timeout; the state follows."""
+        async with self._guarded():
+            table = await self._open()
+            assert self._engine is not None
+            async with self._engine.connect() as conn:
+                result = await asyncio.wait_for(conn.execute(build(table)), self.query_timeout)
+                rows = result.mappings().all()
         return list(rows)
 
     # --- time -----------------------------------------------------------------------------
@@ -240,6 +247,10 @@ class CelSource:
     # --- cel check --------------------------------------------------------------------------
 
     async def describe(self) -> CelDescription:
+        async with self._guarded():
+            return await self._describe()
+
+    async def _describe(self) -> CelDescription:
         table = await self._open()
         assert self._engine is not None
         schema, name = _split_table(self.table_name)

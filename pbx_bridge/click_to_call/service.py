@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -82,6 +82,10 @@ def pbx_ready(connection: Any) -> bool:
     return str(getattr(state, "value", state)) in ("connected", "up", "logged_in")
 
 
+# Retry-After (seconds) of a request sent to a standby: a takeover takes a few seconds at most.
+STANDBY_RETRY_AFTER = 2.0
+
+
 class ClickToCallError(Exception):
     def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -138,8 +142,10 @@ class NewRequest:
 
 class ClickToCallService:
     def __init__(self, settings: Settings, engine: AsyncEngine, bus: EventBus,
-                 pbx: Mapping[str, Any]) -> None:
+                 pbx: Mapping[str, Any], acting: Callable[[], bool] = lambda: True) -> None:
         self._settings = settings
+        # With standbys only the active bridge places calls (pbx_bridge.standby).
+        self.acting = acting
         self._engine = engine
         self._bus = bus
         self._pbx = pbx
@@ -197,6 +203,9 @@ class ClickToCallService:
             existing = await self._by_key(token_id, new.idempotency_key)
             if existing is not None:
                 return self._check_same(existing, new, e164), False
+        if not self.acting():
+            raise ClickToCallError(503, "standby", "this bridge is a standby: the active one places "
+                                   "calls", STANDBY_RETRY_AFTER)
         name, connection, config = self._pbx_target()
         if not pbx_ready(connection):
             raise ClickToCallError(503, "pbx_unavailable", f"the PBX {name!r} is not connected",
@@ -263,6 +272,9 @@ class ClickToCallService:
 
     async def _originate(self, item: ClickToCall, connection: Any, fields: dict[str, Any]) -> None:
         timeout = self._settings.click_to_call.originate_timeout + 10.0
+        if not self.acting():  # stood down since the request was accepted: never place it
+            await self._move(item.id, "failed", "pbx_unavailable", release_key=True)
+            return
         # The Originate goes out first; recording the state must not delay it.
         sent = asyncio.ensure_future(connection.originate(fields, timeout))
         # Kept in memory (GET and live events show it) and written with the next change: one
@@ -448,6 +460,11 @@ class ClickToCallService:
     def _untrack(self, item: ClickToCall) -> None:
         self._active.pop(item.id, None)
         self._by_channel.pop(item.channel_id, None)
+
+    def forget(self) -> None:
+        """Read the unfinished requests from the database again at next use (a takeover: the
+        bridge that was active placed some of them)."""
+        self._loaded = False
 
     async def _ensure_loaded(self) -> None:
         """Requests left unfinished by a previous run are followed again."""

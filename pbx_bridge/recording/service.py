@@ -337,6 +337,10 @@ class RecordingService:
             operator=operator if perspective == "customer" else (leg.extension or operator),
             started_at=self._now(), perspective=perspective)
         action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
+        if not self.runtime.acting():
+            # Another bridge took over: it records the call (its resync shows it answered).
+            event(log, logging.WARNING, "recording.not_active", call_id=call_id)
+            return
         connection = self.runtime.pbx.get(record.pbx)
         if connection is None:
             await self._failed_to_start(record, rule, f"no connection to PBX {record.pbx!r}")
@@ -424,7 +428,7 @@ class RecordingService:
         if row is None or row.state != "recording":
             return
         up = {leg.channel for leg in record.legs if leg.hungup_at is None}
-        connection = self.runtime.pbx.get(record.pbx)
+        connection = self.runtime.pbx.get(record.pbx) if self.runtime.acting() else None
         for segment in row.segments:
             if segment.channel in up and connection is not None:
                 try:

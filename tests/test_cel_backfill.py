@@ -27,8 +27,8 @@ from pbx_bridge.config import CelConfig
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.notifier import Notifier
 from tests.cel_support import csv_mappings, load_table, table_rows, unique_table
-from tests.test_cel_rebuild import ami_record, assert_same_call
 from tests.e2e_support import wait_until
+from tests.test_cel_rebuild import ami_record, assert_same_call
 from tests.tracker_support import EXPECTED, check_record, load_items, settings_for
 
 PBX = "pbx"

@@ -44,7 +44,8 @@ async def shared_db(pg_database: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def cluster(shared_db: str, cel_pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[Cluster, TruthSimulator]]:
+async def cluster(shared_db: str, cel_pg_url: str,
+                  tmp_path: Path) -> AsyncIterator[tuple[Cluster, TruthSimulator]]:
     sim = TruthSimulator(SimulatorSettings(seed=11, auth_fail_delay=0.05, speed=SPEED,
                                            spool_dir=tmp_path / "spool", cel_url=cel_pg_url,
                                            cel_table=unique_table()))
@@ -63,15 +64,18 @@ async def _generate(sim: TruthSimulator, count: int) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _settled(engine: AsyncEngine, sim: TruthSimulator, within: float = 90.0) -> dict[str, list[dict[str, object]]]:
+Rows = dict[str, list[dict[str, object]]]
+
+
+async def _settled(engine: AsyncEngine, sim: TruthSimulator, within: float = 90.0) -> Rows:
     """Once the simulator has played every call: each one ended in the log (AMI, or CEL for
     what fell in a takeover's gap)."""
     while sim.calls:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
 
-    async def rows() -> dict[str, list[dict[str, object]]]:
+    async def rows() -> Rows:
         async with engine.connect() as conn:
-            found: dict[str, list[dict[str, object]]] = {}
+            found: Rows = {}
             for row in (await conn.execute(sa.select(calls))).mappings():
                 found.setdefault(str(row["linkedid"]), []).append(dict(row))
             return found
@@ -85,7 +89,7 @@ async def _settled(engine: AsyncEngine, sim: TruthSimulator, within: float = 90.
     return await rows()
 
 
-def _check_once(sim: TruthSimulator, found: dict[str, list[dict[str, object]]]) -> None:
+def _check_once(sim: TruthSimulator, found: Rows) -> None:
     assert set(found) == set(sim.truth), "no call lost, none invented"
     assert all(len(rows) == 1 for rows in found.values())
     wrong = {k: (found[k][0]["status"], t.template) for k, t in sim.truth.items()

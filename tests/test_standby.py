@@ -29,6 +29,7 @@ from tests.e2e_support import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 RATE = 2.0  # calls per second
+STATUS = {**EXPECTED_STATUS, "click_to_call": "answered"}
 # Calls play at the traces' own pace (5-10 s): their CEL rows carry the times they happen, as a
 # real PBX writes them (faster play would date the rows in the future).
 SPEED = 1.0
@@ -93,7 +94,7 @@ def _check_once(sim: TruthSimulator, found: Rows) -> None:
     assert set(found) == set(sim.truth), "no call lost, none invented"
     assert all(len(rows) == 1 for rows in found.values())
     wrong = {k: (found[k][0]["status"], t.template) for k, t in sim.truth.items()
-             if found[k][0]["status"] != EXPECTED_STATUS[t.template]}
+             if found[k][0]["status"] != STATUS[t.template]}
     assert not wrong
 
 
@@ -119,8 +120,16 @@ async def test_a_killed_active_is_replaced_within_5_s_and_no_call_is_lost_or_dou
     a, b = await _two(c)
     engine = make_engine(shared_db)
     try:
+        async with engine.begin() as conn:
+            _info, token = await create_token(conn, name="crm", role="crm")
         generating = asyncio.create_task(_generate(sim, 40))
         await wait_until(lambda: len(sim.truth) >= 12, 30, "calls under way")
+        # A click-to-call placed just before the active one dies: placed once, never again.
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{a.url}/api/v1/click-to-call", headers={"Authorization": f"Bearer {token}"},
+                json={"extension": "101", "number": "89161234567"}) as r:
+            assert r.status == 202, await r.text()
+            request = await r.json()
         a.signal(signal.SIGKILL)
         took = await c.wait_role(b, "active", 15)
         await generating
@@ -130,6 +139,10 @@ async def test_a_killed_active_is_replaced_within_5_s_and_no_call_is_lost_or_dou
     assert took <= TAKEOVER_LIMIT, took
     _check_once(sim, found)
     assert max(_mixmonitors_per_channel(sim).values()) == 1, "no channel recorded twice"
+    originates = [act for act in sim.actions if act.name.lower() == "originate"]
+    assert [act.get("Variable") for act in originates] == [f"__CALL_ID={request['id']}"]
+    [c2c] = [rows[0] for rows in found.values() if rows[0]["click_to_call_id"] == request["id"]]
+    assert c2c["direction"] == "outbound" and c2c["status"] == "answered"
     sources = {str(rows[0]["source"]) for rows in found.values()}
     assert "ami" in sources  # and, for what fell in the gap, CEL
     assert "standby.active" in b.text()

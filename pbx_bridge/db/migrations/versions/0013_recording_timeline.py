@@ -1,14 +1,14 @@
 """recordings.timeline: the call's answer, end and the times the customer talked with someone
 
 Revision ID: 0013_recording_timeline
-Revises: 0008_crm_done
+Revises: 0009_cel_standby
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_recording_timeline"
-down_revision = "0008_crm_done"
+down_revision = "0009_cel_standby"
 branch_labels = None
 depends_on = None
 

@@ -15,7 +15,7 @@ from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.http.params import path_id, query_bool, query_choice, query_int, query_time
+from pbx_bridge.http.params import check_text, path_id, query_bool, query_choice, query_int, query_time
 from recordings.transcription.search import SearchHit, SearchQueryError, search_call_ids
 
 log = logging.getLogger("pbx_bridge.calls.http")
@@ -61,7 +61,7 @@ async def list_handler(request: web.Request) -> web.Response:
         visible_to=who.extension if who.role == "operator" else None,
     )
     limit = query_int(request, "limit", api.default_page_size, 1, api.max_page_size)
-    q = request.query.get("q", "").strip()
+    q = check_text(request.query.get("q", "").strip(), "q")  # NUL: no database takes it in text
     if len(q) > 500:
         raise ApiError(422, "invalid_parameter", "'q' is longer than 500 characters")
     matches: dict[int, SearchHit] = {}

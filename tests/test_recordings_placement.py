@@ -267,3 +267,33 @@ def test_a_call_joined_in_the_middle_is_placed_by_what_was_seen(attended: list[F
     check(convert.read_wav(outcome.wav.path), answered, ended, [
         (answered, started, None, None), (started, out_of_a, "101", "customer"),
         (out_of_a, into_c, None, None), (into_c, left_c, "102", "customer"), (left_c, ended, None, None)])
+
+
+def test_the_follower_keeps_no_call_longer_than_needed() -> None:
+    """Histories of calls nobody records go a while after their end, recorded ones when taken,
+    and after a reconnect (events may be lost) the unrecorded ones at once."""
+    def ev(name: str, channel: str, linkedid: str, at: float, **extra: str) -> AmiEvent:
+        return AmiEvent("pbx", name, {"Channel": channel, "Linkedid": linkedid, "Timestamp": f"{at:.6f}",
+                                      **extra}, {})
+
+    follower = BridgeFollower(keep_seconds=120)
+    follower.feed(ev("Newchannel", "PJSIP/trunk-1", "L1", 0.0))
+    follower.feed(ev("BridgeEnter", "PJSIP/trunk-1", "L1", 1.0, BridgeUniqueid="b1"))
+    follower.feed(ev("Hangup", "PJSIP/trunk-1", "L1", 2.0))
+    follower.feed(ev("Newchannel", "PJSIP/trunk-2", "L2", 10.0))
+    follower.watch("pbx", "L2")
+    follower.feed(ev("Hangup", "PJSIP/trunk-2", "L2", 11.0))
+    assert len(follower) == 2
+    follower.feed(ev("Newchannel", "PJSIP/trunk-3", "L3", 300.0))
+    follower.feed(ev("Hangup", "PJSIP/trunk-3", "L3", 301.0))  # L1 ended 299 s before: gone
+    assert follower.take("pbx", "L1") is None
+    taken = follower.take("pbx", "L2")  # watched: kept until taken
+    assert taken is not None and [c.kind for c in taken.changes] == ["hangup"]
+    assert follower.take("pbx", "L2") is None
+    follower.feed(ev("Newchannel", "PJSIP/trunk-4", "L4", 400.0))
+    follower.feed(ev("Newchannel", "PJSIP/trunk-5", "L5", 400.0))
+    follower.watch("pbx", "L5")
+    follower.feed(AmiEvent("pbx", "FullyBooted", {}, {}))  # reconnected
+    assert follower.take("pbx", "L4") is None
+    kept = follower.take("pbx", "L5")
+    assert kept is not None and kept.gap

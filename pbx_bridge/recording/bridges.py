@@ -143,9 +143,18 @@ class BridgeFollower:
             self._channel_call[(pbx, other)] = new
 
     def _reconnected(self, pbx: str) -> None:
-        for (p, _lid), history in self._calls.items():
-            if p == pbx and history.live:
+        """Events may have been lost: a recorded call's history is marked (its recording is then
+        placed without it); the others are dropped (their hang-ups may never come)."""
+        for key, history in list(self._calls.items()):
+            if key[0] != pbx:
+                continue
+            if history.watched:
                 history.gap = True
+            else:
+                del self._calls[key]
+        self._channel_call = {k: v for k, v in self._channel_call.items()
+                              if k[0] != pbx or (pbx, v) in self._calls}
+        self._merged = {k: v for k, v in self._merged.items() if k[0] != pbx or (pbx, v) in self._calls}
 
     def _purge(self, now: float) -> None:
         while self._ended and self._ended[0][0] < now - self.keep_seconds:
@@ -171,10 +180,13 @@ class BridgeFollower:
             history.watched = True
 
     def take(self, pbx: str, linkedid: str) -> CallHistory | None:
+        """The call's history, forgotten here (its recording is done with it; a channel the
+        events never hung up, gone during an outage, goes with it)."""
         linkedid = self._merged.get((pbx, linkedid), linkedid)
-        history = self._calls.get((pbx, linkedid))
-        if history is not None and not history.live:
-            del self._calls[(pbx, linkedid)]
+        history = self._calls.pop((pbx, linkedid), None)
+        if history is not None:
+            for channel in history.live:
+                self._channel_call.pop((pbx, channel), None)
         return history
 
     def __len__(self) -> int:

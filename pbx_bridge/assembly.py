@@ -102,6 +102,7 @@ class Bridge:
             RecordingHook(self.recordings),
             self.click_to_call,
             Notifier(runtime.bus),
+            *self.crm.late_hooks,
         ]
         journals = await open_journals(settings, runtime.engine)
         self.consumer = CallConsumer(

@@ -27,8 +27,16 @@ async def readyz(request: web.Request) -> web.Response:
         state = connection_state(connection)
         checks[f"pbx:{name}"] = "ok" if state == "connected" else state
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks},
-                             status=200 if ready else 503)
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    # A native CRM connector's state, backlog and dead letters: shown, not part of readiness (a
+    # CRM that is down loses nothing; the bridge itself is ready).
+    connector = runtime.services.get("crm_connector")
+    if connector is not None:
+        try:
+            body["crm"] = await connector.observe()
+        except (OSError, sa.exc.SQLAlchemyError) as exc:
+            body["crm"] = {"state": "unknown", "detail": type(exc).__name__}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def setup(app: web.Application) -> None:

@@ -5,22 +5,25 @@ field, with what each call must produce."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.bitrix24.commands import transcript_messages
 from crm_sync.call_media import TranscriptTurn
 from pbx_bridge.assembly import Bridge
+from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.calls.record import CallRecord, to_datetime
 from pbx_bridge.config import Bitrix24Config, Settings
 from tests import crm_connector_support as support
 from tests.contract_bitrix24 import Bitrix24Contract
-from tests.e2e_support import all_calls
+from tests.e2e_support import all_calls, wait_until
 
 USERS = {"101": 11, "102": 12, "103": 13}
 
@@ -154,3 +157,105 @@ async def test_traces_through_serve_give_the_documented_requests_field_by_field(
         assert await support.dead(engine) == []
         assert portal.limit_errors == 0
 
+
+
+def by_call(portal: Bitrix24Contract) -> dict[str, list[str]]:
+    """Each portal call's methods, in the order the portal ran them."""
+    out: dict[str, list[str]] = {}
+    for method, params in portal.telephony():
+        if method.endswith(".register"):
+            ext = str(params["EXTERNAL_CALL_ID"])
+            key = next(c.call_id for c in portal.calls.values() if c.fields.get("EXTERNAL_CALL_ID") == ext)
+        else:
+            key = str(params["CALL_ID"])
+        out.setdefault(key, []).append(method.rsplit(".", 1)[1].lower())
+    return out
+
+
+async def test_portal_down_for_the_whole_run_loses_nothing_and_delivers_in_order(
+        settings: Settings, engine: AsyncEngine, traces: Path) -> None:
+    port = support.free_port()
+    portal = Bitrix24Contract()
+    bitrix24(settings, portal, port)
+    settings.crm.bitrix24.show_max_age_seconds = 0.5  # the cards are old news once it is back
+    async with support.running(settings, engine) as bridge:
+        assert bridge.crm.connector is not None
+        records = [await support.replay(bridge, traces / f"{name}.ami", speed=4)
+                   for name in ("queue_ringall_answered", "inbound_busy", "outbound_answered")]
+        assert await support.pending(engine) > 0 and portal.log == []
+        state = bridge.crm.connector.state
+        assert state.state == "down", state
+        await portal.start(port)
+        try:
+            await support.delivered_everything(engine, within=90)
+            assert await support.dead(engine) == []
+            calls = by_call(portal)
+            assert len(calls) == 3
+            sequences = sorted(calls.values(), key=len)
+            # Busy: no recording. The others: the stale card is not shown, hides still go.
+            assert sequences == [
+                ["register", "finish"],
+                ["register", "finish", "attachrecord", "attachtranscription"],
+                ["register", "hide", "finish", "attachrecord", "attachtranscription"]]
+            registers = [p for m, p in portal.telephony() if m.endswith(".register")]
+            assert {str(p["SHOW"]) for p in registers} == {"0"}
+            assert {str(p["PHONE_NUMBER"]) for p in registers} == {r.customer_number for r in records}
+            assert bridge.crm.connector.state.state == "ok"
+        finally:
+            await portal.stop()
+
+
+async def test_token_expiring_mid_run_is_refreshed_and_nothing_is_lost(
+        settings: Settings, engine: AsyncEngine, traces: Path, portal: Bitrix24Contract) -> None:
+    bitrix24(settings, portal)
+    support.configure(settings, transcribe=False)
+    async with support.running(settings, engine) as bridge:
+        await support.replay(bridge, traces / "inbound_busy.ami", speed=4)
+        await support.delivered_everything(engine)
+        portal.expire_access_tokens()
+        await support.replay(bridge, traces / "inbound_noanswer.ami", speed=4)
+        await support.delivered_everything(engine)
+        assert await support.dead(engine) == []
+        errors = [(e.kind, e.method, e.error) for e in portal.log if e.error]
+        assert errors == [("api", "batch", "expired_token")]
+        refreshes = [e.error for e in portal.log if e.kind == "oauth"]
+        assert refreshes == [None, None]  # the seed, then mid-run
+        assert [sequence for sequence in by_call(portal).values()] == [["register", "finish"]] * 2
+        assert bridge.crm.connector is not None and bridge.crm.connector.state.token_refreshes == 2
+
+
+async def test_refresh_token_gone_stops_the_connector_without_a_loop_until_reinstalled(
+        settings: Settings, engine: AsyncEngine, traces: Path, portal: Bitrix24Contract) -> None:
+    bitrix24(settings, portal)
+    support.configure(settings, transcribe=False)
+    async with support.running(settings, engine) as bridge:
+        connector = bridge.crm.connector
+        assert connector is not None
+        portal.expire_access_tokens()
+        portal.revoke_refresh_tokens()
+        await support.replay(bridge, traces / "inbound_busy.ami", speed=4)
+        await wait_until(lambda: connector.state.state == "stopped", 10, "the connector stops")
+        assert "refresh token refused" in connector.state.detail and "invalid_grant" in connector.state.detail
+        sent = len(portal.log)
+        await asyncio.sleep(3)
+        assert len(portal.log) == sent, "a stopped connector sends nothing"
+        assert [e.error for e in portal.log if e.kind == "oauth"] == [None, "invalid_grant"]
+        assert await support.pending(engine) == 2 and await support.dead(engine) == []
+        # /readyz and /metrics say so.
+        async with engine.begin() as conn:
+            _, token = await create_token(conn, name="ops", role="manager")
+        base = f"http://127.0.0.1:{bridge.http_port}"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.get(f"{base}/readyz") as r:
+                crm = (await r.json())["crm"]
+            async with http.get(f"{base}/metrics") as r:
+                metrics = await r.text()
+        assert (crm["connector"], crm["state"], crm["backlog"], crm["dead_letters"]) == (
+            "bitrix24", "stopped", 2, 0)
+        assert 'pbx_bridge_crm_connector_state{connector="bitrix24",state="stopped"} 1.0' in metrics
+        assert 'pbx_bridge_crm_outbox_backlog{connector="bitrix24"} 2.0' in metrics
+        # The application installed again: new tokens, and what waited is delivered.
+        assert await portal.install(f"{base}/hooks/bitrix24") == 200
+        await support.delivered_everything(engine, within=20)
+        assert list(by_call(portal).values()) == [["register", "finish"]]
+        assert connector.state.state == "ok"

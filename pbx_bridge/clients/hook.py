@@ -133,7 +133,7 @@ class CrmHook:
                 self._remember(key, await self.identify(record))
         if self.planner is not None:
             try:
-                if await self.planner.live(changes) and self.outbox_wake is not None:
+                if await self.planner.prepare(changes) and self.outbox_wake is not None:
                     self.outbox_wake.set()
             except Exception:  # the call card work must go on; finish registers a call itself
                 log.exception("crm.connector_live_failed")

@@ -17,7 +17,5 @@ class LiveCallHook:
         self.wake = wake
 
     async def on_change(self, change: CallChange) -> None:
-        if change.kind == "ended":
-            return
-        if await self.planner.live([change]):
+        if await self.planner.live_change(change):
             self.wake.set()

@@ -47,6 +47,10 @@ class OutboxPlanner(Protocol):
 
     async def live(self, changes: Sequence[CallChange]) -> int: ...
 
+    async def live_change(self, change: CallChange) -> int: ...
+
+    async def prepare(self, changes: Sequence[CallChange]) -> int: ...
+
     async def ended(self, conn: AsyncConnection, record: CallRecord, facts: CallFacts,
                     res: Resolution, now: datetime) -> int: ...
 
@@ -66,16 +70,18 @@ def _customer_call(record: CallRecord) -> bool:
 
 class Bitrix24Planner:
     def __init__(self, engine: AsyncEngine, policy: ContactPolicy, *, show_card: bool,
-                 attach_wait: timedelta, outbound_line: str = "") -> None:
+                 attach_wait: timedelta, outbound_line: str = "", transcripts: bool = True) -> None:
         self.engine = engine
+        self.transcripts = transcripts
         self.policy = policy
         self.show_card = show_card
         self.attach_wait = attach_wait
         self.outbound_line = outbound_line
         self.lookup: Lookup | None = None
         self._cards: dict[tuple[str, str], _Card] = {}
-        # Ended calls, forgotten at the next batch (ended() may run twice: a retried transaction).
-        self._ended: list[tuple[str, str]] = []
+        # Changes already planned by the CRM stage's prepare() (calls that ended in their batch),
+        # which the pipeline then hands to live_change() too.
+        self._planned: set[int] = set()
 
     def _register_payload(self, record: CallRecord, extension: str | None, *, crm_create: bool,
                           show: bool) -> dict[str, Any]:
@@ -154,12 +160,30 @@ class Bitrix24Planner:
                 card.shown = [ext for ext in card.shown if ext == current]
         return out
 
+    async def live_change(self, change: CallChange) -> int:
+        """The pipeline's last stage, for every change: plan it unless prepare() did; an ended
+        call is forgotten once its last change went by."""
+        if id(change) in self._planned:
+            self._planned.discard(id(change))
+            if change.kind == "ended":
+                self._cards.pop((change.record.pbx, change.record.linkedid), None)
+            return 0
+        if change.kind == "ended":
+            self._cards.pop((change.record.pbx, change.record.linkedid), None)
+            return 0
+        return await self.live([change])
+
     async def live(self, changes: Sequence[CallChange]) -> int:
-        for key in self._ended:
-            self._cards.pop(key, None)
-        self._ended.clear()
         await self._placed_from_bitrix24(changes)
         planned = [item for change in changes for item in self._changes_items(change)]
+        return await self._enqueue_live(planned)
+
+    async def prepare(self, changes: Sequence[CallChange]) -> int:
+        """The CRM stage's prepare(): a batch's ended calls, planned before their finish."""
+        self._planned.update(id(c) for c in changes)
+        return await self.live(changes)
+
+    async def _enqueue_live(self, planned: list[tuple[str, str, dict[str, Any]]]) -> int:
         if not planned:
             return 0
         now = datetime.now(UTC)
@@ -171,7 +195,6 @@ class Bitrix24Planner:
     async def ended(self, conn: AsyncConnection, record: CallRecord, facts: CallFacts,
                     res: Resolution, now: datetime) -> int:
         card = self._cards.get((record.pbx, record.linkedid)) or _Card()
-        self._ended.append((record.pbx, record.linkedid))
         if record.id is None or not (_customer_call(record) or record.click_to_call_id):
             return 0
         client_key = b24.client_key(record.id)
@@ -191,7 +214,8 @@ class Bitrix24Planner:
         if record.status == "answered":
             wait_until = (now + self.attach_wait).isoformat()
             planned.append((b24.KIND_RECORD, {**ref, "wait_until": wait_until}))
-            planned.append((b24.KIND_TRANSCRIPT, {**ref, "wait_until": wait_until}))
+            if self.transcripts:
+                planned.append((b24.KIND_TRANSCRIPT, {**ref, "wait_until": wait_until}))
         for kind, payload in planned:
             await enqueue(conn, client_key, kind, payload, now)
         return len(planned)
@@ -205,6 +229,12 @@ class KommoPlanner:
 
     async def live(self, changes: Sequence[CallChange]) -> int:
         return 0  # Kommo has no live call card to drive: the screen pop reads (lookup)
+
+    async def live_change(self, change: CallChange) -> int:
+        return 0
+
+    async def prepare(self, changes: Sequence[CallChange]) -> int:
+        return 0
 
     async def ended(self, conn: AsyncConnection, record: CallRecord, facts: CallFacts,
                     res: Resolution, now: datetime) -> int:

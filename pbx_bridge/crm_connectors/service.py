@@ -103,7 +103,9 @@ class ConnectorService:
             b = settings.crm.bitrix24
             self.planner = Bitrix24Planner(runtime.engine, policy, show_card=b.show_card,
                                            attach_wait=timedelta(minutes=b.attach_wait_minutes),
-                                           outbound_line=b.outbound_line)
+                                           outbound_line=b.outbound_line,
+                                           # Transcripts come from this process's workers.
+                                           transcripts=settings.transcription.in_process)
         else:
             self.planner = KommoPlanner(policy, attach_wait=timedelta(
                 minutes=settings.crm.kommo.attach_wait_minutes))

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_sync import php_form
 from crm_sync.bitrix24.api import Bitrix24Client, Bitrix24Settings
 from crm_sync.pacing import LeakyBucketPacer
-from pbx_bridge.config import Settings
+from pbx_bridge.config import Bitrix24Config, Settings
 from tests import crm_connector_support as support
 from tests.contract_bitrix24 import Bitrix24Contract
+from tests.e2e_support import wait_until
 from tests.test_crm_bitrix24_e2e import bitrix24, by_call
 
 
@@ -197,3 +198,19 @@ async def test_an_item_the_portal_refuses_is_a_dead_letter_and_holds_nothing_bac
         assert all(d.attempts == 1 for d in dead), "refused: dead at once, not retried"
         assert list(by_call(portal).values()) == [["register", "finish"]]  # 101's call went through
         assert bridge.crm.connector is not None and bridge.crm.connector.state.state == "ok"
+
+
+async def test_webhook_mode_stops_at_the_first_telephony_refusal_and_loses_nothing(
+        settings: Settings, engine: AsyncEngine, traces: Path, portal: Bitrix24Contract) -> None:
+    support.configure(settings, transcribe=False)
+    settings.crm.bitrix24 = Bitrix24Config(enabled=True, webhook_url=portal.webhook_url,
+                                           requests_per_second=20.0)
+    async with support.running(settings, engine) as bridge:
+        connector = bridge.crm.connector
+        assert connector is not None
+        await support.replay(bridge, traces / "inbound_busy.ami", speed=4)
+        await wait_until(lambda: connector.state.state == "stopped", 10, "stopped")
+        assert "WRONG_AUTH_TYPE" in connector.state.detail
+        assert [(e.method, e.error) for e in portal.log] == [
+            ("user.get", None), ("telephony.externalcall.register", "WRONG_AUTH_TYPE"), ("batch", None)]
+        assert await support.pending(engine) == 2 and await support.dead(engine) == []

@@ -271,7 +271,8 @@ class ConnectorService:
 
     async def stop(self) -> None:
         self._stop.set()
-        delivery, *others = self._tasks or [None]  # type: ignore[list-item]
+        delivery = self._tasks[0] if self._tasks else None
+        others = self._tasks[1:]
         if delivery is not None:
             # The round under way finishes (marking what was sent), then the loop ends.
             try:

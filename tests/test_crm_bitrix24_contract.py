@@ -214,3 +214,23 @@ async def test_webhook_mode_stops_at_the_first_telephony_refusal_and_loses_nothi
         assert [(e.method, e.error) for e in portal.log] == [
             ("user.get", None), ("telephony.externalcall.register", "WRONG_AUTH_TYPE"), ("batch", None)]
         assert await support.pending(engine) == 2 and await support.dead(engine) == []
+
+
+async def test_a_call_from_bitrix24_the_operator_does_not_answer_is_finished_there(
+        settings: Settings, engine: AsyncEngine, portal: Bitrix24Contract) -> None:
+    bitrix24(settings, portal)
+    support.configure(settings, transcribe=False)
+
+    def no_answer(s: Settings) -> None:
+        s.click_to_call.originate_timeout = 5
+
+    async with support.running(settings, engine, no_answer) as bridge:
+        assert bridge.simulator is not None
+        bridge.simulator.settings.originate_outcomes = {"101": "operator_no_answer"}
+        call_id, status = await portal.external_call_start(11, "+79035550199")
+        assert status == 200, portal.last_event_answer
+        await wait_until(lambda: portal.calls[call_id].finished, 20, "Bitrix24's call finished")
+        finish = portal.calls[call_id].fields["FINISH"]
+        assert (str(finish["USER_ID"]), str(finish["DURATION"])) == ("11", "0")
+        assert str(finish["STATUS_CODE"]) == "304"  # nobody answered
+        assert [m for m, _p in portal.telephony() if m.endswith("register")] == []

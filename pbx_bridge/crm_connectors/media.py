@@ -40,11 +40,15 @@ class StoredCallMedia:
             return Waiting(f"the recording is {row.state}")
         if not row.playable or row.stored_path is None:
             return Missing(f"the recording is {row.state}")
+        # An MP3 copy (recordings.compress = "mp3") is a tenth of the WAV's size: CRMs take both.
+        relative, suffix = row.stored_path, "wav"
+        if row.compressed_path and row.compressed_path.endswith(".mp3"):
+            relative, suffix = row.compressed_path, "mp3"
         try:
-            path = resolve_stored(self.recordings.locations.recordings_dir, row.stored_path)
+            path = resolve_stored(self.recordings.locations.recordings_dir, relative)
         except UnsafePath as exc:
             return Missing(str(exc))
-        return RecordingFile(path, f"call-{call_id}.wav")
+        return RecordingFile(path, f"call-{call_id}.{suffix}")
 
     async def transcript(self, call_id: int) -> list[TranscriptTurn] | Waiting | Missing:
         async with self.engine.connect() as conn:

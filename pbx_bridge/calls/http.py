@@ -10,6 +10,7 @@ from aiohttp import web
 from crm_sync.phones import normalize
 from pbx_bridge.calls.enrich import PLACEHOLDERS, enrichers
 from pbx_bridge.calls.query import BadCursor, CallFilter, get_call, leg_dict, list_calls, took_part
+from pbx_bridge.calls.record import SOURCES
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
@@ -56,6 +57,7 @@ async def list_handler(request: web.Request) -> web.Response:
         status=query_choice(request, "status", STATUSES), missed=query_bool(request, "missed"),
         operator=_extension(request, "operator"), number=_phone(request, "number"),
         client_id=client_id, did=_phone(request, "did"),
+        source=query_choice(request, "source", SOURCES),
         visible_to=who.extension if who.role == "operator" else None,
     )
     limit = query_int(request, "limit", api.default_page_size, 1, api.max_page_size)

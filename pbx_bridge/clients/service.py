@@ -80,3 +80,7 @@ class CrmServices:
             await self.worker.stop()
         if self.connector is not None:
             await self.connector.stop()
+            # A standby that acts again later starts a new one (pbx_bridge.assembly.activate).
+            self.runtime.services.pop(SERVICE_NAME, None)
+            self.connector = None
+            self.late_hooks.clear()

@@ -12,6 +12,8 @@ Payloads:
 - call.ringing / call.answered / call.ended / call.missed / call.transferred:
   "call": CallRecord.to_dict(), "extension": the operator rung / who answered (or null),
   "client": the matched client card (call.ringing: the screen pop; null for an unknown caller).
+  call.ended / call.missed of a call rebuilt from CEL once it was over (the bridge was not
+  listening) also carry "backfilled": true; such a call never has a call.ringing.
 - client.created: "client": the new card.
 - click_to_call.updated: "click_to_call": the request as GET /api/v1/click-to-call/{id} shows it.
 - recording.ready: "call_id", "recording": {...} (published by the recordings feature).
@@ -63,10 +65,12 @@ def call_messages(change: CallChange) -> list[Message]:
         return []
     exts = call_extensions(change)
     record = change.record.to_dict()
-    out = [make_message(type_, exts, call=record, extension=change.extension, client=change.client)]
+    marks = {"backfilled": True} if change.backfilled else {}
+    out = [make_message(type_, exts, call=record, extension=change.extension, client=change.client,
+                        **marks)]
     if change.kind == "ended" and change.record.missed:
         out.append(make_message("call.missed", exts, call=record, extension=change.extension,
-                                client=change.client))
+                                client=change.client, **marks))
     return out
 
 

@@ -99,7 +99,11 @@ async def test_summary_csv_and_bad_input(api: Api) -> None:
 async def test_readyz_follows_the_pbx_connection(api: Api) -> None:
     resp = await api.client.get("/readyz", headers=api.auth("manager"))
     assert resp.status == 200
-    assert await resp.json() == {"status": "ready", "checks": {"database": "ok", "pbx:main": "ok"}}
+    body = await resp.json()
+    assert {k: body[k] for k in ("status", "checks")} == \
+        {"status": "ready", "checks": {"database": "ok", "pbx:main": "ok"}}
+    # Not assembled by serve here: no leadership, no CEL source.
+    assert body["role"] == "alone" and body["cel"] == {}
     await api.ami.stop()
 
     async def down() -> bool:

@@ -2,7 +2,7 @@
 (crm_sync/schema.py: crm_connector_auth, crm_external_calls)
 
 Revision ID: 0011_crm_connectors
-Revises: 0008_crm_done
+Revises: 0009_cel_standby
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 from crm_sync.schema import UtcDateTime
 
 revision = "0011_crm_connectors"
-down_revision = "0008_crm_done"
+down_revision = "0009_cel_standby"
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,8 @@ Two limits are documented, and each CRM's pacer mirrors its own:
   share it: when the portal refuses one anyway, `limited()` takes the counter it had reached as
   the real limit (minus one, for clock jitter), so the first refusal is also the last.
 - `WindowPacer` (Kommo): at most `count` requests in any `window` seconds (7 per second), then
-  HTTP 429. It waits until the oldest of the last `count` requests is a window old.
+  HTTP 429. It waits until the oldest of the last `count` requests is a window old, plus a
+  margin: requests sent a window apart can arrive closer (network and scheduling jitter).
 
 Both are shared by everything a connector sends (deliveries, look-ups, user lists), so the
 limit holds whatever runs at once.
@@ -67,6 +68,8 @@ class LeakyBucketPacer:
 
 
 class WindowPacer:
+    MARGIN = 0.05  # seconds added to the window (jitter between our clock and the CRM's arrival)
+
     def __init__(self, count: int, window: float = 1.0, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if count < 1 or window <= 0:
@@ -82,12 +85,13 @@ class WindowPacer:
         async with self._lock:
             while True:
                 now = self._clock()
-                while self._sent and now - self._sent[0] >= self.window:
+                span = self.window + self.MARGIN
+                while self._sent and now - self._sent[0] >= span:
                     self._sent.popleft()
                 if len(self._sent) < self.count:
                     self._sent.append(now)
                     return
-                await asyncio.sleep(self.window - (now - self._sent[0]) + 0.001)
+                await asyncio.sleep(span - (now - self._sent[0]) + 0.001)
 
     def limited(self) -> None:
         """A 429 anyway (another client shares the account): a whole window's pause."""

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync import php_form
+from crm_sync import crm_request, php_form
 from crm_sync.connector_state import ConnectorState, ConnectorStopped
 from crm_sync.connector_store import StoredAuth, load_auth, save_auth
 from crm_sync.outbox import DeliveryError
@@ -237,20 +237,8 @@ class Bitrix24Client:
     # --- requests ------------------------------------------------------------------------------
 
     async def _http(self, url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
-        self.state.requests += 1
-        try:
-            async with self.session.post(url, json=body, timeout=self._timeout) as resp:
-                status, text = resp.status, await resp.text()
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            self.state.down(f"unreachable: {type(exc).__name__}")
-            raise DeliveryError(f"Bitrix24 unreachable: {type(exc).__name__}: {exc}",
-                                unreachable=True) from None
-        except TimeoutError:
-            self.state.down("no answer in time")
-            raise DeliveryError(f"Bitrix24 did not answer within {self.settings.timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            self.state.down(f"connection failed: {type(exc).__name__}")
-            raise DeliveryError(f"Bitrix24 connection failed: {type(exc).__name__}: {exc}") from None
+        status, text = await crm_request.send(self.session, "POST", url, state=self.state, crm="Bitrix24",
+                                              limits=self._timeout, json=body)
         try:
             return status, json.loads(text) if text.strip() else None
         except ValueError:

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync import crm_request
 from crm_sync.connector_state import ConnectorState, ConnectorStopped
 from crm_sync.connector_store import StoredAuth, load_auth, save_auth
 from crm_sync.outbox import DeliveryError
@@ -173,22 +174,9 @@ class KommoClient:
         for _ in range(self.settings.limit_retries + 1):
             token = await self._token()
             await self.pacer.acquire()
-            self.state.requests += 1
-            try:
-                async with self.session.request(
-                        method, self.settings.url(path), params=params, json=body, timeout=self._timeout,
-                        headers={"Authorization": f"Bearer {token}"}) as resp:
-                    status, text = resp.status, await resp.text()
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                self.state.down(f"unreachable: {type(exc).__name__}")
-                raise DeliveryError(f"Kommo unreachable: {type(exc).__name__}: {exc}",
-                                    unreachable=True) from None
-            except TimeoutError:
-                self.state.down("no answer in time")
-                raise DeliveryError(f"Kommo did not answer within {self.settings.timeout:g} s") from None
-            except aiohttp.ClientError as exc:
-                self.state.down(f"connection failed: {type(exc).__name__}")
-                raise DeliveryError(f"Kommo connection failed: {type(exc).__name__}: {exc}") from None
+            status, text = await crm_request.send(
+                self.session, method, self.settings.url(path), state=self.state, crm="Kommo",
+                limits=self._timeout, params=params, json=body, headers={"Authorization": f"Bearer {token}"})
             try:
                 data = json.loads(text) if text.strip() else None
             except ValueError:

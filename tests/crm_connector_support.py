@@ -69,7 +69,7 @@ async def dead(engine: AsyncEngine) -> list[outbox.OutboxItem]:
         return await outbox.list_items(conn, "dead")
 
 
-async def delivered_everything(engine: AsyncEngine, within: float = 60.0) -> None:
+async def delivered_everything(engine: AsyncEngine, within: float = 180.0) -> None:
     async def done() -> bool:
         return await pending(engine) == 0
     await wait_until(done, within, "every outbox item delivered")

@@ -44,7 +44,7 @@ def bitrix24(settings: Settings, contract: Bitrix24Contract, port: int | None = 
         enabled=True, portal_url=url, client_id=contract.client_id, client_secret=contract.client_secret,
         refresh_token=seed["refresh_token"], application_token=contract.application_token,
         oauth_url=f"{url}/oauth/token/", requests_per_second=20.0, burst=10, timeout=5.0,
-        attach_wait_minutes=2.0)
+        attach_wait_minutes=10.0)  # a loaded machine transcribes slowly
 
 
 def start_date(record: CallRecord) -> str:

@@ -37,7 +37,7 @@ def kommo(settings: Settings, contract: KommoContract, *, transcribe: bool = Fal
     settings.crm.kommo = KommoConfig(
         enabled=True, base_url=contract.url, client_id=contract.client_id,
         client_secret=contract.client_secret, redirect_uri=contract.redirect_uri,
-        authorization_code=contract.authorization_code(), users=dict(USERS), attach_wait_minutes=2.0)
+        authorization_code=contract.authorization_code(), users=dict(USERS), attach_wait_minutes=10.0)
     settings.crm.external_lookup_timeout = 2.0  # the screen pop's look-up, on a busy test machine
 
 

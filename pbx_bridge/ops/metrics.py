@@ -27,7 +27,7 @@ from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
 
-PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed", "tls_failed")
 ROLES = ("alone", "active", "standby")
 CEL_STATES = ("idle", "ok", "down", "misconfigured")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,9 +140,15 @@ def test_installed_wheel_inits_config_migrates_and_serves_calls(installed: Insta
         assert calls[0]["pbx"] == "simulator" and calls[0]["linkedid"]
         lines = _wait_for_log(log_path, lambda d: d.get("call_id") is not None)
     finally:
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        code = proc.wait(60)
+        stopped_in = time.monotonic() - stopping
     assert code == 0, (tmp_path / "serve.err").read_text()[-2000:]
+    # A clean stop on SIGTERM well within what the systemd unit allows before SIGKILL.
+    unit = (ROOT / "deploy/systemd/pbx-bridge.service").read_text()
+    timeout_stop = float(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))  # type: ignore[union-attr]
+    assert stopped_in < timeout_stop / 3, stopped_in
     # JSON logs on standard output, one object a line, with the documented fields.
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     assert all({"ts", "level", "logger", "event"} <= r.keys() for r in records)

@@ -223,6 +223,31 @@ async def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+async def test_restore_refuses_a_manifest_with_a_path_leading_out(tmp_path: Path) -> None:
+    """A backup of an empty bridge whose manifest was edited to write outside the data dir."""
+    source = tmp_path / "src"
+    env = cli_env(PBX_BRIDGE_SERVER__DATA_DIR=str(source))
+    code, _out, err = await run_cli("db", "upgrade", env=env)
+    assert code == 0, err
+    backup = tmp_path / "backup"
+    code, out, err = await run_cli("backup", str(backup), env=env)
+    assert code == 0, out + err
+    outside = tmp_path / "outside.txt"
+    evil = backup / "recordings" / "x.wav"
+    evil.parent.mkdir()
+    evil.write_bytes(b"not audio")
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["files"].append({"path": "recordings/../../outside.txt", "kind": "recording",
+                              "size": 9, "sha256": hashlib.sha256(b"not audio").hexdigest(),
+                              "call_id": 1})
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    target = tmp_path / "target"
+    code, _out, err = await run_cli("restore", str(backup),
+                                    env=cli_env(PBX_BRIDGE_SERVER__DATA_DIR=str(target)))
+    assert code == 1 and "unsafe path" in err and "nothing restored" in err, err
+    assert not outside.exists() and not target.exists()
+
+
 
 @pytest.mark.postgres
 async def test_postgres_backup_is_one_snapshot_while_writes_go_on(tmp_path: Path) -> None:

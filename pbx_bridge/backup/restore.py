@@ -18,6 +18,7 @@ from pbx_bridge.config import Settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine
 from pbx_bridge.recording.service import locations_from_config
+from recordings.storage import UnsafePath, resolve_stored
 
 MAX_LISTED = 5
 
@@ -33,6 +34,12 @@ class RestoreReport:
 def _verify_backup(source: Path, manifest: Manifest) -> None:
     bad = []
     for entry in manifest.files:
+        path = PurePosixPath(entry.path)
+        recording = entry.kind in ("recording", "compressed")
+        if path.is_absolute() or ".." in path.parts or recording != (path.parts[:1] == (RECORDINGS,)):
+            # The manifest is data from disk: no path may lead out of where it belongs.
+            raise BackupError(f"{source}: the manifest names an unsafe path {entry.path!r}, "
+                              "nothing restored")
         try:
             size, digest = sha256_file(source / entry.path)
         except FileNotFoundError:
@@ -72,7 +79,11 @@ def _copy_files(source: Path, manifest: Manifest, recordings_dir: Path, data_dir
     for entry in manifest.files:
         if entry.kind in ("recording", "compressed"):
             relative = PurePosixPath(entry.path).relative_to(RECORDINGS)
-            target = recordings_dir / Path(*relative.parts)
+            try:
+                # A manifest is data from disk: a path must not lead out of the recordings dir.
+                target = resolve_stored(recordings_dir, str(relative))
+            except UnsafePath:
+                raise BackupError(f"{entry.path}: leaves the recordings directory") from None
         elif entry.kind == "signing_key":
             target = data_dir / SIGNING_KEY
         else:

@@ -48,6 +48,8 @@ ENDED_MEMORY = 20_000
 ORIGINATE_RESPONSE_WAIT = 2.0
 # OriginateResponse Reason (Asterisk's AST_CONTROL_*) of a failed Originate -> the call's status.
 _ORIGINATE_FAILURE_STATUS: dict[str, str] = {"3": "NOANSWER", "5": "BUSY", "8": "CONGESTION"}
+# ... and what the call then was (any other failure: "failed").
+_ORIGINATE_OUTCOME: dict[str, Status] = {"NOANSWER": "no_answer", "BUSY": "busy"}
 NORMALIZE_CACHE = 50_000
 MAX_FIELD = 255  # values longer than this are junk for every field we keep
 
@@ -1316,8 +1318,7 @@ class CallTracker:
         if call.originate_failed:
             # Whose phone never came up, and why (OriginateResponse Reason, or its Dial's end):
             # rang out, busy, or failed (no such channel, congestion).
-            return {"NOANSWER": "no_answer", "BUSY": "busy"}.get(call.originate_status or "",
-                                                               "failed")
+            return _ORIGINATE_OUTCOME.get(call.originate_status or "", "failed")
         status = call.last_dial_status
         if status is None and call.originate_status not in (None, "ANSWER"):
             status = call.originate_status

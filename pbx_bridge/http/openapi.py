@@ -89,7 +89,14 @@ OPS = Fragment(
     schemas={"Ready": {
         "type": "object", "required": ["status", "checks"],
         "properties": {"status": {"enum": ["ready", "not_ready"]},
-                       "checks": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+                       "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "transcription": {
+                           "type": "object", "required": ["model", "language", "warning"],
+                           "properties": {
+                               "model": {"type": ["string", "null"]},
+                               "language": {"type": ["string", "null"]},
+                               "region_languages": {"type": "array", "items": {"type": "string"}},
+                               "warning": {"enum": [None, "no_model", "language_mismatch"]}}}}}},
 )
 
 

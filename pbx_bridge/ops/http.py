@@ -10,6 +10,7 @@ from aiohttp import web
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.ops.metrics import METRICS, Metrics, connection_state, metrics_handler
+from pbx_bridge.transcription.model_info import model_info
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -27,7 +28,10 @@ async def readyz(request: web.Request) -> web.Response:
         state = connection_state(connection)
         checks[f"pbx:{name}"] = "ok" if state == "connected" else state
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+    # Not a readiness check (calls are logged whatever the model), but said here: which model
+    # transcribes in which language, and a warning when it is not the region's language.
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks,
+                              "transcription": model_info(runtime.settings)},
                              status=200 if ready else 503)
 
 

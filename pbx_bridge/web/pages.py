@@ -20,6 +20,7 @@ from pbx_bridge.log import event
 from pbx_bridge.reports.http import report_sources
 from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.model_info import model_info
 from pbx_bridge.web import report_charts
 from pbx_bridge.web.i18n import (
     LANGUAGES,
@@ -220,7 +221,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     info = await page_session(request)
     call_id = int(request.match_info["id"])
     return render(request, "call.html", info, page="calls", title_key="call.title",
-                  data={"call_id": call_id})
+                  data={"call_id": call_id, "transcription": model_info(_runtime(request).settings)})
 
 
 async def clients_page(request: web.Request) -> web.StreamResponse:

@@ -45,16 +45,29 @@ const UI = (() => {
   }
 
   /* Click-to-call progress in words, from the request's click_to_call.updated live events:
-     your phone is ringing -> calling the customer -> connected -> ended, or failed and why. */
-  const c2cRequests = new Map();  // request id -> {number, el}
+     your phone is ringing -> calling the customer -> connected -> ended, or failed and why.
+     Events may come before the POST's answer (the PBX is quick): they wait for it. */
+  const C2C_ORDER = ["queued", "dialing_operator", "dialing_customer", "connected", "ended", "failed"];
+  const c2cRequests = new Map();  // request id -> {number, el, states: [[state, reason]]}
+  const c2cEarly = new Map();  // request id -> [[state, reason]] seen before the POST answered
   function c2cShow(id, state, reason) {
     const req = c2cRequests.get(id);
-    if (!req) return;
-    const text = state === "failed" ? T("c2c.state.failed", { reason: T("c2c.reason." + (reason || "unknown")) })
-                                    : T("c2c.state." + state, { number: req.number, extension: user.extension });
-    req.el.className = "c2c-progress st-" + state;
-    req.el.querySelector(".c2c-text").textContent = text;
-    if (["ended", "failed"].includes(state)) setTimeout(() => { req.el.remove(); c2cRequests.delete(id); }, 8000);
+    if (!req) {
+      if (c2cEarly.size > 50) c2cEarly.delete(c2cEarly.keys().next().value);
+      if (!c2cEarly.has(id)) c2cEarly.set(id, []);
+      c2cEarly.get(id).push([state, reason]);
+      return;
+    }
+    if (!C2C_ORDER.includes(state) || req.states.some(([s]) => s === state)) return;
+    req.states.push([state, reason]);
+    req.states.sort((a, b) => C2C_ORDER.indexOf(a[0]) - C2C_ORDER.indexOf(b[0]));
+    const shown = req.states.length > 1 ? req.states.filter(([s]) => s !== "queued") : req.states;
+    const words = shown.map(([s, r]) => s === "failed" ? T("c2c.state.failed", { reason: T("c2c.reason." + (r || "unknown")) })
+                                                      : T("c2c.state." + s, { number: req.number, extension: user.extension }));
+    const last = shown[shown.length - 1][0];
+    req.el.className = "c2c-progress st-" + last;
+    req.el.querySelector(".c2c-text").textContent = words.join(" → ");
+    if (["ended", "failed"].includes(last)) setTimeout(() => { req.el.remove(); c2cRequests.delete(id); }, 10000);
   }
   async function clickToCall(number, clientId) {
     const box = document.getElementById("c2c-box");
@@ -63,9 +76,10 @@ const UI = (() => {
     box.append(el);
     try {
       const res = await api.clickToCall(user.extension, number, clientId ? Number(clientId) : null);
-      c2cRequests.set(res.id, { number, el });
+      c2cRequests.set(res.id, { number, el, states: [] });
       el.dataset.requestId = res.id;
-      c2cShow(res.id, res.state, res.reason);
+      for (const [state, reason] of [[res.state, res.reason], ...(c2cEarly.get(res.id) || [])]) c2cShow(res.id, state, reason);
+      c2cEarly.delete(res.id);
     } catch (e) {
       el.remove();
       toast(T("c2c.failed", { reason: e.message }), "error");

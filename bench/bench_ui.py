@@ -116,8 +116,8 @@ async def load_pg(url: str, numbers: list[str], cards: int) -> None:
         await conn.copy_records_to_table(
             "calls", records=records,
             columns=["pbx", "linkedid", "state", "direction", "status", "missed", "customer_number",
-                     "operator", "operators_rung", "transfers", "tags", "started_at", "updated_at", "wait_seconds",
-                     "talk_seconds"])
+                     "operator", "operators_rung", "transfers", "tags", "started_at", "updated_at",
+                     "wait_seconds", "talk_seconds"])
         stamp = datetime(2026, 11, 1, tzinfo=UTC)
         await conn.copy_records_to_table(
             "clients", records=[(i, f"Client {i}", f"client {i}", "[]", False, stamp, stamp, stamp)

@@ -262,7 +262,8 @@ async def test_missed_call_opens_task_and_answered_call_closes_it(
     assert card_id is not None
     # New card, nobody responsible yet: the operator the call rang gets it (not the group), due
     # crm.callback_due_minutes after the call.
-    assert (task["kind"], task["assignee"], task["assignees"], task["number"], task["created_by_call_id"]) == (
+    got = (task["kind"], task["assignee"], task["assignees"], task["number"], task["created_by_call_id"])
+    assert got == (
         "call_back",
         missed.operators_rung[0],
         missed.operators_rung,

@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PBX_BRIDGE_CONFIG ?= config/pbx-bridge.toml
 
-.PHONY: run test install install-test lint typecheck unit browser-deps bench soak clean
+.PHONY: run test install install-test lint typecheck unit browser-deps mariadb-deps bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 
 install: $(BIN)/python
-	$(BIN)/pip install -e '.[postgres]'
+	$(BIN)/pip install -e '.[postgres,mysql]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
@@ -24,7 +24,7 @@ run: install
 
 ## Second command: install everything and run every test (lint, types, unit, integration,
 ## PostgreSQL, real vosk model, browser).
-test: install-test browser-deps
+test: install-test browser-deps mariadb-deps
 	$(BIN)/ruff check pbx_bridge crm_sync recordings tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,6 +35,23 @@ browser-deps:
 	@if [ ! -x /usr/bin/chromium ] || ! command -v sox >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium sox >/dev/null; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium sox >/dev/null; fi; \
+	fi
+
+# MariaDB for the CEL tests (FreePBX keeps Asterisk's CEL in MySQL/MariaDB, asteriskcdrdb.cel):
+# Debian's mariadb-server, installed and started when it does not answer, like chromium. The
+# tests connect as root over TCP (127.0.0.1:3306, no password), which a fresh install only allows
+# on its socket: that account is added then.
+mariadb-deps:
+	@if ! mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		command -v mariadbd >/dev/null 2>&1 || { $$SUDO apt-get update -qq && \
+			$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; }; \
+		$$SUDO mkdir -p /run/mysqld && $$SUDO chown mysql:mysql /run/mysqld; \
+		$$SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql; \
+		for i in $$(seq 60); do $$SUDO mariadb -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done; \
+		$$SUDO mariadb -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; \
+			GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"; \
+		mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null || { echo "MariaDB did not start" >&2; exit 1; }; \
 	fi
 
 bench: install-test

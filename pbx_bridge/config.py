@@ -83,6 +83,14 @@ class PbxConfig:
     outbound_context: str = "from-internal"
     # Asterisk version the recording options depend on ("" = ask the PBX with CoreSettings).
     asterisk_version: str = ""
+    # Asterisk's CEL table, read (only) to put in the log the calls the bridge did not hear: an
+    # async SQLAlchemy URL (postgresql+asyncpg://... where cel_pgsql writes; mysql+aiomysql://
+    # .../asteriskcdrdb where FreePBX's cel_odbc writes); "" = no CEL source.
+    cel_url: str = ""
+    cel_table: str = "cel"
+    # The zone of the table's eventtime: UTC (cel_pgsql with usegmtime = yes) or the PBX's own
+    # zone (Europe/Moscow) when Asterisk writes local time.
+    cel_timezone: str = "UTC"
 
 
 @dataclass
@@ -99,6 +107,38 @@ class SimulatorConfig:
     traces_dir: str = ""
     # Where MixMonitor recordings of the simulated PBX go ("" = <data_dir>/simulator-spool).
     spool_dir: str = ""
+    # Write the CEL rows of the calls it plays into this table, as cel_pgsql would (and the
+    # bridge reads them as the simulated PBX's CEL source); "" = no CEL.
+    cel_url: str = ""
+    cel_table: str = "cel"
+
+
+@dataclass
+class CelConfig:
+    # Each PBX's CEL table is swept this often for calls the log lacks, still live, or ended
+    # during an outage (also at start, from where the last sweep got to, and after every AMI
+    # reconnect) ...
+    sweep_seconds: float = 60.0
+    # ... over at least this many minutes back.
+    window_minutes: float = 60.0
+    # While the PBX is connected, a call CEL shows ended less than this long ago is left to the
+    # AMI events still on their way.
+    live_grace_seconds: float = 30.0
+    # Calls fetched and rebuilt per batch.
+    batch_calls: int = 500
+    # How long a query on the CEL database may take.
+    query_timeout: float = 30.0
+
+
+@dataclass
+class StandbyConfig:
+    # With PostgreSQL, several `serve` processes may share the database: one is active, the
+    # others stand by. The active one renews its lease every renew_seconds; a standby takes
+    # over once the lease (by the database's clock) is lease_seconds old.
+    lease_seconds: float = 3.0
+    renew_seconds: float = 1.0
+    # How this process is named in the lease ("" = host name and process id).
+    node_name: str = ""
 
 
 @dataclass
@@ -276,6 +316,8 @@ class Settings:
     pbx: list[PbxConfig] = field(default_factory=list)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    cel: CelConfig = field(default_factory=CelConfig)
+    standby: StandbyConfig = field(default_factory=StandbyConfig)
     crm: CrmConfig = field(default_factory=CrmConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
@@ -455,6 +497,7 @@ def _check(settings: Settings, source: str) -> None:
             raise ConfigError(f"{source}: '{where}.operator_channel' needs a (?P<ext>...) group")
         if not 0 < pbx.port < 65536:
             raise ConfigError(f"{source}: '{where}.port' must be 1-65535")
+        _check_cel_source(pbx, where, source)
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: two [[pbx]] entries have the same name")
     if not 0 < settings.server.port < 65536:
@@ -474,6 +517,7 @@ def _check(settings: Settings, source: str) -> None:
         except (sa.exc.ArgumentError, ValueError) as exc:
             raise ConfigError(f"{source}: 'database.url' is not a valid URL ({exc})") from None
     _check_crm(settings.crm, source)
+    _check_cel(settings.cel, settings.standby, source)
     _check_recordings(settings.recordings, source)
     tr = settings.transcription
     if tr.workers < 0:
@@ -490,6 +534,42 @@ def _check(settings: Settings, source: str) -> None:
             f"{source}: 'phone.default_region' {settings.phone.default_region!r} "
             "is not a region code such as RU"
         )
+
+
+def _check_cel_source(pbx: PbxConfig, where: str, source: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # local: only needed for this check
+
+    if pbx.cel_url:
+        if not re.match(r"^(postgresql\+asyncpg|mysql\+aiomysql|mysql\+asyncmy)://", pbx.cel_url):
+            raise ConfigError(f"{source}: '{where}.cel_url' must start with postgresql+asyncpg:// "
+                              "or mysql+aiomysql://")
+        import sqlalchemy as sa  # local: only needed for this check
+
+        try:
+            sa.engine.make_url(pbx.cel_url).port  # noqa: B018 - parsing the port validates it
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigError(f"{source}: '{where}.cel_url' is not a valid URL ({exc})") from None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", pbx.cel_table):
+        raise ConfigError(f"{source}: '{where}.cel_table' must be a table name (or schema.table)")
+    if pbx.cel_timezone.upper() != "UTC":
+        try:
+            ZoneInfo(pbx.cel_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{source}: '{where}.cel_timezone' {pbx.cel_timezone!r} is not a "
+                              "time zone such as UTC or Europe/Moscow") from None
+
+
+def _check_cel(cel: CelConfig, standby: StandbyConfig, source: str) -> None:
+    for key in ("sweep_seconds", "window_minutes", "query_timeout"):
+        if getattr(cel, key) <= 0:
+            raise ConfigError(f"{source}: 'cel.{key}' must be positive")
+    if cel.live_grace_seconds < 0:
+        raise ConfigError(f"{source}: 'cel.live_grace_seconds' must not be negative")
+    if cel.batch_calls < 1:
+        raise ConfigError(f"{source}: 'cel.batch_calls' must be at least 1")
+    if not 0 < standby.renew_seconds < standby.lease_seconds:
+        raise ConfigError(f"{source}: 'standby.renew_seconds' must be positive and shorter than "
+                          "'standby.lease_seconds'")
 
 
 def _check_crm(crm: CrmConfig, source: str) -> None:
@@ -559,7 +639,7 @@ def _check_web(web: WebConfig, source: str) -> None:
 def mask_secret(key: str, value: Any) -> Any:
     if not isinstance(value, str) or not value:
         return value
-    if key == "url" and "://" in value:
+    if (key == "url" or key.endswith("_url")) and "://" in value:
         # Keep the scheme and host: useful to see; hide credentials.
         return re.sub(r"://[^@/]*@", "://***@", value)
     if key in SECRET_KEYS or key.endswith("secret") or key.endswith("password"):

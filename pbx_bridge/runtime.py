@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,3 +22,6 @@ class Runtime:
     pbx: dict[str, Any] = field(default_factory=dict)
     # Feature services by name, set up by pbx_bridge.app.
     services: dict[str, Any] = field(default_factory=dict)
+    # Whether this process may act on the PBX (send MixMonitor, Originate) now: always, alone;
+    # with standbys, only the active one (pbx_bridge.standby.leadership).
+    acting: Callable[[], bool] = field(default=lambda: True)

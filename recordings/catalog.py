@@ -112,6 +112,20 @@ async def start_segment(
     return row
 
 
+async def record_afterwards(
+    conn: AsyncConnection, *, call_id: int, pbx: str, linkedid: str, rule: str,
+    segments: list[Segment], now: datetime, error: str,
+) -> None:
+    """A call learnt of only once it was over: its files found in the spool (queued for
+    conversion now), or, with no `segments`, marked `not_recorded` with the reason."""
+    state = "processing" if segments else "not_recorded"
+    await conn.execute(recordings.insert().values(
+        call_id=call_id, pbx=pbx, linkedid=linkedid, state=state, rule=rule,
+        segments=[s.to_dict() for s in segments], attempts=0,
+        next_attempt_at=now if segments else None, last_error=None if segments else error,
+        created_at=now, updated_at=now))
+
+
 async def mark_processing(conn: AsyncConnection, call_id: int, *, now: datetime,
                           first_attempt_at: datetime) -> bool:
     """The call ended: queue its files for conversion. False if it was not recording."""

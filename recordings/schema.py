@@ -10,6 +10,8 @@ application's tables. States:
 - ``truncated``: a file ended in a partial frame; the whole frames were stored, the spool files kept.
 - ``failed``: conversion failed for another reason (disk full, unreadable file, ...).
 - ``deleted``: removed by retention (the row stays as an audit trail).
+- ``not_recorded``: the policy wanted it, but nobody could start MixMonitor (the call was only
+  learnt of afterwards, from Asterisk's CEL, while the bridge was not connected).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-RecordingState = Literal["recording", "processing", "ready", "missing", "truncated", "failed", "deleted"]
+RecordingState = Literal["recording", "processing", "ready", "missing", "truncated", "failed", "deleted",
+                         "not_recorded"]
 STATES: tuple[RecordingState, ...] = (
-    "recording", "processing", "ready", "missing", "truncated", "failed", "deleted",
+    "recording", "processing", "ready", "missing", "truncated", "failed", "deleted", "not_recorded",
 )
 # States with a playable WAV.
 PLAYABLE: tuple[RecordingState, ...] = ("ready", "truncated")

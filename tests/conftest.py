@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("PBX_BRIDGE_SHARED", ROOT.parent / "shared"))
 TRACES = SHARED / "ami-traces"
 PG_ADMIN_URL = os.environ.get("PBX_BRIDGE_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+# Fixtures of real CEL databases (PostgreSQL, MariaDB) for the CEL tests.
+pytest_plugins = ["tests.cel_support"]
 
 
 def _pg_url(dbname: str) -> str:

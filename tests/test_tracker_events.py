@@ -373,6 +373,70 @@ def test_click_to_call_originate_failure_is_failed() -> None:
     assert rec.status == "failed" and rec.operators_rung == ["101"] and not rec.missed
 
 
+def _originate_unanswered(p: Pbx, uid: str) -> list[AmiEvent]:
+    """Another AMI client (a CRM's own, FreePBX's click-to-call) Originates PJSIP/101 ->
+    from-internal,89161234567; 101 never picks up. As Asterisk 22 reports it: the first party's
+    Dial without a caller, its Hangup, then the OriginateResponse."""
+    p.chan("O", "PJSIP/101-00000008", uid, uid, "from-internal", "s")
+    return [
+        p.ev("Newchannel", 0, "O"),
+        AmiEvent("pbx", "DialBegin", {"Timestamp": f"{T0}", **p.h("O", "Dest")}),
+        AmiEvent("pbx", "DialEnd", {"Timestamp": f"{T0 + 20}", **p.h("O", "Dest"), "DialStatus": "NOANSWER"}),
+        p.ev("Hangup", 20.01, "O", Cause="19", **{"Cause-txt": "User alerting, no answer"}),
+    ]
+
+
+def _originate_response(channel: str, uniqueid: str, t: float = 20.02) -> AmiEvent:
+    return AmiEvent("pbx", "OriginateResponse", {
+        "Timestamp": f"{T0 + t}", "ActionID": "crm-42", "Response": "Failure", "Channel": channel,
+        "Context": "from-internal", "Exten": "89161234567", "Reason": "3", "Uniqueid": uniqueid,
+        "CallerIDNum": "<unknown>", "CallerIDName": "<unknown>"})
+
+
+def test_an_originate_by_another_ami_client_that_the_operator_never_answers() -> None:
+    """Without a ChannelId Asterisk names the dial string and no Uniqueid: still the outbound
+    call our own click-to-call would have made, to the number, failed."""
+    p = Pbx()
+    tracker = CallTracker(SETTINGS)
+    before = run(_originate_unanswered(p, "pbx-9.1"), tracker)
+    assert not any(c.kind == "ended" for c in before)  # waits for the OriginateResponse
+    changes = before + run([_originate_response("PJSIP/101", "<null>")], tracker)
+    rec = ended(changes)[0]
+    assert (rec.direction, rec.customer_number, rec.dialled) == ("outbound", "+79161234567", "89161234567")
+    assert rec.operators_rung == ["101"] and rec.operator == "101"
+    assert rec.status == "failed" and not rec.missed
+    assert rec.ended_at == T0 + 20.01  # when its last channel hung up, not when Asterisk told
+    assert rec.legs[0].hangup_cause == "User alerting, no answer"
+    assert tracker.live_calls() == []
+
+
+def test_an_originate_with_a_channel_id_is_matched_by_its_uniqueid() -> None:
+    p = Pbx()
+    rec = ended(run([*_originate_unanswered(p, "c2c-7"), _originate_response("PJSIP/101", "c2c-7")]))[0]
+    assert rec.direction == "outbound" and rec.customer_number == "+79161234567"
+    assert rec.linkedid == "c2c-7" and rec.status == "failed"
+
+
+def test_an_originate_whose_response_never_comes_still_ends() -> None:
+    p = Pbx()
+    tracker = CallTracker(SETTINGS)
+    assert not ended(run(_originate_unanswered(p, "pbx-9.2"), tracker))
+    assert tracker.has_pending_ends
+    # The PBX goes quiet: the pipeline flushes it...
+    rec = ended(tracker.flush_pending_ends())[0]
+    assert rec.ended_at == T0 + 20.01 and rec.operators_rung == ["101"]
+    assert not tracker.has_pending_ends and tracker.live_calls() == []
+    # ... or any event of another call a few seconds later does.
+    p2 = Pbx()
+    tracker = CallTracker(SETTINGS)
+    run(_originate_unanswered(p2, "pbx-9.3"), tracker)
+    later = run([*inbound_start(Pbx())][:1], tracker)
+    assert not ended(later)
+    p3 = Pbx()
+    p3.chan("T", "PJSIP/trunk-00000009", "pbx-9.9", "pbx-9.9", "from-trunk", "74951110000", "8916", "")
+    assert ended(run([p3.ev("Newchannel", 25, "T")], tracker))[0].linkedid == "pbx-9.3"
+
+
 # --- restarts and reconnects -----------------------------------------------------------------
 
 

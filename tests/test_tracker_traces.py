@@ -38,20 +38,32 @@ def test_trace_gives_the_readme_record(traces: Path, name: str) -> None:
     records = ended(changes)
     assert len(records) == 1, [c.kind for c in changes]
     check_record(records[0], EXPECTED[name])
-    kinds = [c.kind for c in changes]
+    rec = records[0]
+    # A channel that began as a call of its own and joined this one (the pickup's originated
+    # phone) reports its own few changes before it is merged; the call's own changes are these.
+    own = [c for c in changes if c.record.linkedid == rec.linkedid]
+    others = {c.record.linkedid: c.record for c in changes if c not in own}
+    assert all(last.merged_into == rec.linkedid for last in others.values())
+    kinds = [c.kind for c in own]
     assert kinds[0] == "started" and kinds.count("started") == 1
     assert kinds[-1] == "ended"
     assert tracker.live_calls() == []
-    rec = records[0]
     if rec.status == "answered":
         assert kinds.count("answered") == 1
-        answered = next(c for c in changes if c.kind == "answered")
-        assert answered.extension == EXPECTED[name].operator
+        answered = next(c for c in own if c.kind == "answered")
+        transfers = EXPECTED[name].transfers
+        # The first to answer: the operator the first transfer took the call from (a pickup is
+        # itself the answer).
+        first = EXPECTED[name].operator
+        if transfers:
+            kind, from_op, to_op = transfers[0]
+            first = to_op if kind == "pickup" else from_op
+        assert answered.extension == first
     for ext in EXPECTED[name].rung:
         assert any(c.kind == "ringing" and c.extension == ext for c in changes)
     # `updated` only when the public record changed.
     for prev, change in itertools.pairwise(changes):
-        if change.kind == "updated":
+        if change.kind == "updated" and not change.record.merged_into:  # a merge is news too
             assert _public(change.record) != _public(prev.record)
 
 
@@ -126,7 +138,7 @@ def test_duplicated_events_are_harmless(traces: Path, name: str) -> None:
     assert len(twice) == 1
     check_record(twice[0], EXPECTED[name])
     assert close(summary(twice[0]), summary(alone[0]))
-    assert [c.kind for c in changes].count("started") == 1
+    assert [c.kind for c in changes if c.record.linkedid == twice[0].linkedid].count("started") == 1
 
 
 def _cut_with_snapshot(items: list[QueueItem], k: int, pbx: str) -> list[QueueItem]:
@@ -261,7 +273,12 @@ def test_reconnect_that_lost_events(traces: Path, name: str) -> None:
     rest: one record at most; a call still up at m ends as it would have; one that ended in
     the gap is closed as ended during the outage, never twice."""
     items = load_items(traces, name)
-    full = ended(feed_all(CallTracker(settings_for(name)), items))[0]
+    full_changes = feed_all(CallTracker(settings_for(name)), items)
+    full = ended(full_changes)[0]
+    # Linkedids that joined the call (the pickup's originated phone): when the events that join
+    # them are lost in the gap, each stays a call of its own, ended during the outage (a CEL
+    # backfill merges it: tests/test_cel_backfill.py).
+    joined = {c.record.linkedid for c in full_changes if c.record.merged_into == full.linkedid}
     rng = random.Random(name + "lossy")
     for _ in range(20):
         k = rng.randrange(1, len(items) - 1)
@@ -281,6 +298,9 @@ def test_reconnect_that_lost_events(traces: Path, name: str) -> None:
             continue
         stream = [*items[:k], table.snapshot("lab", at), *items[m:]]
         records = ended(feed_all(CallTracker(settings_for(name)), stream))
+        strays = [r for r in records if r.linkedid in joined]
+        assert all(r.ended_during_outage for r in strays), (k, m)
+        records = [r for r in records if r not in strays]
         assert len(records) <= 1, (k, m)
         alive_at_m = any(c["headers"].get("Linkedid") == full.linkedid for c in table.channels.values())
         if alive_at_m:
@@ -308,7 +328,7 @@ def test_a_replayed_window_of_events_is_harmless(traces: Path, name: str) -> Non
         records = ended(changes)
         assert len(records) == 1, (j, k)
         assert close(summary(records[0]), alone), (j, k, summary(records[0]), alone)
-        kinds = [c.kind for c in changes]
+        kinds = [c.kind for c in changes if c.record.linkedid == records[0].linkedid]
         assert kinds.count("started") == 1 and kinds.count("answered") <= 1
 
 

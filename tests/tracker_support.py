@@ -40,6 +40,8 @@ class Expected:
     talk: float | None
     queue: str | None = None
     click_to_call_id: str | None = None
+    # (kind, from_operator, to_operator) of each transfer, in order.
+    transfers: tuple[tuple[str, str | None, str | None], ...] = ()
 
 
 # The table in shared/ami-traces/README.md. Operators rung include the operator's own phone
@@ -104,6 +106,31 @@ EXPECTED: dict[str, Expected] = {
     "sip_inbound_answered_recorded": Expected(
         "inbound", "+74951234567", "Ivan Petrov", "+74951110000", None, ("101",), "101", "answered", 2.0, 4.9
     ),
+    # The SIP traces captured with their CEL rows (shared/ami-traces/cel/).
+    "sip_inbound_answered_cel": Expected(
+        "inbound", "+74951234567", "Ivan Petrov", "+74951110000", None, ("101",), "101", "answered", 2.0, 4.9
+    ),
+    "sip_queue_ringall_cel": Expected(
+        "inbound", "+74957654321", "Olga", "+74951113333", None, ("101", "102"), "102", "answered", 3.0, 4.9,
+        queue="sales",
+    ),
+    "sip_outbound_busy_cel": Expected(
+        "outbound", "+79165550101", None, None, "89165550101", ("102",), "102", "busy", 1.0, 0.0,
+        click_to_call_id="160eeb3d-184c-4b7d-8318-3b1ef6907553",
+    ),
+    "sip_attended_transfer": Expected(
+        "inbound", "+74951239999", "Anna", "+74951110000", None, ("101", "102"), "102", "answered", 1.0, 11.3,
+        transfers=(("attended", "101", "102"),),
+    ),
+    # 102's phone is rung by the Originate that runs PickupChan (as a BLF key does).
+    "sip_pickup": Expected(
+        "inbound", "+74951238888", "Boris", "+74951110000", None, ("101", "102"), "102", "answered",
+        2.05, 5.9, transfers=(("pickup", "101", "102"),),
+    ),
+    "sip_internal_call": Expected(
+        "internal", None, None, None, "102", ("101", "102"), "102", "answered", 3.0, 3.9,
+        click_to_call_id="0542c81c-66d6-4d12-9c25-51a796e65aed",
+    ),
 }
 
 
@@ -119,6 +146,7 @@ def check_record(rec: CallRecord, exp: Expected) -> None:
     assert rec.missed == (exp.direction == "inbound" and exp.status != "answered")
     assert rec.queue == exp.queue
     assert rec.click_to_call_id == exp.click_to_call_id
+    assert tuple((t.kind, t.from_operator, t.to_operator) for t in rec.transfers) == exp.transfers
     if exp.wait is not None:
         assert rec.wait_seconds is not None and abs(rec.wait_seconds - exp.wait) <= 0.3
     if exp.talk is not None:

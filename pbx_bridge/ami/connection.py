@@ -100,6 +100,9 @@ class PbxConnection:
         self._overflow: deque[QueueItem] = deque()
         self._read_pauses = 0  # times reading was paused because the queue was full
         self._drainer: asyncio.Task[None] | None = None
+        # A standby (pbx_bridge.standby) stays logged in but passes nothing on: not listening.
+        self.listening = True
+        self.events_ignored = 0
 
     # -- ProtocolSink ----------------------------------------------------------------------
 
@@ -108,6 +111,9 @@ class PbxConnection:
 
     def deliver_event(self, event: AmiEvent, text: str) -> None:
         self.events_received += 1
+        if not self.listening:
+            self.events_ignored += 1
+            return
         if self.journal is not None:
             event.seq = self.journal.append(event, text)
         self._deliver(event)
@@ -159,6 +165,30 @@ class PbxConnection:
     @property
     def connected(self) -> bool:
         return self.state == "connected"
+
+    # -- standby ---------------------------------------------------------------------------
+
+    def listen(self, journal: Journal | None) -> None:
+        """Become the bridge that acts: from now on every event is journaled and queued."""
+        self.journal = journal
+        self.listening = True
+
+    def deafen(self) -> None:
+        """Stand by: stay logged in, pass nothing on, keep no journal."""
+        self.listening = False
+        self._overflow.clear()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    async def resync(self) -> None:
+        """Begin listening mid-session as after a login: ConnectionUp, then the channels the
+        PBX has now (CoreShowChannels) in order with the events that follow."""
+        if self.state != "connected":
+            return  # the next login does it
+        self._up = True
+        self._deliver(ConnectionUp(self.pbx_name, self._clock()))
+        await self._snapshot(max(self.config.ping_timeout, 2.0))
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -253,6 +283,8 @@ class PbxConnection:
     def _deliver(self, item: QueueItem) -> None:
         """Never raises, never reorders. A bounded queue that is full pauses reading (Asterisk
         will eventually drop us, as it would any slow reader) instead of dropping events."""
+        if not self.listening:
+            return
         if not self._overflow:
             try:
                 self.queue.put_nowait(item)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pbx_bridge.cel.rows import CelCalls
+
 
 @dataclass(slots=True)
 class AmiEvent:
@@ -60,4 +62,4 @@ class ChannelsSnapshot:
     channels: list[AmiEvent]
 
 
-QueueItem = AmiEvent | ConnectionUp | ConnectionLost | ChannelsSnapshot
+QueueItem = AmiEvent | ConnectionUp | ConnectionLost | ChannelsSnapshot | CelCalls

@@ -13,7 +13,7 @@ from aiohttp import web
 from pbx_bridge.auth.tokens import TokenVerifier
 from pbx_bridge.http.errors import ApiError, Handler
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/healthz/active"})
 GUARDED_PATHS = frozenset({"/readyz", "/metrics"})
 GUARDED_PREFIX = "/api/"
 # Credentials in the URL itself: the recordings feature's signed links.

@@ -20,6 +20,9 @@ class CallChange:
     extension: str | None = None
     # Filled by the CRM hook before notifications go out (the screen pop's card).
     client: dict[str, Any] | None = None
+    # Rebuilt from Asterisk's CEL after the call was over (the bridge was not listening): hooks
+    # do its after-call work, but nothing of a call in progress (no screen pop, no recording).
+    backfilled: bool = False
 
 
 class CallHook(Protocol):

@@ -21,14 +21,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import BatchPreparingHook, CallChange, CallHook
+from pbx_bridge.calls.rebuild import rebuild_calls
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
+from pbx_bridge.cel.rows import CelCalls
 from pbx_bridge.config import PbxConfig, PhoneConfig
 from pbx_bridge.log import event, log_context
 
@@ -38,6 +40,9 @@ PURGE_EVERY = 3600.0  # seconds between purges of old raw events
 # A batch with no call changes still saves the journal checkpoint once this many events went by
 # (so the journal's applied segments can be deleted on a PBX that is quiet but chatty).
 CHECKPOINT_EVERY = 5000
+# With a call waiting for its OriginateResponse (pbx_bridge.calls.tracker), a PBX this many
+# seconds quiet means none is coming: the call is ended as it stands.
+IDLE_FLUSH_SECONDS = 2.0
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))
 
@@ -89,6 +94,16 @@ def tracker_settings_for(pbx_configs: Sequence[PbxConfig], phone: PhoneConfig,
 # Sees every AMI event of a batch, in order, before the batch's call changes are saved (a feature
 # that follows raw events, such as click-to-call's OriginateResponse / DialBegin / DialEnd).
 EventListener = Callable[[AmiEvent], Awaitable[None]]
+# Told the PBX's name after each CoreShowChannels resync is applied (the CEL backfill then looks
+# for what the outage hid).
+ResyncListener = Callable[[str], None]
+# In every transaction that saves calls: may this process still write? (With standbys, only the
+# active one may: pbx_bridge.standby.leadership.) False rolls the transaction back.
+Fence = Callable[[AsyncConnection], Awaitable[bool]]
+
+
+class _Fenced(Exception):
+    """The fence said no: roll back, save nothing, stop."""
 
 
 class CallConsumer:
@@ -105,6 +120,9 @@ class CallConsumer:
         max_batch: int = 2000,
         clock: Callable[[], float] = time.time,
         retry_delay: float = 1.0,
+        cel_live_grace: float = 30.0,
+        fence: Fence | None = None,
+        on_fenced: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -124,6 +142,14 @@ class CallConsumer:
         self.clock = clock
         self.retry_delay = retry_delay
         self.trackers: dict[str, CallTracker] = {}
+        # While a PBX is connected, a call CEL shows over for less than this is left to AMI.
+        self.cel_live_grace = cel_live_grace
+        self.fence = fence
+        self.on_fenced = on_fenced
+        self.fenced = False
+        self.resync_listeners: list[ResyncListener] = []
+        self._connected: dict[str, bool] = {}
+        self._cel_marks: dict[str, float] = {}  # PBX -> CEL swept up to, saved with the calls
         self._stopping = asyncio.Event()
         self._pending: list[CallChange] = []
         self._pending_raw: list[AmiEvent] = []
@@ -140,6 +166,7 @@ class CallConsumer:
         self.last_pbx_lag_seconds = 0.0
         self.lag = LagHistogram()
         self.restored = 0
+        self.backfilled = 0  # calls written from CEL
 
     def tracker(self, pbx: str) -> CallTracker | None:
         tracker = self.trackers.get(pbx)
@@ -181,7 +208,7 @@ class CallConsumer:
                     return
                 await asyncio.sleep(self.retry_delay)
         await self._replay_journals()
-        while True:
+        while not self.fenced:
             batch = await self._next_batch()
             if batch is None:
                 break
@@ -190,7 +217,8 @@ class CallConsumer:
                 await self._run_listeners(batch)
             await self._save_and_notify(changes)
         # Whatever could not be saved yet gets a last chance (and the checkpoint its update).
-        await self._save_and_notify([], final=True)
+        if not self.fenced:
+            await self._save_and_notify([], final=True)
 
     async def _replay_journals(self) -> None:
         """Before anything new: the events an earlier process journaled but never applied."""
@@ -227,13 +255,18 @@ class CallConsumer:
                 return None
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(self._stopping.wait())
+            pending_ends = any(t.has_pending_ends for t in self.trackers.values())
             try:
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED,
+                                             timeout=IDLE_FLUSH_SECONDS if pending_ends else None)
             except asyncio.CancelledError:
                 getter.cancel()  # an item not yet taken stays in the queue
                 raise
             finally:
                 stopper.cancel()
+            if not done:  # quiet: an empty batch flushes what waits (see _process)
+                getter.cancel()
+                return []
             if getter not in done:
                 getter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -256,6 +289,10 @@ class CallConsumer:
 
     def _process(self, batch: list[QueueItem]) -> list[CallChange]:
         changes: list[CallChange] = []
+        if not batch:
+            for tracker in self.trackers.values():
+                changes += tracker.flush_pending_ends()
+            return changes
         now = self.clock()
         for item in batch:
             try:
@@ -296,10 +333,32 @@ class CallConsumer:
         if isinstance(item, ChannelsSnapshot):
             event(log, logging.INFO, "calls.resync", pbx=item.pbx, channels=len(item.channels))
             tracker = self.tracker(item.pbx)
-            return tracker.resync(item) if tracker is not None else []
+            changes = tracker.resync(item) if tracker is not None else []
+            for listener in self.resync_listeners:
+                listener(item.pbx)
+            return changes
+        if isinstance(item, CelCalls):
+            return self._absorb(item)
         if isinstance(item, ConnectionUp | ConnectionLost):
+            self._connected[item.pbx] = isinstance(item, ConnectionUp)
             event(log, logging.DEBUG, "calls.connection", pbx=item.pbx, kind=type(item).__name__)
         return []
+
+    def _absorb(self, item: CelCalls) -> list[CallChange]:
+        """Calls read from CEL: rebuilt through a tracker of their own, then taken in by the
+        PBX's live tracker (which knows which of them it is still following)."""
+        tracker = self.tracker(item.pbx)
+        if tracker is None:
+            return []
+        if item.swept_until is not None:
+            self._cel_marks[item.pbx] = max(item.swept_until, self._cel_marks.get(item.pbx, 0.0))
+        rebuilt = rebuild_calls(item.rows, tracker.settings)
+        leave_after = self.clock() - self.cel_live_grace if self._connected.get(item.pbx) else None
+        changes = tracker.absorb(rebuilt.records, rebuilt.merged, leave_after=leave_after)
+        event(log, logging.INFO if changes else logging.DEBUG, "calls.cel_rebuilt", pbx=item.pbx,
+              reason=item.reason, rows=len(item.rows), calls=len(rebuilt.records),
+              taken=sum(c.kind == "ended" for c in changes))
+        return changes
 
     async def _save_and_notify(self, changes: list[CallChange], *, final: bool = False) -> None:
         self._pending += changes
@@ -307,15 +366,27 @@ class CallConsumer:
                     if seq > self._saved_seq.get(pbx, 0)}
         checkpoint_due = bool(advanced) and (final or any(
             seq - self._saved_seq.get(pbx, 0) >= CHECKPOINT_EVERY for pbx, seq in advanced.items()))
-        if not self._pending and not self._pending_raw and not checkpoint_due:
+        if not self._pending and not self._pending_raw and not checkpoint_due and not self._cel_marks:
             return
         try:
             async with self.engine.begin() as conn:
-                await store.save_changes(conn, self._pending)
+                if self.fence is not None and not await self.fence(conn):
+                    raise _Fenced
+                skipped = await store.save_changes(conn, self._pending)
                 if self._pending_raw:
                     await store.save_raw_events(conn, self._pending_raw)
                 # Every event seen so far has its changes in this transaction or an earlier one.
                 await store.save_journal_checkpoints(conn, advanced)
+                await store.save_cel_marks(conn, self._cel_marks)
+        except _Fenced:
+            # Another bridge is active now: it saves (and its CEL backfill completes) these
+            # calls. Nothing more from this one.
+            self.fenced = True
+            self._pending, self._pending_raw, self._cel_marks = [], [], {}
+            event(log, logging.WARNING, "calls.fenced", hint="another bridge is active")
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             # Keep them: the next batch retries (records are whole states, so a later write
             # of the same call supersedes nothing it needs). Hooks wait for the save.
@@ -325,7 +396,11 @@ class CallConsumer:
             if not self._stopping.is_set():
                 await asyncio.sleep(self.retry_delay)
             return
-        saved, self._pending, self._pending_raw = self._pending, [], []
+        # Backfilled calls the log already had whole (the AMI events completed them) are done.
+        saved = [c for c in self._pending if id(c) not in skipped]
+        self.backfilled += sum(c.backfilled and c.kind == "ended" for c in saved)
+        self._pending, self._pending_raw = [], []
+        self._cel_marks = {}
         self._saved_seq.update(advanced)
         for pbx, seq in advanced.items():
             journal = self.journals.get(pbx)

@@ -26,7 +26,7 @@ from pbx_bridge.calls.query import (
     list_calls,
     took_part,
 )
-from pbx_bridge.calls.record import CallRecord
+from pbx_bridge.calls.record import SOURCES, CallRecord
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
@@ -99,6 +99,7 @@ def call_filter(request: web.Request, who: Principal) -> CallFilter:
         operator_role=query_choice(request, "operator_role", OPERATOR_ROLES),
         number=number, number_digits=digits,
         client_id=client_id, did=_phone(request, "did"),
+        source=query_choice(request, "source", SOURCES),
         visible_to=who.extension if who.role == "operator" else None,
     )
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_sync.phone_search import ids_containing
-from pbx_bridge.calls.record import CallRecord, Leg, Transfer, iso
+from pbx_bridge.calls.record import SOURCES, CallRecord, Leg, Transfer, iso
 from pbx_bridge.db.schema import call_legs, calls
 
 
@@ -40,6 +40,7 @@ class CallFilter:
     number_digits: list[str] | None = None
     client_id: int | None = None
     did: str | None = None  # E.164
+    source: str | None = None  # ami | cel | ami+cel
     visible_to: str | None = None  # operators: only calls their extension took part in
     extra: list[Any] = field(default_factory=list)
 
@@ -62,6 +63,7 @@ def record_from_row(row: Any, legs: list[Any] = ()) -> CallRecord:  # type: igno
         answered_at=_ts(row.answered_at), ended_at=_ts(row.ended_at),
         click_to_call_id=row.click_to_call_id, ended_during_outage=bool(row.ended_during_outage),
         id=row.id, client_id=row.client_id,
+        source=row.source if row.source in SOURCES else "ami",
     )
     record.legs = [
         Leg(uniqueid=leg.uniqueid, channel=leg.channel, role=leg.role, extension=leg.extension,
@@ -163,6 +165,8 @@ def _where(f: CallFilter, dialect: str = "sqlite") -> list[Any]:
         conds.append(c.client_id == f.client_id)
     if f.did:
         conds.append(c.did == f.did)
+    if f.source:
+        conds.append(c.source == f.source)
     return conds + f.extra
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 Direction = Literal["inbound", "outbound", "internal", "unknown"]
 Status = Literal["answered", "no_answer", "busy", "abandoned", "failed"]
+# Where the record came from: the live AMI events, Asterisk's CEL rows alone (the bridge was not
+# listening), or both (AMI saw it begin, CEL told how it ended).
+Source = Literal["ami", "cel", "ami+cel"]
+SOURCES: tuple[Source, ...] = ("ami", "cel", "ami+cel")
 
 
 @dataclass
@@ -61,6 +66,7 @@ class CallRecord:
     # Set when this Linkedid's channels joined another call (attended transfer, pickup): the
     # record is then not a call of its own, and the store drops it.
     merged_into: str | None = None
+    source: Source = "ami"
     # Set by later stages (database id, CRM match).
     id: int | None = None
     client_id: int | None = None
@@ -110,13 +116,33 @@ class CallRecord:
             "talk_seconds": self.talk_seconds,
             "click_to_call_id": self.click_to_call_id,
             "client_id": self.client_id,
+            "source": self.source,
         }
+
+
+def combine(cel: CallRecord, ami: CallRecord) -> CallRecord:
+    """A call AMI saw in part (it began while the bridge listened, ended while it did not) and
+    CEL saw whole: CEL's record (the true end, status, who took it), with what only AMI knew
+    (the dialplan's DIRECTION and CALL_ID variables, the database id and card)."""
+    out = dataclasses.replace(cel, source="ami+cel", id=ami.id if ami.id is not None else cel.id,
+                              client_id=ami.client_id if ami.client_id is not None else cel.client_id)
+    if ami.direction != "unknown":
+        out.direction = ami.direction
+    for name in ("customer_number", "customer_name", "did", "dialled", "queue", "click_to_call_id"):
+        if getattr(ami, name) is not None:
+            setattr(out, name, getattr(ami, name))
+    out.operators_rung = [*cel.operators_rung,
+                          *(ext for ext in ami.operators_rung if ext not in cel.operators_rung)]
+    out.started_at = min(cel.started_at, ami.started_at)
+    out.ended_during_outage = False
+    return out
 
 
 RECORD_FIELDS = (
     "id", "pbx", "linkedid", "direction", "status", "missed", "customer_number", "customer_name",
     "did", "dialled", "operator", "operators_rung", "queue", "transfers", "started_at",
     "answered_at", "ended_at", "wait_seconds", "talk_seconds", "click_to_call_id", "client_id",
+    "source",
 )
 
 

@@ -28,6 +28,9 @@ RECORD_PROPERTIES = {
     "started_at": ISO_TIME, "answered_at": _TIME_OR_NULL, "ended_at": _TIME_OR_NULL,
     "wait_seconds": _NUM_OR_NULL, "talk_seconds": _NUM_OR_NULL,
     "click_to_call_id": _STR_OR_NULL, "client_id": nullable({"type": "integer"}),
+    # ami: heard live; cel: rebuilt from Asterisk's CEL (the bridge was not listening);
+    # ami+cel: begun live, completed from CEL.
+    "source": {"enum": ["ami", "cel", "ami+cel"]},
 }
 
 OPENAPI = Fragment(
@@ -50,6 +53,7 @@ OPENAPI = Fragment(
                       "customer's number in any format (exact), or any 4+ consecutive digits of it"),
                 query("client_id", {"type": "integer", "minimum": 1}, ""),
                 query("did", {"type": "string"}, "number dialled by the customer, any format"),
+                query("source", {"enum": ["ami", "cel", "ami+cel"]}, "where the record came from"),
                 query("q", {"type": "string", "minLength": 1, "maxLength": 500},
                       "full-text search in transcripts (words, \"phrases\", or, -word); each "
                       "item then carries `match` (snippet, speaker, offset in seconds)"),

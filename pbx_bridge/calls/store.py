@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.changes import CallChange
-from pbx_bridge.calls.record import CallRecord, Leg, Transfer, to_datetime
-from pbx_bridge.db.schema import call_legs, calls, journal_checkpoints, raw_events
+from pbx_bridge.calls.record import SOURCES, CallRecord, Leg, Transfer, combine, to_datetime
+from pbx_bridge.db.schema import call_legs, calls, cel_backfill, journal_checkpoints, raw_events
 
 # Columns another feature owns (CRM match, tags, legal hold): the pipeline never overwrites them.
 _OWNED_ELSEWHERE = {"id", "client_id", "client_ambiguous", "tags", "legal_hold", "crm_done_at"}
@@ -52,6 +52,7 @@ def _call_values(rec: CallRecord, now: datetime) -> dict[str, Any]:
         "ended_during_outage": rec.ended_during_outage,
         "updated_at": now,
         "tags": [],
+        "source": rec.source,
     }
 
 
@@ -78,16 +79,21 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
 
 
 async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
-                       now: datetime | None = None) -> None:
+                       now: datetime | None = None) -> set[int]:
     """Write the latest state of every call in the batch; sets `record.id` on each change.
+    Returns the ids (`id(change)`) of backfilled changes that were not written, which the
+    pipeline then does not hand to the hooks.
 
     An ended row is final: later writes of the same call (a replay, a late duplicate) leave it
-    as it is. A record merged into another call (attended transfer, pickup) is deleted."""
+    as it is; only a call rebuilt from CEL may complete one that ended during an outage. A
+    record merged into another call (attended transfer, pickup) is deleted."""
     if not changes:
-        return
+        return set()
     now = now or datetime.now(UTC)
+    live = [c for c in changes if not c.backfilled]
+    backfilled = [c for c in changes if c.backfilled]
     latest: dict[tuple[str, str], CallRecord] = {}
-    for change in changes:
+    for change in live:
         rec = change.record
         latest[(rec.pbx[:64], rec.linkedid[:128])] = rec
     merged = [key for key, rec in latest.items() if rec.merged_into]
@@ -97,20 +103,38 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
         gone = sa.select(calls.c.id).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged))
         await conn.execute(sa.delete(call_legs).where(call_legs.c.call_id.in_(gone)))
         await conn.execute(sa.delete(calls).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged)))
-    if not latest:
-        return
+    ids = (await _write(conn, latest, now, calls.c.state != "ended"))[0] if latest else {}
+    skipped: set[int] = set()
+    if backfilled:
+        done = await _save_backfilled(conn, backfilled, now)
+        ids.update(done)
+        skipped = {id(c) for c in backfilled
+                   if (c.record.pbx[:64], c.record.linkedid[:128]) not in done}
+    for change in live:
+        found = ids.get((change.record.pbx[:64], change.record.linkedid[:128]))
+        if found is not None:
+            change.record.id = found[0]
+    return skipped
+
+
+Key = tuple[str, str]
+
+
+async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: datetime,
+                 guard: Any) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
+    """Upsert the records (an existing row only where `guard` holds) and their legs; returns
+    (pbx, linkedid) -> (id, state) for every record, and the keys written."""
     rows = [_call_values(rec, now) for rec in latest.values()]
     stmt = _insert(conn, calls)
     update = {c.name: stmt.excluded[c.name] for c in calls.columns
               if c.name not in _OWNED_ELSEWHERE and c.name not in ("pbx", "linkedid")}
     stmt = stmt.on_conflict_do_update(
-        index_elements=[calls.c.pbx, calls.c.linkedid], set_=update,
-        where=calls.c.state != "ended",
-    )
+        index_elements=[calls.c.pbx, calls.c.linkedid], set_=update, where=guard)
     result = await conn.execute(
         stmt.returning(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state), rows)
     ids: dict[tuple[str, str], tuple[int, str]] = {
         (pbx, linkedid): (call_id, state) for pbx, linkedid, call_id, state in result}
+    written = set(ids)
     # Rows left alone (already ended) return nothing: look their ids up.
     keys = [key for key in latest if key not in ids]
     for start in range(0, len(keys), 500):
@@ -124,8 +148,8 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
     written_ids: list[int] = []
     for key, rec in latest.items():
         call_id, state = ids[key]
-        if state == "ended" and rec.ended_at is None:
-            continue  # a late live write of a finished call: the row is final
+        if key not in written:
+            continue  # a late write of a finished call: the row is final
         written_ids.append(call_id)
         leg_rows.extend(_leg_values(call_id, leg) for leg in rec.legs)
     if leg_rows:
@@ -143,10 +167,38 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
         await conn.execute(sa.delete(call_legs).where(
             call_legs.c.call_id.in_(written_ids),
             sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
-    for change in changes:
-        found = ids.get((change.record.pbx[:64], change.record.linkedid[:128]))
-        if found is not None:
-            change.record.id = found[0]
+    return ids, written
+
+
+async def _save_backfilled(conn: AsyncConnection, changes: Sequence[CallChange], now: datetime,
+                           ) -> dict[tuple[str, str], tuple[int, str]]:
+    """Calls rebuilt from CEL: inserted when the log lacks them, completed (`ami+cel`, keeping
+    what AMI knew) when their row is live or ended during an outage, never written over a
+    record the AMI events completed. Returns the keys written."""
+    by_key = {(c.record.pbx[:64], c.record.linkedid[:128]): c for c in changes}
+    keys = list(by_key)
+    existing: dict[Key, Any] = {}
+    for start in range(0, len(keys), 500):
+        query = sa.select(calls).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(keys[start:start + 500]))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()  # a concurrent writer of the same call waits
+        for found in (await conn.execute(query)).all():
+            existing[(found.pbx, found.linkedid)] = found
+    latest: dict[Key, CallRecord] = {}
+    for key, change in by_key.items():
+        row = existing.get(key)
+        if row is not None and row.state == "ended" and not row.ended_during_outage:
+            continue
+        if row is not None:
+            change.record = combine(change.record, calls_from_rows([row])[0])
+        latest[key] = change.record
+    if not latest:
+        return {}
+    guard = sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True))
+    ids, written = await _write(conn, latest, now, guard)
+    for key, rec in latest.items():
+        rec.id = ids[key][0]
+    return {key: ids[key] for key in written}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -192,6 +244,7 @@ def calls_from_rows(call_rows: Iterable[Any], leg_rows: Iterable[Any] = ()) -> l
             legs=sorted(legs.get(row.id, []), key=lambda leg: leg.created_at),
             ended_during_outage=bool(row.ended_during_outage), id=row.id,
             client_id=row.client_id,
+            source=row.source if row.source in SOURCES else "ami",
         )
         records.append(rec)
     return records
@@ -295,3 +348,40 @@ async def purge_raw_events(conn: AsyncConnection, keep_days: int,
     result = await conn.execute(
         sa.delete(raw_events).where(raw_events.c.received_at < now - timedelta(days=keep_days)))
     return int(result.rowcount or 0)
+
+
+# --- CEL backfill --------------------------------------------------------------------------------
+
+
+async def needing_backfill(conn: AsyncConnection, pbx: str, linkedids: Sequence[str]) -> list[str]:
+    """Of these calls (over, says CEL), those the log lacks, has only live, or has ended during
+    an outage; in the order given."""
+    final: set[str] = set()
+    for start in range(0, len(linkedids), 500):
+        chunk = list(linkedids[start:start + 500])
+        rows = await conn.execute(sa.select(calls.c.linkedid).where(
+            calls.c.pbx == pbx, calls.c.linkedid.in_(chunk), calls.c.state == "ended",
+            calls.c.ended_during_outage.is_(False)))
+        final.update(r.linkedid for r in rows)
+    return [lid for lid in linkedids if lid not in final]
+
+
+async def load_cel_marks(conn: AsyncConnection) -> dict[str, float]:
+    """PBX -> the time (epoch) up to which its CEL is known to have been swept."""
+    rows = await conn.execute(sa.select(cel_backfill.c.pbx, cel_backfill.c.swept_until))
+    return {pbx: when.timestamp() for pbx, when in rows}
+
+
+async def save_cel_marks(conn: AsyncConnection, marks: dict[str, float],
+                         now: datetime | None = None) -> None:
+    if not marks:
+        return
+    now = now or datetime.now(UTC)
+    stmt = _insert(conn, cel_backfill)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[cel_backfill.c.pbx],
+        set_={"swept_until": stmt.excluded.swept_until, "updated_at": stmt.excluded.updated_at},
+        # Never backwards (a manual backfill of an old day must not move it).
+        where=cel_backfill.c.swept_until < stmt.excluded.swept_until)
+    await conn.execute(stmt, [{"pbx": pbx[:64], "swept_until": datetime.fromtimestamp(when, UTC),
+                               "updated_at": now} for pbx, when in marks.items()])

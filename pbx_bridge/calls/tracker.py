@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from crm_sync.phones import is_extension, normalize
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange, ChangeKind
-from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer
+from pbx_bridge.calls.record import CallRecord, Direction, Leg, Status, Transfer, combine
 
 _DIALLED = re.compile(r"\+?[0-9*#]{1,40}")
 # A caller ID that is a phone number in some format: digits and separators, up to 20 digits.
@@ -42,6 +42,11 @@ UNKNOWN_NAMES = frozenset({"", "<unknown>", "unknown", "anonymous", "Anonymous"}
 # How many ended linkedids / hung-up uniqueids to remember so late duplicates do not resurrect
 # a call; a few minutes of a busy PBX.
 ENDED_MEMORY = 20_000
+# Seconds (of event time) a call whose Originate rang no one but its first party waits, after
+# its last channel hung up, for the OriginateResponse that names the number it was to dial.
+ORIGINATE_RESPONSE_WAIT = 2.0
+# OriginateResponse Reason (Asterisk's AST_CONTROL_*) of a failed Originate -> the call's status.
+_ORIGINATE_FAILURE_STATUS: dict[str, str] = {"3": "NOANSWER", "5": "BUSY", "8": "CONGESTION"}
 NORMALIZE_CACHE = 50_000
 MAX_FIELD = 255  # values longer than this are junk for every field we keep
 
@@ -147,6 +152,13 @@ class _Call:
         self.last_dial_status: str | None = None  # of Dials with a caller
         self.originate_status: str | None = None  # of Dials without one (Originate)
         self.originate_failed = False
+        self.dialled_by: dict[str, str] = {}  # dest uid -> caller uid (Dials with a caller)
+        self.answered_uids: set[str] = set()  # channels whose answer was taken (never twice)
+        self.originated: set[str] = set()  # uids an Originate rang (Dials without a caller)
+        self.originate_answered = False  # an OriginateResponse for this call came
+        # Last channel gone, but an Originate that rang no one else has not reported yet: its
+        # OriginateResponse (right after the Hangup) names the number it was meant to dial.
+        self.ending_at: float | None = None
         self.external_dest = False
         self.operator_dest = False
         self.click_to_call_id: str | None = None
@@ -192,6 +204,11 @@ class CallTracker:
         self._last_ts = 0.0
         self._changes: list[CallChange] = []
         self._emitted: set[int] = set()  # ids of calls that emitted during the current event
+        # Calls waiting for their OriginateResponse (see ORIGINATE_RESPONSE_WAIT): linkedid -> the
+        # time their last channel hung up.
+        self._pending_ends: dict[str, float] = {}
+        # Recently ended during an outage: what AMI knew of them, for CEL to complete.
+        self._outage_ended: dict[str, CallRecord] = {}
         self._handlers = {
             "Newchannel": self._on_channel_event,
             "Newstate": self._on_newstate,
@@ -241,6 +258,8 @@ class CallTracker:
         changes: list[CallChange] = []
         self._changes = changes
         self._emitted.clear()
+        if self._pending_ends:
+            self._flush_pending_ends(ts)
         try:
             call = handler(event, ts)
             if call is not None:
@@ -257,6 +276,7 @@ class CallTracker:
         changes: list[CallChange] = []
         self._changes = changes
         self._emitted.clear()
+        self._flush_pending_ends(None)
         at = snapshot.at if _valid_ts(snapshot.at) else self._last_ts
         by_linkedid: dict[str, list[AmiEvent]] = {}
         present: set[str] = set()
@@ -267,6 +287,7 @@ class CallTracker:
                 continue
             present.add(uid)
             by_linkedid.setdefault(self._alias.get(linkedid, linkedid), []).append(ev)
+        self._join_bridged(by_linkedid)
         for call in list(self._calls.values()):
             if call.linkedid in by_linkedid or any(uid in present for uid in call.live):
                 continue
@@ -279,6 +300,40 @@ class CallTracker:
             except Exception:  # noqa: S112 - a junk snapshot entry must not stop the others
                 continue
         return changes
+
+    def _join_bridged(self, by_linkedid: dict[str, list[AmiEvent]]) -> None:
+        """Channels of two Linkedids in one bridge are one call (Asterisk gives them the oldest
+        Linkedid; a snapshot taken just then may still show the newer one on one of them)."""
+        by_bridge: dict[str, list[str]] = {}
+        for linkedid, events in by_linkedid.items():
+            for ev in events:
+                bridge = ev.headers.get("BridgeId", "")
+                if bridge and linkedid not in by_bridge.setdefault(bridge, []):
+                    by_bridge[bridge].append(linkedid)
+        for linkedids in by_bridge.values():
+            alive = [lid for lid in linkedids if lid in by_linkedid]
+            if len(alive) < 2:
+                continue
+
+            def age(lid: str) -> tuple[int, float]:
+                known = self._calls.get(lid)
+                if known is not None:
+                    return (0, known.started_at)
+                return (1, -max(_duration_seconds(e.headers.get("Duration", ""))
+                                for e in by_linkedid[lid]))
+
+            keep, *others = sorted(alive, key=age)
+            for other in others:
+                for ev in by_linkedid.pop(other):
+                    headers = dict(ev.headers)
+                    headers["Linkedid"] = keep
+                    by_linkedid[keep].append(AmiEvent(ev.pbx, ev.name, headers, ev.variables,
+                                                      ev.received_at, ev.seq))
+                src, dst = self._calls.get(other), self._calls.get(keep)
+                if src is not None and dst is not None:
+                    self._merge(src, dst)
+                elif src is not None:
+                    self._alias[other] = keep
 
     def restore(self, records: list[CallRecord]) -> None:
         """Calls the database still has live after a restart; the first snapshot then ends the
@@ -316,6 +371,82 @@ class CallTracker:
                                if t is not None)
             self._calls[rec.linkedid] = call
             call.public_sig = self._public_sig(self._record(call))
+
+    def absorb(self, records: list[CallRecord], merged: dict[str, str], *,
+               leave_after: float | None) -> list[CallChange]:
+        """Calls rebuilt from CEL (pbx_bridge.calls.rebuild), all of them over. A call still
+        live here is ended with CEL's record, completed with what the events told (`ami+cel`),
+        unless it ended after `leave_after` (the PBX is connected: its last events may be on
+        their way). A call these events ended whole is left alone; one ended during an outage
+        is completed. `merged`: Linkedids CEL shows joined another call."""
+        changes: list[CallChange] = []
+        self._changes = changes
+        self._emitted.clear()
+        for linkedid, into in merged.items():
+            src = self._calls.get(linkedid)
+            if src is None or src.linkedid != linkedid:
+                # Not followed here (ended during an outage, or never heard): a row of its own
+                # in the log is no call, and goes.
+                changes.append(CallChange("updated", CallRecord(
+                    self.settings.pbx, linkedid, 0.0, merged_into=into)))
+                continue
+            dst = self._calls.get(self._alias.get(into, into))
+            if dst is not None and dst is not src:
+                self._merge(src, dst)
+                continue
+            rec = self._record(src)
+            self._drop(src)
+            rec.merged_into = into
+            changes.append(CallChange("updated", rec))
+        for rec in records:
+            key = self._alias.get(rec.linkedid, rec.linkedid)
+            call = self._calls.get(key)
+            if call is not None:
+                if (leave_after is not None and call.fixed is None and rec.ended_at is not None
+                        and rec.ended_at > leave_after):
+                    continue
+                rec = combine(rec, self._record(call))
+                self._drop(call)
+            elif key in self._ended and key not in self._outage_ended:
+                continue  # the events ended it whole: that record stands
+            else:
+                known = self._outage_ended.pop(key, None)
+                if known is not None:
+                    rec = combine(rec, known)
+                self._remember(self._ended, key)
+            changes.append(CallChange("ended", rec, rec.operator, backfilled=True))
+        return changes
+
+    def _drop(self, call: _Call) -> None:
+        """Forget a call without reporting anything (CEL's record replaces it)."""
+        self._pending_ends.pop(call.linkedid, None)
+        for uid in call.channels:
+            self._channels.pop(uid, None)
+            self._remember(self._gone, uid)
+        self._calls.pop(call.linkedid, None)
+        self._remember(self._ended, call.linkedid)
+
+    @property
+    def has_pending_ends(self) -> bool:
+        return bool(self._pending_ends)
+
+    def flush_pending_ends(self) -> list[CallChange]:
+        """End the calls still waiting for an OriginateResponse that never came (the pipeline
+        calls this when the PBX has been quiet for a while)."""
+        changes: list[CallChange] = []
+        self._changes = changes
+        self._emitted.clear()
+        self._flush_pending_ends(None)
+        return changes
+
+    def _flush_pending_ends(self, now: float | None) -> None:
+        for linkedid, ending in list(self._pending_ends.items()):
+            if now is not None and now < ending + ORIGINATE_RESPONSE_WAIT:
+                continue
+            del self._pending_ends[linkedid]
+            call = self._calls.get(linkedid)
+            if call is not None:
+                self._end(call, ending)
 
     def live_calls(self) -> list[CallRecord]:
         return [self._record(call) for call in self._calls.values()]
@@ -522,12 +653,15 @@ class CallTracker:
                 # FreePBX dials trunks from a macro whose Exten is `s`: only a number counts.
                 if exten and len(exten) < 64 and _DIALLED.fullmatch(exten):
                     call.dialled_raw = exten
+            call.dialled_by[dest.uid] = caller.uid
             if dest.ext is not None:
                 call.operator_dest = True
             elif not dest.name.startswith("Local/") or caller.ext is not None:
                 call.external_dest = True
                 if call.customer_uid is None and caller.ext is not None:
                     call.customer_uid = dest.uid
+        else:
+            call.originated.add(dest.uid)
         self._ring(call, dest)
         return call
 
@@ -537,16 +671,53 @@ class CallTracker:
         if dest is None:
             return caller.call if caller is not None else None
         call = dest.call
+        if caller is not None and caller.call is not call:
+            # The dialled channel came from another call (a pickup's channel, originated on
+            # its own, answering the trunk's Dial): it joins the caller's call.
+            self._merge(call, caller.call)
+            call = caller.call
         self._ring_over(call, dest)
         status = ev.headers.get("DialStatus", "")
         if caller is not None:
             if status == "ANSWER":
-                self._answer(call, ts, dest)
+                if self._consultation(call, caller):
+                    # An operator consulting a colleague while the customer waits (Atxfer's
+                    # Local pair dialling 102): that leg answered, not the call; who talks with
+                    # the customer changes only when the transfer completes.
+                    if dest.leg.leg.answered_at is None:
+                        dest.leg.leg.answered_at = ts
+                else:
+                    self._answer(call, ts, dest)
             elif status:
                 call.last_dial_status = status
         elif status:
             call.originate_status = status
         return call
+
+    def _consultation(self, call: _Call, caller: _Channel) -> bool:
+        """A Dial placed, once the call was answered, by a channel that is neither the one
+        that started the call nor the customer's: a consultation, not the call being taken."""
+        if call.answered_at is None:
+            return False
+        origin = call.channels.get(call.origin_uid or "")
+        customer = call.channels.get(call.customer_uid or "")
+        return not any(ch is not None and caller.leg is ch.leg for ch in (origin, customer))
+
+    def _operator_behind(self, call: _Call, ch: _Channel) -> str | None:
+        """The operator a channel stands for: its own extension, or, for a Local pair (Atxfer's
+        `Local/102@transfer`), the operator's phone that pair dialled or is bridged with."""
+        if ch.ext is not None:
+            return ch.ext
+        leg_uids = {c.uid for c in call.channels.values() if c.leg is ch.leg}
+        bridges = {call.bridges[u] for u in leg_uids if u in call.bridges}
+        found: _Channel | None = None
+        for other in call.channels.values():
+            if other.ext is None or other.leg is ch.leg:
+                continue
+            if call.dialled_by.get(other.uid) in leg_uids or call.bridges.get(other.uid) in bridges:
+                if found is None or (other.up and not found.up):
+                    found = other
+        return found.ext if found is not None else None
 
     def _on_bridge_enter(self, ev: AmiEvent, ts: float) -> _Call | None:
         ch = self._touch(ev, ts, _P, True)
@@ -582,8 +753,18 @@ class CallTracker:
         ch = self._channels.get(ev.headers.get("Uniqueid", ""))
         if ch is None:
             return None
+        self._follow_linkedid(ch, ev.headers.get("Linkedid"))
         ch.call.bridges.pop(ch.uid, None)
         return None
+
+    def _follow_linkedid(self, ch: _Channel, linkedid: str | None) -> None:
+        """A channel now carrying another call's Linkedid joined that call (seen on events that
+        otherwise only look the channel up)."""
+        if not linkedid or linkedid == ch.call.linkedid:
+            return
+        target = self._calls.get(self._alias.get(linkedid, linkedid))
+        if target is not None and target is not ch.call:
+            self._merge(ch.call, target)
 
     def _on_hangup(self, ev: AmiEvent, ts: float) -> _Call | None:
         h = ev.headers
@@ -596,14 +777,26 @@ class CallTracker:
             # Newchannel does not open a channel that never hangs up.
             self._remember(self._gone, uid)
             return None
+        self._follow_linkedid(ch, h.get("Linkedid"))
         call = ch.call
         if _valid_ts(ts) and ts > call.last_ts:
             call.last_ts = ts
         self._channel_gone(call, ch, ts, h.get("Cause-txt") or h.get("Cause"))
         if not call.live:
+            if self._awaits_originate_response(call):
+                call.ending_at = ts
+                self._pending_ends[call.linkedid] = ts
+                return None
             self._end(call, ts)
             return None
         return call
+
+    def _awaits_originate_response(self, call: _Call) -> bool:
+        """The call is only an Originate ringing its first party, who never answered: its
+        OriginateResponse, right behind this Hangup, says what number it was meant to dial."""
+        return (call.ending_at is None and not call.originate_answered
+                and call.answered_at is None and call.dialled_raw is None
+                and call.origin_uid is not None and call.origin_uid in call.originated)
 
     def _channel_gone(self, call: _Call, ch: _Channel, ts: float, cause: str | None) -> None:
         call.live.discard(ch.uid)
@@ -685,7 +878,8 @@ class CallTracker:
         exten = ev.headers.get("Extension", "")
         to_op = exten if is_extension(exten, self.settings.max_extension_length) else None
         from_op = transferer.ext if transferer is not None else call.operator
-        call.transfers.append(Transfer("blind", ts, from_op, to_op))
+        if not self._add_transfer(call, Transfer("blind", ts, from_op, to_op)):
+            return call
         if to_op is not None:
             call.operator = to_op
         self._emit(call, "transferred", to_op)
@@ -706,14 +900,27 @@ class CallTracker:
             if other is not None and other.call is not call:
                 self._merge(other.call, call)
         from_op = (orig.ext if orig is not None else None) or call.operator
-        to_op = target.ext if target is not None else None
-        call.transfers.append(Transfer("attended", ts, from_op, to_op))
+        to_op = self._operator_behind(call, target) if target is not None else None
+        if to_op is None:
+            exten = ev.headers.get("TransferTargetExten", "")
+            if exten in call.operators_rung:
+                to_op = exten  # the extension the consultation dialled, already rung for this call
+        if not self._add_transfer(call, Transfer("attended", ts, from_op, to_op)):
+            return call
         if to_op is not None:
             call.operator = to_op
             if to_op not in call.operators_rung:
                 call.operators_rung.append(to_op)
         self._emit(call, "transferred", to_op)
         return call
+
+    @staticmethod
+    def _add_transfer(call: _Call, transfer: Transfer) -> bool:
+        """False for a transfer already recorded (the same event seen twice)."""
+        if any(t.kind == transfer.kind and t.at == transfer.at for t in call.transfers):
+            return False
+        call.transfers.append(transfer)
+        return True
 
     def _on_pickup(self, ev: AmiEvent, ts: float) -> _Call | None:
         picker = self._touch(ev, ts, _P, True)
@@ -725,7 +932,8 @@ class CallTracker:
             self._merge(picker.call, call)
         from_op = target.ext
         to_op = picker.ext if picker is not None else None
-        call.transfers.append(Transfer("pickup", ts, from_op, to_op))
+        if not self._add_transfer(call, Transfer("pickup", ts, from_op, to_op)):
+            return call
         if to_op is not None:
             call.pickups[target.uid] = to_op
         self._ring_over(call, target)
@@ -737,14 +945,43 @@ class CallTracker:
         return call
 
     def _on_originate_response(self, ev: AmiEvent, ts: float) -> _Call | None:
+        """Sent to every AMI session for every Originate, whoever placed it (our click-to-call,
+        a CRM's own AMI client, FreePBX's click-to-call module): where the call was to go
+        (`Context`/`Exten`) and whether the first party answered."""
         h = ev.headers
-        if h.get("Response") != "Failure":
-            return None
         ch = self._channels.get(h.get("Uniqueid", ""))
-        if ch is None:
+        call = ch.call if ch is not None else self._pending_for_channel(h.get("Channel", ""))
+        if call is None:
             return None
-        ch.call.originate_failed = True
-        return ch.call
+        call.originate_answered = True
+        if h.get("Response") == "Failure":
+            call.originate_failed = True
+            status = _ORIGINATE_FAILURE_STATUS.get(h.get("Reason", ""))
+            if status is not None and call.originate_status in (None, "ANSWER"):
+                call.originate_status = status
+        exten = h.get("Exten", "")
+        if call.dialled_raw is None and 0 < len(exten) < 64 and _DIALLED.fullmatch(exten):
+            call.dialled_raw = exten
+        if call.ending_at is not None:
+            self._pending_ends.pop(call.linkedid, None)
+            self._after_event(call)
+            self._end(call, call.ending_at)
+            return None
+        return call
+
+    def _pending_for_channel(self, dial: str) -> _Call | None:
+        """The call a failed OriginateResponse is about when it names no Uniqueid (no ChannelId
+        was given): its `Channel` is the dial string (`PJSIP/101`, `Local/101@op-phone/n`), the
+        first party's channel name that string plus `-<sequence>`."""
+        if not dial or not self._pending_ends:
+            return None
+        stem = dial.rsplit("/", 1)[0] if dial.startswith("Local/") and dial.count("/") > 1 else dial
+        for linkedid in self._pending_ends:
+            call = self._calls.get(linkedid)
+            origin = call.channels.get(call.origin_uid or "") if call is not None else None
+            if origin is not None and origin.name.startswith(stem + "-"):
+                return call
+        return None
 
     # --- call progress -----------------------------------------------------------------
 
@@ -767,6 +1004,9 @@ class CallTracker:
                 ringing.discard(ch.uid)
 
     def _answer(self, call: _Call, ts: float, dest: _Channel) -> None:
+        if dest.uid in call.answered_uids and call.answered_at is not None:
+            return  # the same answer seen again (a replayed event): it must not undo a transfer
+        call.answered_uids.add(dest.uid)
         ext = call.pickups.get(dest.uid) or dest.ext
         if ext is not None:
             origin = call.channels.get(call.origin_uid or "")
@@ -784,6 +1024,7 @@ class CallTracker:
             self._emit(call, "answered", None)
 
     def _end(self, call: _Call, ts: float, outage: bool = False) -> None:
+        self._pending_ends.pop(call.linkedid, None)
         if call.linkedid not in self._calls:
             return
         if not _valid_ts(ts) or ts < call.started_at:
@@ -799,6 +1040,10 @@ class CallTracker:
         del self._calls[call.linkedid]
         self._remember(self._ended, call.linkedid)
         rec = self._record(call, ended_at=ts, outage=outage)
+        if outage:
+            self._outage_ended[call.linkedid] = rec
+            if len(self._outage_ended) > ENDED_MEMORY:
+                del self._outage_ended[next(iter(self._outage_ended))]
         if not call.started_emitted:
             self._emit(call, "started", None)
         self._changes.append(CallChange("ended", rec, rec.operator))

@@ -44,7 +44,12 @@ async def create(request: web.Request) -> web.Response:
     try:
         item, created = await service.create(NewRequest(extension, number, client_id, key), who.id)
     except ClickToCallError as exc:
-        raise _api_error(exc) from None
+        error = _api_error(exc)
+        leadership = request.app[RUNTIME].services.get("leadership")
+        active_url = leadership.describe().get("active_url") if leadership is not None else None
+        if exc.code == "standby" and active_url:
+            error.headers["X-PBX-Bridge-Active"] = str(active_url)  # where to send it instead
+        raise error from None
     return web.json_response(item.to_dict(), status=202 if created else 200)
 
 

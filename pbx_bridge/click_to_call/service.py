@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -36,6 +36,7 @@ from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
 from pbx_bridge.click_to_call.group_insert import GroupInserter
 from pbx_bridge.click_to_call.schema import click_to_call_requests as table
 from pbx_bridge.config import PbxConfig, Settings
+from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message
 from pbx_bridge.log import event as log_event
 
@@ -79,6 +80,10 @@ def pbx_ready(connection: Any) -> bool:
     if state is None:
         return True
     return str(getattr(state, "value", state)) in ("connected", "up", "logged_in")
+
+
+# Retry-After (seconds) of a request sent to a standby: a takeover takes a few seconds at most.
+STANDBY_RETRY_AFTER = 2.0
 
 
 class ClickToCallError(Exception):
@@ -137,8 +142,10 @@ class NewRequest:
 
 class ClickToCallService:
     def __init__(self, settings: Settings, engine: AsyncEngine, bus: EventBus,
-                 pbx: Mapping[str, Any]) -> None:
+                 pbx: Mapping[str, Any], acting: Callable[[], bool] = lambda: True) -> None:
         self._settings = settings
+        # With standbys only the active bridge places calls (pbx_bridge.standby).
+        self.acting = acting
         self._engine = engine
         self._bus = bus
         self._pbx = pbx
@@ -196,6 +203,9 @@ class ClickToCallService:
             existing = await self._by_key(token_id, new.idempotency_key)
             if existing is not None:
                 return self._check_same(existing, new, e164), False
+        if not self.acting():
+            raise ClickToCallError(503, "standby", "this bridge is a standby: the active one places "
+                                   "calls", STANDBY_RETRY_AFTER)
         name, connection, config = self._pbx_target()
         if not pbx_ready(connection):
             raise ClickToCallError(503, "pbx_unavailable", f"the PBX {name!r} is not connected",
@@ -262,6 +272,9 @@ class ClickToCallService:
 
     async def _originate(self, item: ClickToCall, connection: Any, fields: dict[str, Any]) -> None:
         timeout = self._settings.click_to_call.originate_timeout + 10.0
+        if not self.acting():  # stood down since the request was accepted: never place it
+            await self._move(item.id, "failed", "pbx_unavailable", release_key=True)
+            return
         # The Originate goes out first; recording the state must not delay it.
         sent = asyncio.ensure_future(connection.originate(fields, timeout))
         # Kept in memory (GET and live events show it) and written with the next change: one
@@ -346,6 +359,17 @@ class ClickToCallService:
     async def on_change(self, change: CallChange) -> None:
         """CallHook: link the call record, and follow answered / ended."""
         request_id = change.record.click_to_call_id
+        if not request_id and change.backfilled:
+            # Rebuilt from CEL, which carries no CALL_ID: ours by its Linkedid (our ChannelId).
+            if not self._loaded:
+                await self._ensure_loaded()
+            request_id = self._by_channel.get(change.record.linkedid)
+            if request_id and change.record.id is not None:
+                async with self._engine.begin() as conn:
+                    await conn.execute(sa.update(calls).where(
+                        calls.c.id == change.record.id, calls.c.click_to_call_id.is_(None))
+                        .values(click_to_call_id=request_id))
+                change.record.click_to_call_id = request_id
         if not request_id:
             return
         if not self._loaded:
@@ -436,6 +460,11 @@ class ClickToCallService:
     def _untrack(self, item: ClickToCall) -> None:
         self._active.pop(item.id, None)
         self._by_channel.pop(item.channel_id, None)
+
+    def forget(self) -> None:
+        """Read the unfinished requests from the database again at next use (a takeover: the
+        bridge that was active placed some of them)."""
+        self._loaded = False
 
     async def _ensure_loaded(self) -> None:
         """Requests left unfinished by a previous run are followed again."""

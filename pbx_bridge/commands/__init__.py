@@ -1,6 +1,7 @@
 """Command groups of the CLI; each module has `register(subparsers)`."""
 
 from pbx_bridge.commands import calls_cmd
+from pbx_bridge.commands import cel_cmd
 from pbx_bridge.commands import clients_cmd
 from pbx_bridge.commands import config_cmd
 from pbx_bridge.commands import db_cmd
@@ -16,6 +17,7 @@ COMMAND_MODULES = [
     db_cmd,
     serve_cmd,
     calls_cmd,
+    cel_cmd,
     clients_cmd,
     recordings_cmd,
     simulate_cmd,

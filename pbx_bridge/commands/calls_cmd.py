@@ -9,6 +9,7 @@ from typing import Any
 
 from pbx_bridge.calls import store
 from pbx_bridge.calls.record import CallRecord
+from pbx_bridge.commands.cel_cmd import register_backfill
 from pbx_bridge.commands.context import database, settings_from_args
 
 MAX_LIMIT = 10_000
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
     lst.add_argument("--pbx", help="only this PBX")
     lst.add_argument("--json", action="store_true", help="one JSON array of call records")
     lst.set_defaults(handler=run_list)
+    register_backfill(inner)
 
 
 def _limit(text: str) -> int:
@@ -48,7 +50,7 @@ async def run_list(args: argparse.Namespace) -> int:
 
 
 COLUMNS = ("id", "started (UTC)", "dir", "customer", "did/dialled", "operator", "status",
-           "wait", "talk")
+           "wait", "talk", "from")
 
 
 def _row(rec: CallRecord) -> list[str]:
@@ -66,7 +68,8 @@ def _row(rec: CallRecord) -> list[str]:
     if rung:
         operator = f"{operator} (rung {', '.join(rung)})".strip()
     return [str(rec.id or ""), started, rec.direction, customer, rec.did or rec.dialled or "",
-            operator, status, _seconds(rec.wait_seconds), _seconds(rec.talk_seconds)]
+            operator, status, _seconds(rec.wait_seconds), _seconds(rec.talk_seconds),
+            "" if rec.source == "ami" else rec.source]
 
 
 def _seconds(value: float | None) -> str:
@@ -83,4 +86,7 @@ def format_table(records: list[CallRecord]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     if any(r.ended_during_outage for r in records):
         lines.append("* ended while the bridge was disconnected: end time is the last one known")
+    if any(r.source != "ami" for r in records):
+        lines.append("from cel: heard of only from Asterisk's CEL (the bridge was not listening); "
+                     "ami+cel: begun live, completed from CEL")
     return "\n".join(lines)

@@ -32,6 +32,10 @@ def register(sub: Any) -> None:
                         help="generator: new calls per second (default: [simulator] calls_per_second)")
     parser.add_argument("--max-calls", type=int, help="generator: stop after this many calls")
     parser.add_argument("--spool", metavar="DIR", help="where MixMonitor writes recordings")
+    parser.add_argument("--cel-url", metavar="URL",
+                        help="also write the CEL rows of every call played into this database "
+                             "(postgresql+asyncpg://... or mysql+aiomysql://...), as cel_pgsql would")
+    parser.add_argument("--cel-table", metavar="NAME", help="its table (default: cel)")
     parser.set_defaults(handler=run)
 
 
@@ -55,6 +59,10 @@ async def run(args: argparse.Namespace) -> int:
         sim_settings.host, sim_settings.port = _listen(args.listen)
     if args.spool:
         sim_settings.spool_dir = Path(args.spool)
+    if args.cel_url:
+        sim_settings.cel_url = args.cel_url
+    if args.cel_table:
+        sim_settings.cel_table = args.cel_table
     if args.speed < 0:
         raise UserError("--speed must be 0 or more")
     sim_settings.speed = args.speed

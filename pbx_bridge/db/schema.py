@@ -55,6 +55,8 @@ calls = sa.Table(
     # When the CRM stage finished with the ended call (card, timeline, tasks, outbox); NULL on an
     # ended call = still to do (the bridge died between saving the call and its CRM work).
     sa.Column("crm_done_at", UtcDateTime, nullable=True),
+    # ami | cel | ami+cel: who told the bridge of the call (pbx_bridge.calls.record.Source).
+    sa.Column("source", sa.String(8), nullable=False, server_default="ami"),
     sa.UniqueConstraint("pbx", "linkedid", name="uq_calls_pbx_linkedid"),
 )
 sa.Index("ix_calls_started_at_id", calls.c.started_at, calls.c.id)
@@ -105,4 +107,29 @@ journal_checkpoints = sa.Table(
     sa.Column("pbx", sa.String(64), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Per PBX, the time up to which Asterisk's CEL has been swept for calls the log lacks
+# (pbx_bridge.calls.backfill): the next start sweeps from there, however long it was down.
+cel_backfill = sa.Table(
+    "cel_backfill",
+    metadata,
+    sa.Column("pbx", sa.String(64), primary_key=True),
+    sa.Column("swept_until", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Which `serve` process is the active one when several share one PostgreSQL (pbx_bridge.standby):
+# a lease the holder renews; a standby takes it over once it has expired by the database's clock.
+# `epoch` grows with every new holder: a write is fenced by the epoch it was made under.
+bridge_leader = sa.Table(
+    "bridge_leader",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("acquired_at", UtcDateTime, nullable=False),
+    # Where the holder serves HTTP (for standbys to name the active one).
+    sa.Column("url", sa.String(255), nullable=False, server_default=""),
 )

@@ -12,6 +12,8 @@ Payloads:
 - call.ringing / call.answered / call.ended / call.missed / call.transferred:
   "call": CallRecord.to_dict(), "extension": the operator rung / who answered (or null),
   "client": the matched client card (call.ringing: the screen pop; null for an unknown caller).
+  call.ended / call.missed of a call rebuilt from CEL once it was over (the bridge was not
+  listening) also carry "backfilled": true; such a call never has a call.ringing.
   call.ringing is the screen pop: only a customer's call ringing an operator. Never for the
   operator's own phone rung first by an Originate (click-to-call, the "first leg"), never for an
   internal call: those ringings are `call.updated` with "reason" ("own_call" / "internal") and
@@ -100,10 +102,12 @@ def call_messages(change: CallChange, ad_channel: str | None = None) -> list[Mes
                                  from_extension=origin_extension(change.record))]
         return [make_message(type_, exts, call=record, extension=change.extension,
                              client=change.client, ad_channel=ad_channel)]
-    out = [make_message(type_, exts, call=record, extension=change.extension, client=change.client)]
+    marks = {"backfilled": True} if change.backfilled else {}
+    out = [make_message(type_, exts, call=record, extension=change.extension, client=change.client,
+                        **marks)]
     if change.kind == "ended" and change.record.missed:
         out.append(make_message("call.missed", exts, call=record, extension=change.extension,
-                                client=change.client))
+                                client=change.client, **marks))
     return out
 
 

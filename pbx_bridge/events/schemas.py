@@ -24,5 +24,8 @@ OPENAPI = Fragment(
                        "call": {"$ref": "#/components/schemas/CallRecord"},
                        "extension": {"anyOf": [{"type": "string"}, {"type": "null"}]},
                        "client": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                       "backfilled": {"type": "boolean",
+                                      "description": "call.ended / call.missed of a call rebuilt "
+                                                     "from CEL after it was over"},
                        "click_to_call": {"$ref": "#/components/schemas/ClickToCall"}}}},
 )

@@ -72,8 +72,18 @@ OPS = Fragment(
             "summary": "Process is up (no token needed)", "security": [], "tags": ["operations"],
             "responses": {"200": json_body({"type": "object", "required": ["status"],
                                             "properties": {"status": {"const": "ok"}}})}}},
+        "/healthz/active": {"get": {
+            "summary": "This bridge acts (alone, or the active one among standbys): 200; a "
+                       "standby: 503 (for a load balancer; no token needed)",
+            "security": [], "tags": ["operations"],
+            "responses": {
+                "200": json_body({"type": "object", "required": ["role"],
+                                  "properties": {"role": {"enum": ["alone", "active"]}}}),
+                "503": json_body({"type": "object", "required": ["role"],
+                                  "properties": {"role": {"const": "standby"}}}, "A standby")}}},
         "/readyz": {"get": {
-            "summary": "Ready: the database and every PBX connection (manager, admin)",
+            "summary": "Ready: the database and every PBX connection (manager, admin); also this "
+                       "bridge's role and each PBX's CEL source",
             "tags": ["operations"],
             "responses": {"200": json_body(ref("Ready")),
                           "503": json_body(ref("Ready"), "Not ready"), **errors()}}},
@@ -87,9 +97,16 @@ OPS = Fragment(
             "responses": {"200": json_body({"type": "object"}), **errors()}}},
     },
     schemas={"Ready": {
-        "type": "object", "required": ["status", "checks"],
+        "type": "object", "required": ["status", "checks", "role", "cel"],
         "properties": {"status": {"enum": ["ready", "not_ready"]},
                        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "role": {"enum": ["alone", "active", "standby"]},
+                       "standby": {"type": "object"},
+                       "cel": {"type": "object", "additionalProperties": {
+                           "type": "object",
+                           "properties": {"state": {"enum": ["idle", "ok", "down", "misconfigured"]},
+                                          "error": {"type": ["string", "null"]},
+                                          "backfill_lag_seconds": {"type": ["number", "null"]}}}},
                        "transcription": {
                            "type": "object", "required": ["model", "language", "warning"],
                            "properties": {

@@ -28,6 +28,8 @@ from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
 
 PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+ROLES = ("alone", "active", "standby")
+CEL_STATES = ("idle", "ok", "down", "misconfigured")
 
 
 class LagSource(Protocol):
@@ -79,6 +81,17 @@ class Metrics:
                                     "Live-event clients disconnected for being slow", registry=r)
         self.pipeline_lag = LagCollector()
         r.register(self.pipeline_lag)
+        self.role = Gauge("pbx_bridge_role", "This bridge's role (1 for the current one): alone "
+                          "(SQLite), active or standby (PostgreSQL, pbx_bridge.standby)", ["role"],
+                          registry=r)
+        self.cel_state = Gauge("pbx_bridge_cel_source_state",
+                               "Each PBX's CEL source state (1 for the current one)", ["pbx", "state"],
+                               registry=r)
+        self.cel_lag = Gauge("pbx_bridge_cel_backfill_lag_seconds",
+                             "How far behind now the PBX's CEL is known to have been swept", ["pbx"],
+                             registry=r)
+        self.backfilled = Gauge("pbx_bridge_cel_calls_backfilled",
+                                "Calls written from CEL by this process since it started", registry=r)
 
     async def refresh(self, runtime: Runtime) -> None:
         async with runtime.engine.connect() as conn:
@@ -110,6 +123,20 @@ class Metrics:
             histogram = getattr(service, "lag", None)
             if callable(getattr(histogram, "cumulative", None)):
                 self.pipeline_lag.source = histogram
+        leadership = runtime.services.get("leadership")
+        role = str(leadership.role) if leadership is not None else "alone"
+        for name in ROLES:
+            self.role.labels(role=name).set(1 if name == role else 0)
+        self.cel_state.clear()
+        self.cel_lag.clear()
+        for backfiller in runtime.services.get("cel") or []:
+            for state in CEL_STATES:
+                self.cel_state.labels(pbx=backfiller.pbx, state=state).set(
+                    1 if state == backfiller.source.state else 0)
+            if backfiller.lag_seconds is not None:
+                self.cel_lag.labels(pbx=backfiller.pbx).set(backfiller.lag_seconds)
+        consumer = runtime.services.get("calls")
+        self.backfilled.set(getattr(consumer, "backfilled", 0) or 0)
         self.subscribers.set(runtime.bus.subscriber_count)
         self.bus_published.set(runtime.bus.published)
 

@@ -18,5 +18,7 @@ class RecordingHook:
             self.service.call_transferred(change.record, change.extension)
         elif change.kind == "updated":
             self.service.call_updated(change.record)
+        elif change.kind == "ended" and change.backfilled:
+            self.service.call_backfilled(change.record)
         elif change.kind == "ended":
             self.service.call_ended(change.record)

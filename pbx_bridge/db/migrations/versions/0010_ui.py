@@ -1,7 +1,7 @@
 """web UI (issue 14): partial-number search indexes, hand-made and shared tasks, card browsing
 
 Revision ID: 0010_ui
-Revises: 0008_crm_done
+Revises: 0009_cel_standby
 
 Partial-number search ("any 4 or more consecutive digits"): on PostgreSQL trigram GIN indexes
 (pg_trgm) that serve `LIKE '%digits%'`; on SQLite external-content FTS5 tables with the trigram
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_ui"
-down_revision = "0008_crm_done"
+down_revision = "0009_cel_standby"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Hot standby: one active `serve` among several sharing one PostgreSQL."""

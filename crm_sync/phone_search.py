@@ -52,9 +52,15 @@ def fts_query(patterns: list[str]) -> str:
 
 def ids_containing(dialect: str, table: sa.Table, columns: list[str], fts_table: str,
                    patterns: list[str]) -> Any:
-    """A condition on `table.c.id`: one of `columns` holds one of the digit strings."""
+    """A condition on `table.c.id`: one of `columns` holds one of the digit strings. Columns after
+    the first are fallbacks, searched only where the first is empty (client_phones.suffix holds
+    the digits of a number kept as typed; for the others, e164 already has them)."""
     if dialect == "postgresql":
-        return sa.or_(*(table.c[column].like(f"%{p}%") for column in columns for p in patterns))
+        first, rest = columns[0], columns[1:]
+        conds = [table.c[first].like(f"%{p}%") for p in patterns]
+        conds += [sa.and_(table.c[first].is_(None), table.c[column].like(f"%{p}%"))
+                  for column in rest for p in patterns]
+        return sa.or_(*conds)
     # Inlined, not bound: fts_query() let through digits and quotes only, and a literal keeps two
     # such conditions in one statement from fighting over a parameter name.
     match: Any = sa.select(sa.column("rowid")).select_from(sa.table(fts_table)).where(

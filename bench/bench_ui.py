@@ -441,7 +441,11 @@ def run(quick: bool = False, parts: tuple[str, ...] = tuple(PARTS)) -> list[Row]
     rows: list[Row] = []
     for name in parts:
         print(f"-- {name}", file=sys.stderr, flush=True)
+        before = os.getloadavg()[0]
         rows += asyncio.run(PARTS[name](quick))
+        # The machine is shared (2 cores): how busy it was says how far to trust the latencies.
+        rows.append(row(f"{name}: machine load average (1 min) at the end, 2 cores", os.getloadavg()[0],
+                        "", "-", before, "at the start"))
     return rows
 
 

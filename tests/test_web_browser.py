@@ -492,6 +492,31 @@ async def test_call_page_player_and_transcript(site: Site, browser: Browser) -> 
     no_js_errors(page)
 
 
+async def test_player_speed_download_and_keys(site: Site, browser: Browser) -> None:
+    page = await new_page(browser)
+    call_id = site.call_ids["recorded"]
+    await sign_in(page, site, "anna", "pass-word-1", start=f"/ui/calls/{call_id}")
+    await until(page, "document.getElementById('player').readyState >= 1")
+    await page.click("button.speed[data-rate='2']")
+    assert await page.evaluate("document.getElementById('player').playbackRate") == 2
+    assert await page.get_attribute("#download", "href") == f"/api/v1/calls/{call_id}/recording"
+    await page.click("h1")  # focus off the buttons: keys go to the player
+    await page.keyboard.press(" ")
+    await until(page, "!document.getElementById('player').paused")
+    await page.keyboard.press(" ")
+    await until(page, "document.getElementById('player').paused")
+    await page.evaluate("document.getElementById('player').currentTime = 0")
+    await page.keyboard.press("ArrowRight")
+    position = await page.evaluate("document.getElementById('player').currentTime")
+    assert position == pytest.approx(3.84, abs=0.05)  # +5 s, held at the end of a 3.84 s call
+    await page.keyboard.press("ArrowLeft")
+    assert await page.evaluate("document.getElementById('player').currentTime") == 0
+    # The transcript says which model and language made it (a Russian model here: no warning).
+    assert "vosk-model-small-ru" in await page.inner_text("#transcript-model")
+    assert await page.is_hidden("#model-warning")
+    no_js_errors(page)
+
+
 async def test_client_cards(site: Site, browser: Browser) -> None:
     page = await new_page(browser)
     await sign_in(page, site, "op1", "pass-word-2", start="/ui/clients")

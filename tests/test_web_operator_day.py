@@ -432,3 +432,20 @@ async def test_russian_ui_has_no_english_outside_data(stack: Stack, browser: Bro
     assert len(checked) == 20
     no_js_errors(page)
     no_js_errors(op)
+
+
+async def test_journal_first_page_follows_calls_with_timers(stack: Stack, browser: Browser) -> None:
+    page = await new_page(browser)
+    await sign_in(page, stack, "anna", "pass-word-1", "/ui/calls")
+    await page.wait_for_selector("#live-status.up")
+    rows = page.locator("#journal tbody tr[data-call-id]")
+    before = await rows.count()
+    # A call starts and ends on the PBX: the first page shows it while it rings (with a timer)
+    # and after, without a reload.
+    serial = stack.call("inbound_answered", "+79169990011", ("102",), name="Борис")
+    await expect(page.locator("#journal tbody .badge.live .timer")).to_have_count(1, timeout=8000)
+    await stack.played(serial)
+    await expect(rows).to_have_count(before + 1, timeout=8000)
+    await expect(page.locator("#journal tbody .badge.live")).to_have_count(0, timeout=8000)
+    assert "Борис" in await rows.first.inner_text()
+    no_js_errors(page)

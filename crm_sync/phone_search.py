@@ -57,7 +57,7 @@ def ids_containing(dialect: str, table: sa.Table, columns: list[str], fts_table:
     the digits of a number kept as typed; for the others, e164 already has them)."""
     if dialect == "postgresql":
         first, rest = columns[0], columns[1:]
-        conds = [table.c[first].like(f"%{p}%") for p in patterns]
+        conds: list[Any] = [table.c[first].like(f"%{p}%") for p in patterns]
         conds += [sa.and_(table.c[first].is_(None), table.c[column].like(f"%{p}%"))
                   for column in rest for p in patterns]
         return sa.or_(*conds)

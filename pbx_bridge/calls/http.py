@@ -26,7 +26,7 @@ from pbx_bridge.calls.query import (
     list_calls,
     took_part,
 )
-from pbx_bridge.calls.record import SOURCES, CallRecord
+from pbx_bridge.calls.record import SOURCES
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
@@ -168,8 +168,8 @@ async def export_handler(request: web.Request) -> web.StreamResponse:
     notifier = runtime.services.get("notifier")
     channel = notifier.ad_channel if notifier is not None else (lambda _did: None)
 
-    def row(record: CallRecord) -> list[Any]:
-        return cells(record, tz, label, channel)
+    def row(call: Any) -> list[Any]:
+        return cells(call, tz, label, channel)
 
     now = datetime.now(tz)
     if fmt == "xlsx":

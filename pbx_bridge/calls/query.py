@@ -185,6 +185,20 @@ async def list_calls(conn: AsyncConnection, f: CallFilter, limit: int,
     return [record_from_row(r) for r in page], next_cursor
 
 
+async def select_page(conn: AsyncConnection, f: CallFilter, columns: list[Any], limit: int,
+                      after: tuple[datetime, int] | None = None) -> list[Any]:
+    """Rows of just `columns` (started_at and id always among them), newest first, after the
+    (started_at, id) of the previous page: for bulk readers (the export), which need neither
+    whole records nor opaque cursors."""
+    query = sa.select(*columns).where(*_where(f, conn.dialect.name))
+    if after is not None:
+        when, last_id = after
+        query = query.where(sa.or_(calls.c.started_at < when,
+                                   sa.and_(calls.c.started_at == when, calls.c.id < last_id)))
+    query = query.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit)
+    return list((await conn.execute(query)).all())
+
+
 async def count_calls(conn: AsyncConnection, f: CallFilter) -> int:
     query = sa.select(sa.func.count()).select_from(calls).where(*_where(f, conn.dialect.name))
     return int((await conn.execute(query)).scalar_one())

@@ -583,7 +583,11 @@ class CardQuery:
     cursor: str | None = None
 
 
-def _text_condition(db: Db, text: str, settings: MatchSettings) -> Any:
+# A part of a number matching more phones than this is searched with a join instead of a list.
+MAX_ID_LIST = 20_000
+
+
+async def _text_condition(db: Db, text: str, settings: MatchSettings) -> Any:
     if _looks_like_phone(text):
         e164 = phones.normalize(text, settings.region, settings.max_extension_length)
         if e164 is not None:
@@ -598,7 +602,11 @@ def _text_condition(db: Db, text: str, settings: MatchSettings) -> Any:
             raise CardError("query", str(exc)) from None
         phone_ids = ids_containing(_dialect(db), client_phones, ["e164", "suffix"],
                                    PHONES_FTS_TABLE, patterns)
-        return clients.c.id.in_(sa.select(client_phones.c.client_id).where(phone_ids))
+        matching = sa.select(client_phones.c.client_id).where(phone_ids)
+        # The cards first, then their order: as a join, PostgreSQL takes a few thousand matches
+        # for a reason to scan every card (61 ms at 300,000 cards instead of 2 ms).
+        found = list((await db.execute(matching.distinct().limit(MAX_ID_LIST + 1))).scalars())
+        return clients.c.id.in_(found) if len(found) <= MAX_ID_LIST else clients.c.id.in_(matching)
     pattern = "%" + text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return sa.or_(clients.c.name_key.like(pattern, escape="\\"),
                   sa.func.lower(clients.c.company).like(pattern, escape="\\"))
@@ -609,7 +617,7 @@ async def find_cards(db: Db, query: CardQuery, settings: MatchSettings) -> tuple
     conds: list[Any] = []
     text = (query.text or "").strip()
     if text:
-        conds.append(_text_condition(db, text, settings))
+        conds.append(await _text_condition(db, text, settings))
     if query.responsible is not None:
         conds.append(clients.c.responsible == query.responsible if query.responsible
                      else clients.c.responsible.is_(None))

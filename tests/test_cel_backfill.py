@@ -6,7 +6,7 @@ AMI events completed is never touched, nothing is ever written twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,16 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp, QueueItem
+from pbx_bridge.bus import EventBus
 from pbx_bridge.calls import store
 from pbx_bridge.calls.backfill import OVERLAP_SECONDS, Backfiller
-from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.changes import CallChange, CallHook
 from pbx_bridge.calls.consumer import CallConsumer
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import TrackerSettings
 from pbx_bridge.cel.source import CelSource
 from pbx_bridge.config import CelConfig
 from pbx_bridge.db.schema import calls
+from pbx_bridge.events.notifier import Notifier
 from tests.cel_support import csv_mappings, load_table, table_rows, unique_table
+from tests.e2e_support import wait_until
 from tests.test_cel_rebuild import ami_record, assert_same_call
 from tests.tracker_support import EXPECTED, check_record, load_items, settings_for
 
@@ -56,6 +59,8 @@ class Pipeline:
     now: list[float] = field(default_factory=lambda: [AFTER])
     queue: asyncio.Queue[QueueItem] = field(default_factory=asyncio.Queue)
     hook: Hooked = field(default_factory=Hooked)
+    bus: EventBus = field(default_factory=EventBus)
+    extra_hooks: list[CallHook] = field(default_factory=list)
     consumer: CallConsumer | None = None
     task: asyncio.Task[None] | None = None
 
@@ -63,7 +68,8 @@ class Pipeline:
         return self.now[0]
 
     async def start(self) -> None:
-        self.consumer = CallConsumer(self.queue, self.engine, sip_settings, [self.hook],
+        self.consumer = CallConsumer(self.queue, self.engine, sip_settings,
+                                     [self.hook, Notifier(self.bus), *self.extra_hooks],
                                      clock=self.clock, cel_live_grace=30.0)
         self.task = asyncio.create_task(self.consumer.run())
 
@@ -127,7 +133,16 @@ async def test_calls_nobody_heard_are_added_once(pipeline: Pipeline, traces: Pat
     names = ["sip_inbound_answered_cel", "sip_queue_ringall_cel", "sip_outbound_busy_cel",
              "sip_attended_transfer", "sip_pickup", "sip_internal_call"]
     await cel_has(pipeline, *names)
+    live = pipeline.bus.subscribe()
     await pipeline.sweep()
+    messages = []
+    while not live.queue.empty():
+        message = live.queue.get_nowait()
+        assert message is not None
+        messages.append(message)
+    # Live clients hear of each call once it is over, marked as such; no screen pop for it.
+    assert sorted(m["type"] for m in messages) == ["call.ended"] * len(names)
+    assert all(m["backfilled"] is True and m["call"]["source"] == "cel" for m in messages)
     records = {r.linkedid: r for r in await pipeline.records()}
     assert len(records) == len(names)
     for name in names:
@@ -278,3 +293,53 @@ async def test_rows_are_read_only_for_the_calls_that_need_them(pipeline: Pipelin
     async with pipeline.engine.connect() as conn:
         sources = sorted(r.source for r in (await conn.execute(sa.select(calls.c.source))).all())
     assert sources == ["ami", "cel"]
+
+
+async def test_a_backfilled_call_is_recorded_only_if_the_spool_has_its_file(
+        engine: AsyncEngine, cel_pg_url: str, traces: Path, tmp_path: Path) -> None:
+    """Nobody sent MixMonitor for a call the bridge never heard: 'not recorded: the bridge was
+    not connected', unless the spool holds a file named for it (the dialplan's own MixMonitor, or
+    a bridge that died right after sending one): that one is converted as usual."""
+    from pbx_bridge.config import Settings
+    from pbx_bridge.db.engine import make_sessionmaker
+    from pbx_bridge.recording.hook import RecordingHook
+    from pbx_bridge.recording.service import NOT_CONNECTED, RecordingService
+    from pbx_bridge.runtime import Runtime
+    from recordings import catalog
+
+    settings = Settings()
+    settings.server.data_dir = str(tmp_path / "var")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings.recordings.spool_dir = str(spool)
+    settings.recordings.first_attempt_delay_seconds = 0
+    service = RecordingService(Runtime(settings=settings, engine=engine, sessions=make_sessionmaker(engine)))
+    # The first call's file as Asterisk's MixMonitor (bD) writes it: stereo slin 8 kHz.
+    (spool / "pbx-1796481217.224.raw").write_bytes(
+        (traces / "recordings" / "pbx-1795731456.0.raw").read_bytes())
+    p = Pipeline(engine, cel_pg_url, unique_table(), extra_hooks=[RecordingHook(service)])
+    await cel_has(p, "sip_inbound_answered_cel", "sip_queue_ringall_cel")
+    await p.start()
+    service.start()
+    try:
+        await p.sweep()
+        ids = {r.linkedid: r.id for r in await p.records()}
+
+        async def states() -> dict[str, str]:
+            async with engine.connect() as conn:
+                rows = {lid: await catalog.get_by_call(conn, cid or 0) for lid, cid in ids.items()}
+            return {lid: row.state for lid, row in rows.items() if row is not None}
+
+        await wait_until(lambda: _ready(states), 20, "the found file converted")
+        async with engine.connect() as conn:
+            missing = await catalog.get_by_call(conn, ids["pbx-1796481244.231"] or 0)
+        assert missing is not None and missing.state == "not_recorded"
+        assert missing.last_error == NOT_CONNECTED
+    finally:
+        await p.stop()
+        await service.stop()
+
+
+async def _ready(states: Callable[[], Awaitable[dict[str, str]]]) -> bool:
+    found = await states()
+    return found.get("pbx-1796481217.224") == "ready" and "pbx-1796481244.231" in found

@@ -5,6 +5,7 @@ one log line, never an exception into the caller's path."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from tests.cel_support import (
     unique_table,
 )
 from tests.test_cel_rebuild import ami_record, assert_same_call
-from tests.tracker_support import settings_for
+from tests.tracker_support import EXPECTED, check_record, settings_for
 
 DAY = (datetime(2026, 12, 5, tzinfo=UTC), datetime(2026, 12, 6, tzinfo=UTC))
 
@@ -41,6 +42,7 @@ async def test_each_trace_read_from_a_real_cel_table(cel_url: str, traces: Path,
         await source.close()
     rebuilt = rebuild_calls(rows, settings_for(name))
     assert len(rebuilt.records) == 1
+    check_record(rebuilt.records[0], dataclasses.replace(EXPECTED[name], click_to_call_id=None))
     assert_same_call(rebuilt.records[0], ami_record(traces, name))
 
 

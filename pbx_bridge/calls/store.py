@@ -121,9 +121,11 @@ Key = tuple[str, str]
 
 
 async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: datetime,
-                 guard: Any) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
+                 guard: Any, new: set[Key] | frozenset[Key] = frozenset(),
+                 ) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
     """Upsert the records (an existing row only where `guard` holds) and their legs; returns
-    (pbx, linkedid) -> (id, state) for every record, and the keys written."""
+    (pbx, linkedid) -> (id, state) for every record, and the keys written. `new`: keys known to
+    have had no row, so no legs of an earlier write to tidy."""
     rows = [_call_values(rec, now) for rec in latest.values()]
     stmt = _insert(conn, calls)
     update = {c.name: stmt.excluded[c.name] for c in calls.columns
@@ -150,7 +152,8 @@ async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: date
         call_id, state = ids[key]
         if key not in written:
             continue  # a late write of a finished call: the row is final
-        written_ids.append(call_id)
+        if key not in new:
+            written_ids.append(call_id)
         leg_rows.extend(_leg_values(call_id, leg) for leg in rec.legs)
     if leg_rows:
         legs_stmt = _insert(conn, call_legs)
@@ -163,10 +166,12 @@ async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: date
         await conn.execute(legs_stmt, leg_rows)
         # A Local channel's leg is named after its ;1 half once that is seen: drop the row the
         # ;2 half made before.
-        keep = [(row["call_id"], row["uniqueid"]) for row in leg_rows]
-        await conn.execute(sa.delete(call_legs).where(
-            call_legs.c.call_id.in_(written_ids),
-            sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
+        if written_ids:
+            tidy = set(written_ids)
+            keep = [(row["call_id"], row["uniqueid"]) for row in leg_rows if row["call_id"] in tidy]
+            await conn.execute(sa.delete(call_legs).where(
+                call_legs.c.call_id.in_(written_ids),
+                sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
     return ids, written
 
 
@@ -195,7 +200,7 @@ async def _save_backfilled(conn: AsyncConnection, changes: Sequence[CallChange],
     if not latest:
         return {}
     guard = sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True))
-    ids, written = await _write(conn, latest, now, guard)
+    ids, written = await _write(conn, latest, now, guard, new=set(latest) - set(existing))
     for key, rec in latest.items():
         rec.id = ids[key][0]
     return {key: ids[key] for key in written}

@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pbx_bridge.cel.grouping import missing_channels
-from pbx_bridge.cel.rows import COLUMNS, CelRow, CelRowError, epoch, row_from_mapping, zone
+from pbx_bridge.cel.rows import COLUMNS, CelRow, CelRowError, epoch, rows_from_tuples, zone
 from pbx_bridge.log import event
 
 log = logging.getLogger("pbx_bridge.cel")
@@ -152,13 +153,14 @@ class CelSource:
         self._set("ok")
 
     async def _fetch(self, build: Any) -> list[Any]:
-        """Run one query (built from the table) under the query timeout; the state follows."""
+        """Run one query (built from the table) under the query timeout; the state follows.
+        Plain tuples, in the select's column order (fast: the backfill reads millions)."""
         async with self._guarded():
             table = await self._open()
             assert self._engine is not None
             async with self._engine.connect() as conn:
                 result = await asyncio.wait_for(conn.execute(build(table)), self.query_timeout)
-                rows = result.mappings().all()
+                rows = result.all()
         return list(rows)
 
     # --- time -----------------------------------------------------------------------------
@@ -169,13 +171,10 @@ class CelSource:
             return when
         return when.astimezone(self.tz).replace(tzinfo=None)
 
-    def _rows(self, mappings: Iterable[Any]) -> list[CelRow]:
-        out = []
-        for m in mappings:
-            try:
-                out.append(row_from_mapping(m, self.tz))
-            except CelRowError:
-                self.bad_rows += 1  # one broken row must not cost the call its other rows
+    def _rows(self, tuples: Iterable[Any]) -> list[CelRow]:
+        assert self._table is not None
+        out, bad = rows_from_tuples([c.name for c in self._table.columns], tuples, self.tz)
+        self.bad_rows += bad  # one broken row must not cost the call its other rows
         self.rows_read += len(out)
         return out
 
@@ -195,31 +194,36 @@ class CelSource:
             return q.order_by(t.c.eventtime)
 
         out = []
-        for m in await self._fetch(build):
+        for linkedid, when in await self._fetch(build):
             try:
-                out.append((str(m["linkedid"]), epoch(m["eventtime"], self.tz)))
+                out.append((str(linkedid), epoch(when, self.tz)))
             except CelRowError:
                 self.bad_rows += 1
         return out
 
     async def rows_for_linkedids(self, linkedids: Sequence[str]) -> list[CelRow]:
-        rows: list[CelRow] = []
-        for start in range(0, len(linkedids), CHUNK):
-            chunk = list(linkedids[start:start + CHUNK])
-            rows += self._rows(await self._fetch(
-                lambda t, chunk=chunk: self._ordered(t, sa.select(t).where(t.c.linkedid.in_(chunk)))))
-        return rows
+        return await self._rows_where("linkedid", linkedids)
 
     async def rows_for_uniqueids(self, uniqueids: Sequence[str]) -> list[CelRow]:
-        rows: list[CelRow] = []
-        for start in range(0, len(uniqueids), CHUNK):
-            chunk = list(uniqueids[start:start + CHUNK])
-            rows += self._rows(await self._fetch(
-                lambda t, chunk=chunk: self._ordered(t, sa.select(t).where(t.c.uniqueid.in_(chunk)))))
-        return rows
+        return await self._rows_where("uniqueid", uniqueids)
 
-    def _ordered(self, t: sa.TableClause, q: Any) -> Any:
-        return q.order_by(t.c.eventtime, t.c.id) if self._has_id else q.order_by(t.c.eventtime)
+    async def _rows_where(self, column: str, values: Sequence[str]) -> list[CelRow]:
+        """Rows whose column is one of the values (unordered: the grouping sorts them). On
+        PostgreSQL one array parameter (`= ANY`): one plan for every batch, however long."""
+        postgres = self.url.startswith("postgresql")
+        size = CHUNK * 10 if postgres else CHUNK
+        rows: list[CelRow] = []
+        for start in range(0, len(values), size):
+            chunk = list(values[start:start + size])
+
+            def build(t: sa.TableClause, chunk: list[str] = chunk) -> Any:
+                if postgres:
+                    array = sa.bindparam("values", chunk, type_=ARRAY(sa.String))
+                    return sa.select(t).where(t.c[column] == sa.any_(array))
+                return sa.select(t).where(t.c[column].in_(chunk))
+
+            rows += self._rows(await self._fetch(build))
+        return rows
 
     async def call_rows(self, linkedids: Sequence[str]) -> list[CelRow]:
         """Every row of these calls, and of the channels they name whose rows were written under

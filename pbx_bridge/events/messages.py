@@ -94,6 +94,10 @@ def call_messages(change: CallChange, ad_channel: str | None = None) -> list[Mes
         return []
     exts = call_extensions(change)
     record = change.record.to_dict()
+    if (change.backfilled and change.kind != "ended") or change.record.merged_into is not None:
+        # A call rebuilt once it was over: only its end is news; a record merged into another
+        # call (attended transfer, pickup) is no call of its own.
+        return []
     if change.kind == "ringing":
         reason = not_a_pop(change)
         if reason is not None:

@@ -85,8 +85,8 @@ class AmiPath:
 
     async def settled(self) -> None:
         """Until the pipeline has saved everything queued."""
-        await wait_until(lambda: self.consumer.queue.empty(), 10, "queue drained")
-        await asyncio.sleep(0.05)  # the batch taken last is being saved
+        await wait_until(lambda: self.consumer.queue.empty() and not self.consumer.busy, 10,
+                         "queue drained and the last batch saved and hooked")
         await wait_until(lambda: not self.consumer._pending, 10, "pending saved")
 
     async def reconnected(self, logins: int) -> None:

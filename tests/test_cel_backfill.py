@@ -87,7 +87,10 @@ class Pipeline:
 
     async def settled(self) -> None:
         await asyncio.wait_for(self.queue.join(), 30)
-        await asyncio.sleep(0.05)  # the batch taken last is saved and hooked
+        assert self.consumer is not None
+        consumer = self.consumer
+        # The batch taken last is saved and hooked.
+        await wait_until(lambda: not consumer.busy and self.queue.empty(), 30, "pipeline idle")
 
     async def sweep(self, **kw: float) -> None:
         source = CelSource(PBX, self.cel_url, self.table)

@@ -147,6 +147,8 @@ class CallConsumer:
         self.fence = fence
         self.on_fenced = on_fenced
         self.fenced = False
+        # Working on a batch taken from the queue (tests and tools wait for it to be done).
+        self.busy = False
         self.resync_listeners: list[ResyncListener] = []
         self._connected: dict[str, bool] = {}
         self._cel_marks: dict[str, float] = {}  # PBX -> CEL swept up to, saved with the calls
@@ -209,13 +211,16 @@ class CallConsumer:
                 await asyncio.sleep(self.retry_delay)
         await self._replay_journals()
         while not self.fenced:
+            self.busy = False
             batch = await self._next_batch()
             if batch is None:
                 break
+            self.busy = True
             changes = self._process(batch)
             if self.event_listeners:
                 await self._run_listeners(batch)
             await self._save_and_notify(changes)
+        self.busy = False
         # Whatever could not be saved yet gets a last chance (and the checkpoint its update).
         if not self.fenced:
             await self._save_and_notify([], final=True)

@@ -819,6 +819,12 @@ class CallTracker:
         if call is None or call.linkedid != linkedid:
             # A merged call's own LINKEDID_END says nothing about the call it joined.
             return None
+        if call.ending_at is not None:
+            return None  # its OriginateResponse follows (Asterisk sends it after the CEL)
+        if not call.live and self._awaits_originate_response(call):
+            call.ending_at = ts
+            self._pending_ends[call.linkedid] = ts
+            return None
         self._end(call, ts)
         return None
 

@@ -3,8 +3,9 @@
 PostgreSQL: `LIKE '%digits%'` served by a pg_trgm GIN index on the column. SQLite: an
 external-content FTS5 table with the trigram tokenizer over the column (kept in sync by triggers,
 created by the migration), queried with the digits as a phrase: consecutive trigrams are exactly
-the substring. A query that starts with the region's trunk prefix (8 in Russia: "8 916 12...") is
-also tried with the country code instead ("7916 12..."), as stored numbers are E.164.
+the substring. A query of 6+ digits that starts with the region's trunk prefix (8 in Russia:
+"8 916 12...") is also tried with the country code instead ("7916 12..."), as stored numbers are
+E.164.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from crm_sync.phones import digits
 
 MIN_DIGITS = 4
 MAX_DIGITS = 20
+TRUNK_MIN_DIGITS = 6
 _ONLY_DIGITS = re.compile(r"^\d+$")
 
 
@@ -38,7 +40,10 @@ def digit_patterns(text: str, region: str) -> list[str]:
         meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
         prefix = meta.national_prefix if meta is not None else None
         code = str(meta.country_code) if meta is not None else ""
-        if prefix and code != prefix and found.startswith(prefix) and len(found) > len(prefix) + 2:
+        # Only when it looks like the start of a number written nationally (6+ digits:
+        # "8 916 31"): four digits that happen to begin with 8 are just digits, and "8959" read
+        # as "7959" would match every +7 959 number.
+        if prefix and code != prefix and found.startswith(prefix) and len(found) >= TRUNK_MIN_DIGITS:
             out.append(code + found[len(prefix):])
     return out
 

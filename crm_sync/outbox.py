@@ -14,12 +14,16 @@ is backed off (`CrmCircuit`): no item is tried until the pause is over, then one
 Without it, a backlog of N clients costs N connection attempts every few seconds for as long as
 the outage lasts. An item that could not even be sent (no connection) is not at fault: such tries
 never turn it into a dead letter, however long the outage.
+
+A sender may also answer `NotYet` (what the item needs is not there yet: a recording still being
+converted): the item waits that long without it counting as a try or as a CRM failure. A sender
+that can put many items in one request (Bitrix24's `batch`) is given the whole round at once
+(`send_many`) and answers per item.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +48,15 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.unreachable = unreachable
+
+
+class NotYet(Exception):
+    """The item cannot be sent yet (it waits for something of ours, not for the CRM): try again
+    in `seconds`, without counting a try."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
 
 
 class OutboxItemNotFound(LookupError):
@@ -79,6 +92,9 @@ class CrmCircuit:
     @property
     def is_open(self) -> bool:
         return self.failed_rounds > 0
+
+    def reset(self) -> None:
+        self.failed_rounds, self.open_until = 0, None
 
     def wait_seconds(self, now: datetime) -> float:
         if self.open_until is None:
@@ -123,6 +139,9 @@ class OutboxItem:
 
 
 Send = Callable[[OutboxItem], Awaitable[None]]
+# Many items at once: one outcome per item, in the same order (None = delivered, else the
+# DeliveryError / NotYet / other exception for that item).
+SendMany = Callable[[list[OutboxItem]], Awaitable[list[BaseException | None]]]
 
 
 def _item(row: Any) -> OutboxItem:
@@ -211,6 +230,35 @@ async def mark_failed(
     return dead
 
 
+async def postpone(db: Db, item: OutboxItem, now: datetime, wait: NotYet) -> None:
+    """The item waits (NotYet): no try counted, the reason kept for `outbox list`."""
+    await db.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == item.id)
+        .values(last_error=f"waiting: {wait}"[:2000],
+                next_attempt_at=now + timedelta(seconds=max(0.0, wait.seconds)))
+    )
+
+
+async def nudge(db: Db, client_key: str, now: datetime) -> int:
+    """Make a key's waiting item due now (what it waited for has arrived). Returns rows changed."""
+    result = await db.execute(
+        sa.update(outbox)
+        .where(outbox.c.client_key == client_key, _pending(), outbox.c.next_attempt_at > now)
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def counts(db: Db) -> dict[str, int]:
+    """Items waiting and dead letters (for /readyz and /metrics)."""
+    row = (await db.execute(sa.select(
+        sa.func.count().filter(_pending()),
+        sa.func.count().filter(outbox.c.dead.is_(sa.true())),
+    ))).one()
+    return {"pending": int(row[0] or 0), "dead": int(row[1] or 0)}
+
+
 async def list_items(db: Db, state: State = "pending", *, limit: int = 100) -> list[OutboxItem]:
     query = sa.select(outbox)
     if state == "pending":
@@ -257,62 +305,80 @@ def utcnow() -> datetime:
 
 async def deliver_due(
     engine: AsyncEngine,
-    send: Send,
+    send: Send | None,
     policy: RetryPolicy,
     *,
     limit: int = 50,
     concurrency: int = 8,
     clock: Callable[[], datetime] = utcnow,
     circuit: CrmCircuit | None = None,
+    send_many: SendMany | None = None,
 ) -> int:
-    """One round: send every due head (different clients in parallel); returns how many went.
-    With an open `circuit`, only one item is tried (the probe)."""
+    """One round: send every due head (different clients in parallel, or all in one `send_many`
+    call); returns how many went. With an open `circuit`, only one item is tried (the probe)."""
     probing = circuit is not None and circuit.is_open
     async with engine.connect() as conn:
         items = await due_items(conn, clock(), 1 if probing else limit)
     if not items:
         return 0
-    gate = asyncio.Semaphore(concurrency)
     retryable_failures = 0
     unreachable = False
 
-    async def one(item: OutboxItem) -> bool:
+    async def settle(item: OutboxItem, outcome: BaseException | None) -> bool:
         nonlocal retryable_failures, unreachable
-        async with gate:
-            if unreachable:
-                return False  # the CRM is not there: the rest of the round waits, untried
-            try:
-                await send(item)
-            except Exception as raised:  # a bug in a sender must not stop the loop
-                exc = (
-                    raised
-                    if isinstance(raised, DeliveryError)
-                    else DeliveryError(f"{type(raised).__name__}: {raised}")
-                )
-                retryable_failures += exc.retryable
-                unreachable = unreachable or exc.unreachable
-                async with engine.begin() as conn:
-                    dead = await mark_failed(conn, item, exc, clock(), policy)
-                if circuit is not None and circuit.is_open and not dead:
-                    return False  # the CRM is still down: said once, when the circuit opened
-                log.warning(
-                    "outbox.failed",
-                    extra={
-                        "kv": {
-                            "id": item.id,
-                            "kind": item.kind,
-                            "attempts": item.attempts + 1,
-                            "dead": dead,
-                            "error": str(exc),
-                        }
-                    },
-                )
-                return False
+        if outcome is None:
             async with engine.begin() as conn:
                 await mark_delivered(conn, item.id, clock())
             return True
+        if isinstance(outcome, NotYet):
+            async with engine.begin() as conn:
+                await postpone(conn, item, clock(), outcome)
+            return False
+        exc = (outcome if isinstance(outcome, DeliveryError)
+               else DeliveryError(f"{type(outcome).__name__}: {outcome}"))
+        retryable_failures += exc.retryable
+        unreachable = unreachable or exc.unreachable
+        async with engine.begin() as conn:
+            dead = await mark_failed(conn, item, exc, clock(), policy)
+        if circuit is not None and circuit.is_open and not dead:
+            return False  # the CRM is still down: said once, when the circuit opened
+        log.warning(
+            "outbox.failed",
+            extra={
+                "kv": {
+                    "id": item.id,
+                    "kind": item.kind,
+                    "attempts": item.attempts + 1,
+                    "dead": dead,
+                    "error": str(exc),
+                }
+            },
+        )
+        return False
 
-    results = await asyncio.gather(*(one(i) for i in items))
+    if send_many is not None:
+        try:
+            outcomes = await send_many(items)
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"send_many answered {len(outcomes)} outcomes for {len(items)} items")
+        except Exception as raised:  # a bug in a sender must not stop the loop
+            outcomes = [raised] * len(items)
+        results = [await settle(item, outcome) for item, outcome in zip(items, outcomes, strict=True)]
+    else:
+        assert send is not None, "deliver_due needs send or send_many"
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: OutboxItem) -> bool:
+            async with gate:
+                if unreachable:
+                    return False  # the CRM is not there: the rest of the round waits, untried
+                try:
+                    await send(item)
+                except Exception as raised:  # a bug in a sender must not stop the loop
+                    return await settle(item, raised)
+                return await settle(item, None)
+
+        results = list(await asyncio.gather(*(one(i) for i in items)))
     delivered = sum(results)
     if circuit is not None:
         was_open = circuit.is_open
@@ -325,9 +391,18 @@ async def deliver_due(
     return delivered
 
 
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    _done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+
+
 async def run_delivery_loop(
     engine: AsyncEngine,
-    send: Send,
+    send: Send | None,
     policy: RetryPolicy,
     stop: asyncio.Event,
     *,
@@ -335,17 +410,24 @@ async def run_delivery_loop(
     wake: asyncio.Event | None = None,
     clock: Callable[[], datetime] = utcnow,
     keep_delivered: timedelta | None = None,
+    send_many: SendMany | None = None,
+    limit: int = 50,
+    circuit: CrmCircuit | None = None,
 ) -> None:
     """Deliver until `stop` is set. `wake` (set by whoever enqueues) cuts the poll wait short.
-    With `keep_delivered`, delivered items older than that are deleted (checked hourly)."""
+    With `keep_delivered`, delivered items older than that are deleted (checked hourly).
+    `send_many` / `limit`: see deliver_due. `circuit`: the caller's, to close it early (a connector
+    whose credentials were just fixed)."""
     last_purge: datetime | None = None
-    circuit = CrmCircuit(policy)
+    circuit = circuit or CrmCircuit(policy)
     while not stop.is_set():
         pause = circuit.wait_seconds(clock())
         if pause > 0:
-            # The CRM is down: nothing to try before the pause is over (new items only queue up).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+            # The CRM is down: nothing to try before the pause is over (new items only queue up;
+            # a wake only makes the pause be looked at again: a reset circuit ends it).
+            await _wait_any(stop, wake, pause)
+            if wake is not None:
+                wake.clear()
             continue
         if keep_delivered is not None and (last_purge is None or clock() - last_purge > timedelta(hours=1)):
             last_purge = clock()
@@ -355,19 +437,13 @@ async def run_delivery_loop(
             except (sa.exc.SQLAlchemyError, OSError):
                 log.exception("outbox.purge_failed")
         try:
-            sent = await deliver_due(engine, send, policy, clock=clock, circuit=circuit)
+            sent = await deliver_due(engine, send, policy, clock=clock, circuit=circuit,
+                                     send_many=send_many, limit=limit)
         except (sa.exc.SQLAlchemyError, OSError):
             log.exception("outbox.round_failed")
             sent = 0
         if sent:
             continue  # the next item of each client may be due right away
-        waiters = [asyncio.ensure_future(stop.wait())]
-        if wake is not None:
-            waiters.append(asyncio.ensure_future(wake.wait()))
-        _done, pending = await asyncio.wait(
-            waiters, timeout=poll_interval, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
+        await _wait_any(stop, wake, poll_interval)
         if wake is not None:
             wake.clear()

@@ -1,6 +1,8 @@
-"""crm_sync's tables: client cards, their phones and e-mails, timeline, tasks, outbox.
+"""crm_sync's tables: client cards, their phones and e-mails, timeline, tasks, outbox, and the
+native CRM connectors' state (their OAuth tokens, the CRM's ids of our calls).
 
-Hand-written migration: pbx_bridge/db/migrations/versions/0002_crm.py (keep the two identical).
+Hand-written migrations: pbx_bridge/db/migrations/versions/0002_crm.py and 0011_crm_connectors.py
+(keep them identical to this file).
 Links to the application's tables (calls) are plain integer ids, never foreign keys.
 """
 
@@ -162,6 +164,37 @@ outbox = sa.Table(
 )
 sa.Index("ix_outbox_client_key_id", outbox.c.client_key, outbox.c.id)
 sa.Index("ix_outbox_pending", outbox.c.delivered_at, outbox.c.dead, outbox.c.next_attempt_at)
+
+# A native connector's credentials as the CRM last issued them. OAuth refresh tokens are single
+# use (Bitrix24 and Kommo both issue a new one with each refresh and void the old), so the current
+# pair must survive a restart: the configuration's tokens only seed this row.
+crm_connector_auth = sa.Table(
+    "crm_connector_auth",
+    metadata,
+    sa.Column("connector", sa.String(32), primary_key=True),  # bitrix24 | kommo
+    sa.Column("access_token", sa.Text, nullable=True),
+    sa.Column("refresh_token", sa.Text, nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    # Bitrix24: the token its events carry (auth[application_token]), from ONAPPINSTALL.
+    sa.Column("application_token", sa.String(255), nullable=True),
+    sa.Column("member_id", sa.String(255), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The CRM's id for one of our calls (Bitrix24's CALL_ID from register or from OnExternalCallStart),
+# keyed by the PBX's Linkedid: known before our call row exists (click-to-call).
+crm_external_calls = sa.Table(
+    "crm_external_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", sa.String(32), nullable=False),
+    sa.Column("pbx", sa.String(64), nullable=False),
+    sa.Column("linkedid", sa.String(128), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # register | click_to_call
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("connector", "pbx", "linkedid", name="uq_crm_external_calls_call"),
+)
 
 # What the library's functions take: the caller's connection or session, inside its transaction.
 Db = AsyncConnection | AsyncSession

@@ -155,6 +155,107 @@ class EventsConfig:
 NewContactPolicy = Literal["every", "answered", "min_talk", "never"]
 
 
+# --- native CRM connectors (issue 16): [crm.bitrix24] and [crm.kommo] -----------------------
+
+
+@dataclass
+class Bitrix24Config:
+    # Bitrix24 "external telephony" (call cards, call activities, leads, recordings).
+    enabled: bool = False
+    # The portal, e.g. "https://example.bitrix24.ru" (a local application's REST calls go there).
+    portal_url: str = ""
+    # OR an incoming webhook "https://example.bitrix24.ru/rest/1/<code>/" (see the README: the
+    # telephony methods refuse webhooks on current portals).
+    webhook_url: str = ""
+    # The local application's keys; tokens arrive with its installation (ONAPPINSTALL) and are kept
+    # in the database. refresh_token / application_token here only seed an empty database.
+    client_id: str = ""
+    client_secret: str = ""
+    refresh_token: str = ""
+    application_token: str = ""
+    oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
+    # Whose call it is when no operator's extension has a Bitrix24 user (UF_PHONE_INNER).
+    default_user_id: int = 1
+    # Pop Bitrix24's call card while the phone rings (SHOW); not for cards older than this.
+    show_card: bool = True
+    show_max_age_seconds: float = 60.0
+    # LINE_NUMBER of outbound calls ("" = none); inbound calls use their DID.
+    outbound_line: str = ""
+    # Bind OnExternalCallStart (calls placed from Bitrix24) to the bridge's handler at start.
+    click_to_call: bool = True
+    # The handler's public URL ("" = server.public_url + "/hooks/bitrix24").
+    handler_url: str = ""
+    requests_per_second: float = 2.0
+    burst: int = 10
+    users_refresh_minutes: float = 10.0
+    # How long a recording / transcript is waited for before the call is left without it.
+    attach_wait_minutes: float = 60.0
+    timeout: float = 10.0
+
+
+@dataclass
+class KommoConfig:
+    # Kommo / amoCRM API v4 (calls on cards, incoming leads, contact lookup).
+    enabled: bool = False
+    # The account's address, e.g. "https://example.kommo.com" or "https://example.amocrm.ru".
+    base_url: str = ""
+    # The integration's keys, and a one-time authorization_code (or a refresh_token) to start
+    # from; the tokens are then kept in the database. Or a long_lived_token alone.
+    client_id: str = ""
+    client_secret: str = ""
+    redirect_uri: str = ""
+    authorization_code: str = ""
+    refresh_token: str = ""
+    long_lived_token: str = ""
+    # Operator's extension -> Kommo user id (responsible_user_id, click-to-call from Kommo).
+    users: dict[str, int] = field(default_factory=dict)
+    # `source` of calls and `source_name` of incoming leads; service_code of the leads' metadata.
+    source: str = "pbx-bridge"
+    service_code: str = "pbx-bridge"
+    # Pipeline for incoming leads (0 = the account's main one).
+    pipeline_id: int = 0
+    # Recording links in Kommo stay playable this many days.
+    link_days: int = 90
+    attach_wait_minutes: float = 30.0
+    requests_per_second: int = 7
+    timeout: float = 10.0
+
+
+def _check_crm_connectors(crm: CrmConfig, source: str) -> None:
+    active = [name for name, on in (("crm.external_enabled", crm.external_enabled),
+                                    ("crm.bitrix24.enabled", crm.bitrix24.enabled),
+                                    ("crm.kommo.enabled", crm.kommo.enabled)) if on]
+    if len(active) > 1:
+        raise ConfigError(f"{source}: only one external CRM may be active, got {' and '.join(active)}")
+    b24, kommo = crm.bitrix24, crm.kommo
+    for key, url in (("bitrix24.portal_url", b24.portal_url), ("bitrix24.webhook_url", b24.webhook_url),
+                     ("bitrix24.oauth_url", b24.oauth_url), ("bitrix24.handler_url", b24.handler_url),
+                     ("kommo.base_url", kommo.base_url)):
+        if url and not re.match(r"^https?://", url):
+            raise ConfigError(f"{source}: 'crm.{key}' must be an http:// or https:// URL")
+    if b24.enabled:
+        if not b24.webhook_url and not (b24.portal_url and b24.client_id and b24.client_secret):
+            raise ConfigError(f"{source}: 'crm.bitrix24' needs webhook_url, or portal_url with "
+                              "client_id and client_secret (a local application)")
+        if b24.requests_per_second <= 0 or b24.burst < 1 or b24.timeout <= 0:
+            raise ConfigError(f"{source}: 'crm.bitrix24.requests_per_second', 'burst' and 'timeout' "
+                              "must be positive")
+    if kommo.enabled:
+        if not kommo.base_url:
+            raise ConfigError(f"{source}: 'crm.kommo.base_url' is required")
+        if not kommo.long_lived_token and not (kommo.client_id and kommo.client_secret):
+            raise ConfigError(f"{source}: 'crm.kommo' needs long_lived_token, or client_id and "
+                              "client_secret with authorization_code or refresh_token")
+        if not 1 <= kommo.requests_per_second <= 7:
+            raise ConfigError(f"{source}: 'crm.kommo.requests_per_second' must be 1-7 (Kommo's limit)")
+        for ext, user in kommo.users.items():
+            if user <= 0:
+                raise ConfigError(f"{source}: 'crm.kommo.users.{ext}' must be a Kommo user id")
+
+
+# --- end of the native CRM connectors' block ------------------------------------------------
+
+
 @dataclass
 class CrmConfig:
     # New contacts: a call with a number that has no card creates one when the policy says so.
@@ -189,6 +290,9 @@ class CrmConfig:
     outbox_poll_interval: float = 1.0
     # Delivered outbox items are deleted after this many days (0 = kept forever).
     outbox_keep_days: int = 7
+    # Native connectors (at most one external CRM of any kind is enabled).
+    bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
+    kommo: KommoConfig = field(default_factory=KommoConfig)
 
 
 @dataclass
@@ -391,11 +495,14 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], source: 
             if target is None:
                 raise ConfigError(f"{where}: no [[pbx]] named or numbered '{parts[1]}' in {source}")
             target[parts[2]] = _env_value(value)
-        elif len(parts) == 2:
-            section = raw.setdefault(parts[0], {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"{where}: '{parts[0]}' is not a section")
-            section[parts[1]] = _env_value(value)
+        elif len(parts) in (2, 3):
+            # PBX_BRIDGE_CRM__BITRIX24__CLIENT_SECRET: a key of a sub-section ([crm.bitrix24]).
+            table = raw
+            for name in parts[:-1]:
+                table = table.setdefault(name, {})
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{where}: '{name}' is not a section")
+            table[parts[-1]] = _env_value(value)
         else:
             raise ConfigError(f"{where}: expected PBX_BRIDGE_<SECTION>__<KEY>")
 
@@ -594,6 +701,7 @@ def _check_crm(crm: CrmConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'crm.outbox_keep_days' must not be negative")
     if crm.outbox_max_attempts < 1:
         raise ConfigError(f"{source}: 'crm.outbox_max_attempts' must be at least 1")
+    _check_crm_connectors(crm, source)
 def _check_recordings(rec: RecordingsConfig, source: str) -> None:
     where = f"{source}: 'recordings."
     if rec.retention_days < 0:
@@ -639,10 +747,13 @@ def _check_web(web: WebConfig, source: str) -> None:
 def mask_secret(key: str, value: Any) -> Any:
     if not isinstance(value, str) or not value:
         return value
+    if key == "webhook_url":  # the webhook's code in its path is its password
+        return "***"
     if (key == "url" or key.endswith("_url")) and "://" in value:
         # Keep the scheme and host: useful to see; hide credentials.
         return re.sub(r"://[^@/]*@", "://***@", value)
-    if key in SECRET_KEYS or key.endswith("secret") or key.endswith("password"):
+    if (key in SECRET_KEYS or key.endswith("secret") or key.endswith("password")
+            or key.endswith("_token") or key == "authorization_code"):
         return "***"
     return value
 

@@ -36,6 +36,7 @@ from pbx_bridge.calls.store import ended_without_crm
 from pbx_bridge.clients.caller_lookup import CallerLookup
 from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.planner import OutboxPlanner
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message, task_message
 from pbx_bridge.log import event
@@ -95,6 +96,7 @@ class CrmHook:
         outbox_wake: asyncio.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
         lookup: CallerLookup | None = None,
+        planner: OutboxPlanner | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -106,6 +108,10 @@ class CrmHook:
         self.outbox_wake = outbox_wake
         self.clock = clock
         self.external = settings.crm.external_enabled
+        # A native connector (Bitrix24, Kommo): its outbox items instead of the generic ones.
+        self.planner = planner
+        self.external_lookup = planner.lookup if planner is not None else (
+            connector.lookup if connector is not None and connector.settings.lookup_url else None)
         # (pbx, linkedid) -> (card summary or None, client id, ambiguous)
         self._live: dict[tuple[str, str], tuple[dict[str, Any] | None, int | None, bool]] = {}
         # The current batch's ended calls, finished by prepare(): (pbx, linkedid, id(record)).
@@ -127,6 +133,12 @@ class CrmHook:
             if (change.kind != "ended" and record.direction != "internal"
                     and record.customer_number and key not in self._live):
                 self._remember(key, await self.identify(record))
+        if self.planner is not None:
+            try:
+                if await self.planner.prepare(changes) and self.outbox_wake is not None:
+                    self.outbox_wake.set()
+            except Exception:  # the call card work must go on; finish registers a call itself
+                log.exception("crm.connector_live_failed")
         ended = [c.record for c in changes if c.kind == "ended"]
         if not ended:
             return
@@ -182,7 +194,7 @@ class CrmHook:
         match, summary = await self.lookup.screen_pop(record.customer_number)
         if match.client is not None and summary is not None:
             return dict(summary), match.client.id, match.ambiguous
-        if self.connector is not None and match.e164 and self.connector.settings.lookup_url:
+        if self.external_lookup is not None and match.e164:
             found = await self._external_lookup(match.e164)
             if found is not None:
                 pop = {
@@ -193,16 +205,16 @@ class CrmHook:
                     "phones": [{"e164": match.e164, "raw": match.e164}],
                     "tags": [],
                     "ambiguous": False,
-                    "external": found,
+                    "external": found.get("kommo", found),
                 }
                 return pop, None, False
         return None, None, False
 
     async def _external_lookup(self, e164: str) -> dict[str, Any] | None:
-        assert self.connector is not None
+        assert self.external_lookup is not None
         try:
             return await asyncio.wait_for(
-                self.connector.lookup(e164), self.settings.crm.external_lookup_timeout
+                self.external_lookup(e164), self.settings.crm.external_lookup_timeout
             )
         except Exception as exc:  # the screen pop goes on without the external card
             event(log, logging.WARNING, "crm.external_lookup_failed", error=str(exc) or type(exc).__name__)
@@ -278,6 +290,8 @@ class CrmHook:
         touched = [t for t in [await crm_tasks.get_task(conn, i) for i in changed] if t is not None]
         card = res.card  # when created: the CRM's contact item and the client.created message
         enqueued = len(await self._enqueue(conn, facts, res, card, now)) if self.external else 0
+        if self.planner is not None:
+            enqueued += await self.planner.ended(conn, record, facts, res, now)
         await conn.execute(
             sa.update(calls)
             .where(self._call_row(record))

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from pbx_bridge.calls.changes import CallHook
 from pbx_bridge.clients.hook import CrmHook
 from pbx_bridge.clients.outbox_worker import OutboxWorker
+from pbx_bridge.crm_connectors.live_hook import LiveCallHook
+from pbx_bridge.crm_connectors.service import SERVICE_NAME, ConnectorService, active_connector
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
 
@@ -25,6 +28,9 @@ class CrmServices:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.worker: OutboxWorker | None = None
+        self.connector: ConnectorService | None = None
+        # Pipeline stages to run after the live events (the native connector's live calls).
+        self.late_hooks: list[CallHook] = []
         self.hook: CrmHook | None = None
         self._reconcile: asyncio.Task[None] | None = None
 
@@ -33,12 +39,19 @@ class CrmServices:
         if settings.crm.external_enabled:
             self.worker = OutboxWorker(self.runtime.engine, settings)
             await self.worker.start()
+        elif (native := active_connector(settings)) is not None:
+            self.connector = ConnectorService(self.runtime, native)
+            self.runtime.services[SERVICE_NAME] = self.connector
+            await self.connector.start()
+            self.late_hooks.append(LiveCallHook(self.connector.planner, self.connector.wake))
+        wake = self.worker.wake if self.worker else (self.connector.wake if self.connector else None)
         self.hook = CrmHook(
             self.runtime.engine,
             settings,
             bus=self.runtime.bus,
             connector=self.worker.connector if self.worker else None,
-            outbox_wake=self.worker.wake if self.worker else None,
+            outbox_wake=wake,
+            planner=self.connector.planner if self.connector else None,
         )
         self.runtime.services["crm_hook"] = self.hook
         if self.worker is not None:
@@ -65,3 +78,9 @@ class CrmServices:
             self.hook.close()
         if self.worker is not None:
             await self.worker.stop()
+        if self.connector is not None:
+            await self.connector.stop()
+            # A standby that acts again later starts a new one (pbx_bridge.assembly.activate).
+            self.runtime.services.pop(SERVICE_NAME, None)
+            self.connector = None
+            self.late_hooks.clear()

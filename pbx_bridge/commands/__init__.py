@@ -4,6 +4,7 @@ from pbx_bridge.commands import calls_cmd
 from pbx_bridge.commands import cel_cmd
 from pbx_bridge.commands import clients_cmd
 from pbx_bridge.commands import config_cmd
+from pbx_bridge.commands import crm_cmd
 from pbx_bridge.commands import db_cmd
 from pbx_bridge.commands import recordings_cmd
 from pbx_bridge.commands import serve_cmd
@@ -24,4 +25,5 @@ COMMAND_MODULES = [
     tokens_cmd,
     transcribe_cmd,
     users_cmd,
+    crm_cmd,
 ]

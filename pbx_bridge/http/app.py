@@ -15,6 +15,8 @@ from pbx_bridge.click_to_call import schemas as click_to_call_schemas
 from pbx_bridge.clients import http as clients_http
 from pbx_bridge.clients import routing_http
 from pbx_bridge.clients import schemas as clients_schemas
+from pbx_bridge.crm_connectors import http as crm_connectors_http
+from pbx_bridge.crm_connectors import schemas as crm_connectors_schemas
 from pbx_bridge.events import http as events_http
 from pbx_bridge.events import schemas as events_schemas
 from pbx_bridge.http.access_log import access_log_middleware
@@ -44,6 +46,7 @@ FEATURES: list[tuple[Callable[[web.Application], None], Fragment | None]] = [
     (reports_http.setup, reports_schemas.OPENAPI),
     (clients_http.setup, clients_schemas.OPENAPI),
     (routing_http.setup, None),
+    (crm_connectors_http.setup, crm_connectors_schemas.OPENAPI),
     (recording_http.setup, Fragment(paths=recording_schemas.OPENAPI_PATHS,
                                     schemas=recording_schemas.OPENAPI_SCHEMAS)),
     (transcription_http.setup, Fragment(paths=transcription_schemas.PATHS,

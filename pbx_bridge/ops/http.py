@@ -39,6 +39,14 @@ async def readyz(request: web.Request) -> web.Response:
     leadership = runtime.services.get("leadership")
     if leadership is not None:
         body["standby"] = leadership.describe()
+    # A native CRM connector's state, backlog and dead letters: shown, not part of readiness (a
+    # CRM that is down loses nothing; the bridge itself is ready).
+    connector = runtime.services.get("crm_connector")
+    if connector is not None:
+        try:
+            body["crm"] = await connector.observe()
+        except (OSError, sa.exc.SQLAlchemyError) as exc:
+            body["crm"] = {"state": "unknown", "detail": type(exc).__name__}
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -28,6 +28,7 @@ from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
 
 PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+CRM_STATES = ("starting", "ok", "down", "stopped")  # crm_sync.connector_state
 ROLES = ("alone", "active", "standby")
 CEL_STATES = ("idle", "ok", "down", "misconfigured")
 
@@ -79,6 +80,21 @@ class Metrics:
                                    registry=r)
         self.slow_clients = Counter("pbx_bridge_live_event_clients_dropped",
                                     "Live-event clients disconnected for being slow", registry=r)
+        # Native CRM connector (Bitrix24, Kommo): state, what waits, dead letters, limit refusals.
+        self.crm_state = Gauge("pbx_bridge_crm_connector_state",
+                               "CRM connector state (1 for the current state)", ["connector", "state"],
+                               registry=r)
+        self.crm_backlog = Gauge("pbx_bridge_crm_outbox_backlog", "Outbox items waiting for the CRM",
+                                 ["connector"], registry=r)
+        self.crm_dead = Gauge("pbx_bridge_crm_outbox_dead_letters", "Outbox items that gave up",
+                              ["connector"], registry=r)
+        self.crm_requests = Gauge("pbx_bridge_crm_requests", "Requests sent to the CRM since start",
+                                  ["connector"], registry=r)
+        self.crm_limited = Gauge("pbx_bridge_crm_limit_errors",
+                                 "Requests the CRM refused for its request limit since start",
+                                 ["connector"], registry=r)
+        self.crm_refreshes = Gauge("pbx_bridge_crm_token_refreshes", "OAuth token refreshes since start",
+                                   ["connector"], registry=r)
         self.pipeline_lag = LagCollector()
         r.register(self.pipeline_lag)
         self.role = Gauge("pbx_bridge_role", "This bridge's role (1 for the current one): alone "
@@ -123,6 +139,18 @@ class Metrics:
             histogram = getattr(service, "lag", None)
             if callable(getattr(histogram, "cumulative", None)):
                 self.pipeline_lag.source = histogram
+        connector = runtime.services.get("crm_connector")
+        if connector is not None:
+            seen = await connector.observe()
+            name = seen["connector"]
+            self.crm_state.clear()
+            for state in CRM_STATES:
+                self.crm_state.labels(connector=name, state=state).set(1 if state == seen["state"] else 0)
+            self.crm_backlog.labels(connector=name).set(seen["backlog"])
+            self.crm_dead.labels(connector=name).set(seen["dead_letters"])
+            self.crm_requests.labels(connector=name).set(seen["requests"])
+            self.crm_limited.labels(connector=name).set(seen["limit_errors"])
+            self.crm_refreshes.labels(connector=name).set(seen["token_refreshes"])
         leadership = runtime.services.get("leadership")
         role = str(leadership.role) if leadership is not None else "alone"
         for name in ROLES:

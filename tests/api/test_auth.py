@@ -51,6 +51,8 @@ ENDPOINTS: list[tuple[str, str, str, set[str]]] = [
     ("POST", "/api/v1/calls/{id}/recording/link", "/api/v1/calls/1/recording/link",
      {"admin", "crm", "operator", "manager"}),
     ("POST", "/api/v1/calls/{id}/legal-hold", "/api/v1/calls/1/legal-hold", {"admin", "manager"}),
+    # Click-to-call from a Kommo widget (issue 16): 404 here, the Kommo connector being off.
+    ("POST", "/api/v1/crm/kommo/click-to-call", "/api/v1/crm/kommo/click-to-call", {"admin", "crm"}),
     # Transcription (issue 7).
     ("GET", "/api/v1/calls/{id}/transcript", "/api/v1/calls/1/transcript",
      {"admin", "crm", "operator", "manager"}),

@@ -1,7 +1,7 @@
 """web UI (issue 14): partial-number search indexes, hand-made and shared tasks, card browsing
 
 Revision ID: 0010_ui
-Revises: 0009_cel_standby
+Revises: 0011_crm_connectors
 
 Partial-number search ("any 4 or more consecutive digits"): on PostgreSQL trigram GIN indexes
 (pg_trgm) that serve `LIKE '%digits%'`; on SQLite external-content FTS5 tables with the trigram
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_ui"
-down_revision = "0009_cel_standby"
+down_revision = "0011_crm_connectors"
 branch_labels = None
 depends_on = None
 

@@ -31,7 +31,7 @@ from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.http.params import path_id, query_bool, query_choice, query_int, query_time
+from pbx_bridge.http.params import check_text, path_id, query_bool, query_choice, query_int, query_time
 from pbx_bridge.web.i18n import LANGUAGES, Catalog, choose_language, load_catalogs
 from recordings.transcription.search import SearchHit, SearchQueryError, search_call_ids
 
@@ -108,7 +108,7 @@ async def _narrow_to_transcripts(request: web.Request, conn: AsyncConnection,
                                  f: CallFilter) -> dict[int, SearchHit]:
     """`q`: transcript search narrows the journal to the calls that match (the best SEARCH_LIMIT
     of them), still in the journal's own order and pages."""
-    q = request.query.get("q", "").strip()
+    q = check_text(request.query.get("q", "").strip(), "q")  # PostgreSQL refuses a NUL: 422, not 500
     if len(q) > 500:
         raise ApiError(422, "invalid_parameter", "'q' is longer than 500 characters")
     if not q:

@@ -277,8 +277,11 @@ class CrmConfig:
     match_digits: int = 10
     # DID (the number the customer dialled, any format) -> ad channel written as the card's source.
     did_sources: dict[str, str] = field(default_factory=dict)
-    # Missed calls from clients without a responsible operator go to this group ("" = nobody).
-    callback_group: str = ""
+    # A missed call's call-back goes to the card's responsible operator, else to every operator
+    # the call rang, else to this group, which every operator sees ("" = nobody in particular).
+    callback_group: str = "operators"
+    # Call-backs are due this many minutes after the missed call ended (the SLA).
+    callback_due_minutes: float = 15.0
     # External CRM connector (off unless enabled): what it sends goes through the outbox.
     external_enabled: bool = False
     external_lookup_url: str = ""  # GET, "{phone}" replaced by the E.164 number
@@ -314,6 +317,8 @@ class ApiConfig:
     # Page size of list endpoints when `limit` is not given, and the most `limit` may ask for.
     default_page_size: int = 50
     max_page_size: int = 500
+    # The journal export (CSV / XLSX) holds at most this many calls.
+    export_max_rows: int = 1_000_000
 
 
 @dataclass
@@ -706,6 +711,8 @@ def _check_crm(crm: CrmConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'crm.match_digits' must be 7-15, got {crm.match_digits}")
     if crm.min_talk_seconds < 0:
         raise ConfigError(f"{source}: 'crm.min_talk_seconds' must not be negative")
+    if crm.callback_due_minutes <= 0:
+        raise ConfigError(f"{source}: 'crm.callback_due_minutes' must be more than 0")
     urls = {"external_lookup_url": crm.external_lookup_url, "external_contact_url": crm.external_contact_url,
             "external_call_url": crm.external_call_url}
     for key, value in urls.items():

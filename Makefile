@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PBX_BRIDGE_CONFIG ?= config/pbx-bridge.toml
 
-.PHONY: run test install install-test lint typecheck unit browser-deps mariadb-deps bench soak clean
+.PHONY: run test install install-test lint typecheck unit browser-deps mariadb-deps deploy-deps bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: install
 
 ## Second command: install everything and run every test (lint, types, unit, integration,
 ## PostgreSQL, real vosk model, browser).
-test: install-test browser-deps mariadb-deps
+test: install-test browser-deps mariadb-deps deploy-deps
 	$(BIN)/ruff check pbx_bridge crm_sync recordings tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -52,6 +52,24 @@ mariadb-deps:
 		$$SUDO mariadb -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; \
 			GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"; \
 		mariadb -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null || { echo "MariaDB did not start" >&2; exit 1; }; \
+	fi
+
+# What the deployment tests check the files in deploy/ with: systemd-analyze (Debian's systemd)
+# verifies the units; promtool checks and unit-tests the alert rules. promtool is unpacked from
+# Debian's prometheus package into the virtualenv: nothing is installed system-wide, no
+# Prometheus service is set up or started.
+PROMTOOL := $(VENV)/promtool/usr/bin/promtool
+deploy-deps: $(BIN)/python
+	@SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	if ! command -v systemd-analyze >/dev/null; then \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	fi; \
+	if [ ! -x $(PROMTOOL) ]; then \
+		tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+		{ apt-get download prometheus >/dev/null 2>&1 || { $$SUDO apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } && \
+		dpkg-deb -x prometheus_*.deb unpacked && mkdir -p $(abspath $(VENV))/promtool/usr/bin && \
+		cp unpacked/usr/bin/promtool $(abspath $(PROMTOOL)) && cd / && rm -rf $$tmp; \
+		$(abspath $(PROMTOOL)) --version >/dev/null || { echo "promtool did not install" >&2; exit 1; }; \
 	fi
 
 bench: install-test

@@ -66,6 +66,9 @@ clients = sa.Table(
 )
 sa.Index("ix_clients_name_key", clients.c.name_key)
 sa.Index("ix_clients_responsible", clients.c.responsible)
+# The card list: most recently active first, filtered by ad channel.
+sa.Index("ix_clients_last_activity_at", clients.c.last_activity_at)
+sa.Index("ix_clients_source", clients.c.source)
 
 client_phones = sa.Table(
     "client_phones",
@@ -131,12 +134,19 @@ tasks = sa.Table(
     sa.Column("closed_at", UtcDateTime, nullable=True),
     sa.Column("created_by_call_id", sa.Integer, nullable=True),
     sa.Column("closed_by_call_id", sa.Integer, nullable=True),
+    # A hand-made task's text ("send the contract"); call-backs have none.
+    sa.Column("title", sa.String(255), nullable=True),
+    # ",101,102,": every operator a missed call rang, when its card has no responsible one (each
+    # of them sees the task; `assignee` is the first).
+    sa.Column("assignees", sa.String(255), nullable=True),
+    sa.Column("created_by", sa.String(64), nullable=True),  # who made a task by hand
     # One task per missed call, however often its end is replayed.
     sa.UniqueConstraint("kind", "created_by_call_id", name="uq_tasks_kind_created_by_call"),
 )
 sa.Index("ix_tasks_client_id_status", tasks.c.client_id, tasks.c.status)
 sa.Index("ix_tasks_number_status", tasks.c.number, tasks.c.status)
 sa.Index("ix_tasks_assignee_status", tasks.c.assignee, tasks.c.status)
+sa.Index("ix_tasks_status_due_at", tasks.c.status, tasks.c.due_at)
 
 outbox = sa.Table(
     "outbox",

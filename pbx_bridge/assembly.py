@@ -163,7 +163,7 @@ class Bridge:
                 self.crm.hook,
                 RecordingHook(self.recordings),
                 self.click_to_call,
-                Notifier(runtime.bus),
+                Notifier(runtime.bus, settings.crm.did_sources, settings.phone.default_region),
                 *self.crm.late_hooks,
             ]
             self._journals = await open_journals(settings, runtime.engine)

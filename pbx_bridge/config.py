@@ -67,6 +67,14 @@ class PbxConfig:
     port: int = 5038
     username: str = "bridge"
     secret: str = ""
+    # AMI over TLS (manager.conf tlsenable; Asterisk's TLS port is 5039 by convention): the
+    # secret and every call's numbers cross the network encrypted.
+    tls: bool = False
+    # PEM CA certificates the PBX's certificate must chain to ("" = the system's trusted CAs).
+    tls_ca_file: str = ""
+    # Check the certificate and that it names `host`; false = encrypted but unauthenticated
+    # (whoever answers gets the secret: a lab only).
+    tls_verify: bool = True
     # Which channels are operators' phones; the named group `ext` is the extension.
     operator_channel: str = r"^(?:PJSIP|SIP)/(?P<ext>\d{2,5})-"
     # Dialplan contexts where customers' calls from the public network arrive.
@@ -98,7 +106,9 @@ class SimulatorConfig:
     # Run the built-in simulated PBX when no [[pbx]] is configured (the demo default).
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 5039
+    # Not 5038 / 5039 (a real Asterisk's AMI and TLS AMI ports), so the demo never collides
+    # with, or is taken for, a PBX on the same machine.
+    port: int = 15038
     username: str = "bridge"
     secret: str = "simulator"  # noqa: S105 - the demo PBX's own password
     calls_per_second: float = 0.2
@@ -267,8 +277,11 @@ class CrmConfig:
     match_digits: int = 10
     # DID (the number the customer dialled, any format) -> ad channel written as the card's source.
     did_sources: dict[str, str] = field(default_factory=dict)
-    # Missed calls from clients without a responsible operator go to this group ("" = nobody).
-    callback_group: str = ""
+    # A missed call's call-back goes to the card's responsible operator, else to every operator
+    # the call rang, else to this group, which every operator sees ("" = nobody in particular).
+    callback_group: str = "operators"
+    # Call-backs are due this many minutes after the missed call ended (the SLA).
+    callback_due_minutes: float = 15.0
     # External CRM connector (off unless enabled): what it sends goes through the outbox.
     external_enabled: bool = False
     external_lookup_url: str = ""  # GET, "{phone}" replaced by the E.164 number
@@ -304,6 +317,8 @@ class ApiConfig:
     # Page size of list endpoints when `limit` is not given, and the most `limit` may ask for.
     default_page_size: int = 50
     max_page_size: int = 500
+    # The journal export (CSV / XLSX) holds at most this many calls.
+    export_max_rows: int = 1_000_000
 
 
 @dataclass
@@ -600,6 +615,7 @@ def _check(settings: Settings, source: str) -> None:
         if not 0 < pbx.port < 65536:
             raise ConfigError(f"{source}: '{where}.port' must be 1-65535")
         _check_cel_source(pbx, where, source)
+        _check_tls(pbx, where, source)
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: two [[pbx]] entries have the same name")
     if not 0 < settings.server.port < 65536:
@@ -636,6 +652,22 @@ def _check(settings: Settings, source: str) -> None:
             f"{source}: 'phone.default_region' {settings.phone.default_region!r} "
             "is not a region code such as RU"
         )
+
+
+def _check_tls(pbx: PbxConfig, where: str, source: str) -> None:
+    if pbx.tls_ca_file and not pbx.tls:
+        raise ConfigError(f"{source}: '{where}.tls_ca_file' is set but 'tls' is false")
+    if not pbx.tls or not pbx.tls_ca_file:
+        return
+    import ssl  # local: only needed for this check
+
+    try:
+        ssl.create_default_context(cafile=pbx.tls_ca_file)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: '{where}.tls_ca_file' {pbx.tls_ca_file}: no such file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{source}: '{where}.tls_ca_file' {pbx.tls_ca_file} is not a readable "
+                          f"PEM CA file ({exc})") from None
 
 
 def _check_cel_source(pbx: PbxConfig, where: str, source: str) -> None:
@@ -679,6 +711,8 @@ def _check_crm(crm: CrmConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'crm.match_digits' must be 7-15, got {crm.match_digits}")
     if crm.min_talk_seconds < 0:
         raise ConfigError(f"{source}: 'crm.min_talk_seconds' must not be negative")
+    if crm.callback_due_minutes <= 0:
+        raise ConfigError(f"{source}: 'crm.callback_due_minutes' must be more than 0")
     urls = {"external_lookup_url": crm.external_lookup_url, "external_contact_url": crm.external_contact_url,
             "external_call_url": crm.external_call_url}
     for key, value in urls.items():

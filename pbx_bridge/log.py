@@ -95,8 +95,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str = "INFO", fmt: str = "text", *, stdout: bool = False) -> None:
+    """`stdout`: for the services (serve, worker), whose output is their log (journald, docker
+    logs); one-shot commands log to stderr so that their standard output stays their data."""
+    handler = logging.StreamHandler(sys.stdout if stdout else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -220,6 +220,8 @@ async def test_traces_with_cards_present(engine: AsyncEngine, settings: Settings
         "phones": [{"e164": "+74951234567", "raw": "8 495 123-45-67"}],
         "tags": ["vip"],
         "ambiguous": False,
+        "last_call": None,
+        "open_tasks": [],
     }
     assert pops["inbound_noanswer"] is None  # unknown caller: no card to pop
     assert pops["internal_call"] is None
@@ -258,13 +260,19 @@ async def test_missed_call_opens_task_and_answered_call_closes_it(
     task = open_tasks[0]
     card_id = task["client_id"]
     assert card_id is not None
-    # New card, nobody responsible yet: the configured group gets it.
-    assert (task["kind"], task["assignee"], task["number"], task["created_by_call_id"]) == (
+    # New card, nobody responsible yet: the operator the call rang gets it (not the group), due
+    # crm.callback_due_minutes after the call.
+    got = (task["kind"], task["assignee"], task["assignees"], task["number"], task["created_by_call_id"])
+    assert got == (
         "call_back",
-        "sales-team",
+        missed.operators_rung[0],
+        missed.operators_rung,
         "+79161234567",
         missed.id,
     )
+    assert task["due_at"] is not None and missed.ended_at is not None
+    due = datetime.fromisoformat(task["due_at"].replace("Z", "+00:00")).timestamp()
+    assert due == pytest.approx(missed.ended_at + 15 * 60, abs=1)
     # The same missed call replayed (e.g. after a restart) adds nothing.
     await hook.on_change(CallChange("ended", missed))
     # A second missed call while the task is open: on the timeline, no second task.
@@ -322,7 +330,8 @@ async def test_missed_call_without_card_still_gets_task(engine: AsyncEngine, set
     await replay(engine, hook, trace_records()["inbound_noanswer"])
     async with engine.connect() as conn:
         (task,) = await tasks.list_tasks(conn, status="open")
-    assert task["client_id"] is None and task["number"] == "+79161234567" and task["assignee"] == "sales-team"
+    assert task["client_id"] is None and task["number"] == "+79161234567"
+    assert task["assignee"] == trace_records()["inbound_noanswer"].operators_rung[0]
     later = replace(
         trace_records()["inbound_noanswer"],
         linkedid="later",

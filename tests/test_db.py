@@ -12,17 +12,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pbx_bridge.calls.query import SEARCH_OBJECTS
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine
 from pbx_bridge.db.metadata import all_metadata
-from recordings.transcription.schema import FTS_OBJECTS
+from recordings.transcription.schema import FTS_OBJECTS as TRANSCRIPT_FTS
+
+FTS_OBJECTS = TRANSCRIPT_FTS | SEARCH_OBJECTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _is_fts_object(difference: object) -> bool:
-    """Full-text search objects exist only in the migration, per dialect (an FTS5 virtual table and
-    its shadow tables on SQLite, a generated tsvector column and its GIN index on PostgreSQL), so
+    """Full-text search objects exist only in the migration, per dialect (FTS5 virtual tables and
+    their shadow tables on SQLite, a generated tsvector column and GIN indexes on PostgreSQL), so
     the comparison ignores exactly those by name."""
     if not isinstance(difference, tuple) or not difference:
         return False

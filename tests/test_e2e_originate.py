@@ -47,7 +47,7 @@ async def test_an_originate_by_another_client_the_operator_never_answers(
         [rec] = await all_calls(engine)
     assert (rec.direction, rec.customer_number, rec.dialled) == ("outbound", "+79161234567", "89161234567")
     assert rec.operators_rung == ["101"] and rec.operator == "101"
-    assert rec.status == "failed" and not rec.missed and rec.click_to_call_id is None
+    assert rec.status == "no_answer" and not rec.missed and rec.click_to_call_id is None
 
 
 async def test_an_originate_by_another_client_that_is_answered(engine: AsyncEngine, tmp_path: Path) -> None:

@@ -408,7 +408,7 @@ def test_simulate_command_rejects_bad_arguments() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == \
-        "pbx-bridge: --listen 'nowhere': expected HOST:PORT, e.g. 127.0.0.1:5039"
+        "pbx-bridge: --listen 'nowhere': expected HOST:PORT, e.g. 127.0.0.1:15038"
     result = subprocess.run([sys.executable, "-m", "pbx_bridge", "simulate", "--trace", "/no/such.ami"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no such file" in result.stderr

@@ -359,7 +359,7 @@ def test_cel_linkedid_end_ends_the_call() -> None:
     assert run([p.ev("Hangup", 5.6, "A"), p.ev("Hangup", 5.6, "T")], tracker) == []
 
 
-def test_click_to_call_originate_failure_is_failed() -> None:
+def test_click_to_call_whose_operator_never_answers_is_no_answer() -> None:
     p = Pbx()
     p.chan("O", "PJSIP/101-00000008", "c2c-1", "c2c-1", "from-internal", "s")
     events = [
@@ -370,7 +370,22 @@ def test_click_to_call_originate_failure_is_failed() -> None:
         p.ev("Hangup", 20.1, "O"),
     ]
     rec = ended(run(events))[0]
-    assert rec.status == "failed" and rec.operators_rung == ["101"] and not rec.missed
+    assert rec.status == "no_answer" and rec.operators_rung == ["101"] and not rec.missed
+
+
+def test_an_originate_that_found_the_operator_busy_or_no_channel() -> None:
+    for reason, dial_status, status in (("5", "BUSY", "busy"), ("0", "CHANUNAVAIL", "failed"),
+                                        ("8", None, "failed")):
+        p = Pbx()
+        p.chan("O", "PJSIP/101-00000008", "c2c-2", "c2c-2", "from-internal", "s")
+        events = [p.ev("Newchannel", 0, "O"),
+                  AmiEvent("pbx", "DialBegin", {"Timestamp": f"{T0}", **p.h("O", "Dest")})]
+        if dial_status:
+            events.append(AmiEvent("pbx", "DialEnd", {"Timestamp": f"{T0 + 1}", **p.h("O", "Dest"),
+                                                      "DialStatus": dial_status}))
+        events += [p.ev("Hangup", 1.1, "O"),
+                   p.ev("OriginateResponse", 1.2, "O", Response="Failure", Reason=reason)]
+        assert ended(run(events))[0].status == status, reason
 
 
 def _originate_unanswered(p: Pbx, uid: str) -> list[AmiEvent]:
@@ -404,7 +419,7 @@ def test_an_originate_by_another_ami_client_that_the_operator_never_answers() ->
     rec = ended(changes)[0]
     assert (rec.direction, rec.customer_number, rec.dialled) == ("outbound", "+79161234567", "89161234567")
     assert rec.operators_rung == ["101"] and rec.operator == "101"
-    assert rec.status == "failed" and not rec.missed
+    assert rec.status == "no_answer" and not rec.missed  # the operator's phone rang out
     assert rec.ended_at == T0 + 20.01  # when its last channel hung up, not when Asterisk told
     assert rec.legs[0].hangup_cause == "User alerting, no answer"
     assert tracker.live_calls() == []
@@ -414,7 +429,7 @@ def test_an_originate_with_a_channel_id_is_matched_by_its_uniqueid() -> None:
     p = Pbx()
     rec = ended(run([*_originate_unanswered(p, "c2c-7"), _originate_response("PJSIP/101", "c2c-7")]))[0]
     assert rec.direction == "outbound" and rec.customer_number == "+79161234567"
-    assert rec.linkedid == "c2c-7" and rec.status == "failed"
+    assert rec.linkedid == "c2c-7" and rec.status == "no_answer"
 
 
 def test_an_originate_whose_response_never_comes_still_ends() -> None:

@@ -243,8 +243,9 @@ async def test_serve_runs_workers_in_process(engine: AsyncEngine, db_url: str, t
         assert any("spawn_main" in " ".join(p.cmdline()) for p in helpers)  # the pool and its worker
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 90)
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode == 0, err.decode()
-    assert "transcription.workers.started processes=1" in err.decode()
+    # serve logs to standard output (a service's output is its log: journald, docker logs).
+    assert "transcription.workers.started processes=1" in out.decode()
     await asyncio.sleep(1)
     assert not [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -294,7 +294,9 @@ async def test_page_headers_and_context(client: Client) -> None:
                                    html, re.S).group(1))  # type: ignore[union-attr]
     assert context["user"] == {"username": "op1", "role": "operator", "extension": "101",
                                "language": None}
-    assert context["data"] == {"call_id": 42} and context["lang"] == "en"
+    assert context["data"]["call_id"] == 42 and context["lang"] == "en"
+    # The call page is told which model transcribes, in which language (issue 14).
+    assert context["data"]["transcription"]["language"] == "ko"
     assert "Call journal" in html
 
 

@@ -4,7 +4,8 @@ The PbxConnection logs in, sends the session settings, reports `ConnectionUp`, a
 `CoreShowChannels` and reports a `ChannelsSnapshot`, then keeps the connection alive with its own
 Ping watchdog. Every event and control item goes into ONE queue, in the order it was read. On loss
 it reports `ConnectionLost` and reconnects with capped, jittered exponential backoff; wrong
-credentials give state `auth_failed`, one log line and slow retries.
+credentials give state `auth_failed`, one log line and slow retries; so does a TLS connection
+(`[[pbx]] tls`) whose certificate is not trusted or that finds no TLS: state `tls_failed`.
 
 Actions: `send_action()` and `originate()` raise PbxUnavailable when not logged in, ActionTimeout
 when the PBX does not answer in time, ActionFailed on `Response: Error`. An action pending when the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -30,12 +32,14 @@ from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, Co
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.ami.protocol import BridgeAmiProtocol, BridgeManager, message_to_event
 from pbx_bridge.ami.tasks import cancel_and_wait
+from pbx_bridge.ami.tls import TlsSetupError, client_context, describe_failure
 from pbx_bridge.config import PbxConfig
 from pbx_bridge.log import event as log_event
 
 log = logging.getLogger("pbx_bridge.ami.connection")
 
-ConnectionState = Literal["connecting", "connected", "auth_failed", "disconnected", "stopped"]
+ConnectionState = Literal["connecting", "connected", "auth_failed", "tls_failed", "disconnected",
+                          "stopped"]
 FieldValue = str | Sequence[str]
 _ERROR_RESPONSES = frozenset({"Error", "Fail", "Failure"})
 # How many times a patient action's timeout is renewed while the connection shows it is alive.
@@ -60,6 +64,10 @@ class ActionResponse:
 
 class AuthenticationFailed(Exception):
     """The PBX refused our username/secret."""
+
+
+class TlsFailed(Exception):
+    """The TLS handshake failed: an untrusted certificate, or no TLS on that port."""
 
 
 class SessionLost(Exception):
@@ -312,7 +320,7 @@ class PbxConnection:
     async def _supervise(self) -> None:
         failures = 0
         while not self._stopping:
-            if self.state != "auth_failed":
+            if self.state not in ("auth_failed", "tls_failed"):
                 self.state = "connecting"
             try:
                 await self._session()
@@ -328,6 +336,19 @@ class PbxConnection:
                 self.state = "auth_failed"
                 self.last_error = f"authentication failed: {exc}"
                 # Slow retries: someone has to fix the credentials; no fast silent loop (pitfall 9).
+                await asyncio.sleep(backoff_delay(0, self.config.reconnect_max,
+                                                  self.config.reconnect_max, self._rand()))
+                continue
+            except TlsFailed as exc:
+                self._close_protocol()
+                if self.state != "tls_failed" or self.last_error != f"TLS: {exc}":
+                    # One line per cause, not per retry: a certificate is fixed by a person.
+                    log_event(log, logging.ERROR, "ami.tls_failed", pbx=self.pbx_name,
+                              host=self.config.host, port=self.config.port, reason=str(exc),
+                              ca_file=self.config.tls_ca_file or "system",
+                              retry_every=self.config.reconnect_max)
+                self.state = "tls_failed"
+                self.last_error = f"TLS: {exc}"
                 await asyncio.sleep(backoff_delay(0, self.config.reconnect_max,
                                                   self.config.reconnect_max, self._rand()))
                 continue
@@ -357,12 +378,19 @@ class PbxConnection:
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         answer_timeout = max(self.config.ping_timeout, 2.0)  # Asterisk waits 1 s before a refusal
+        try:
+            # Built per attempt: a CA file replaced on disk is read again at the next try.
+            manager.use_tls(client_context(self.config))
+        except TlsSetupError as exc:
+            raise TlsFailed(str(exc)) from None
         connecting = manager.connect()
         try:
             _transport, protocol = await asyncio.wait_for(connecting, answer_timeout)
         except TimeoutError:
             connecting.cancel()
             raise TimeoutError(f"connect to {self.config.host}:{self.config.port} timed out") from None
+        except ssl.SSLError as exc:
+            raise TlsFailed(describe_failure(exc)) from None
         self._protocol = protocol
 
         def logged_in(future: asyncio.Future[Any]) -> None:
@@ -394,7 +422,7 @@ class PbxConnection:
         self.state = "connected"
         self.last_error = ""
         log_event(log, logging.INFO, "ami.connected", pbx=self.pbx_name, host=self.config.host,
-                  port=self.config.port, version=self.asterisk_banner)
+                  port=self.config.port, version=self.asterisk_banner, tls=self.config.tls)
         await self._snapshot(answer_timeout)
         await self._keepalive()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -280,6 +281,10 @@ class BridgeManager(Manager):
         # panoramisk re-sends actions on FullyBooted (pitfall 7): never.
         self.callbacks.clear()
         self.patterns.clear()
+
+    def use_tls(self, context: ssl.SSLContext | None) -> None:
+        """TLS (a client context) or plaintext for the next `connect()`."""
+        self.config["ssl"] = context or False
 
     def connection_made(self, f: asyncio.Future[Any]) -> None:
         if f.cancelled() or f.exception() is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crm_sync.phone_search import ids_containing
 from pbx_bridge.calls.record import SOURCES, CallRecord, Leg, Transfer, iso
 from pbx_bridge.db.schema import call_legs, calls
 
@@ -33,7 +34,10 @@ class CallFilter:
     status: str | None = None  # answered | no_answer | busy | abandoned | failed | live
     missed: bool | None = None
     operator: str | None = None  # who answered or was rung
+    operator_role: str | None = None  # "answered" (by the operator) | "rang" (them) | None: either
     number: str | None = None  # customer's E.164
+    # Any 4+ consecutive digits of the customer's number (alternatives: "8916..." and "7916...").
+    number_digits: list[str] | None = None
     client_id: int | None = None
     did: str | None = None  # E.164
     source: str | None = None  # ami | cel | ami+cel
@@ -112,7 +116,23 @@ def _took_part(extension: str) -> Any:
     return sa.or_(calls.c.operator == extension, leg.exists())
 
 
-def _where(f: CallFilter) -> list[Any]:
+def _rang(extension: str) -> Any:
+    leg = sa.select(call_legs.c.id).where(call_legs.c.call_id == calls.c.id,
+                                          call_legs.c.extension == extension)
+    return leg.exists()
+
+
+# The migration's FTS5 table over calls.customer_number (SQLite; PostgreSQL uses pg_trgm).
+NUMBER_FTS_TABLE = "calls_number_fts"
+# Search objects the migration creates per dialect (not declared as tables / indexes).
+SEARCH_OBJECTS = frozenset({
+    *(f"{t}{s}" for t in ("calls_number_fts", "client_phones_fts")
+      for s in ("", "_data", "_idx", "_docsize", "_config", "_content")),
+    "ix_calls_customer_number_trgm", "ix_client_phones_e164_trgm", "ix_client_phones_suffix_trgm",
+})
+
+
+def _where(f: CallFilter, dialect: str = "sqlite") -> list[Any]:
     c = calls.c
     conds: list[Any] = []
     if f.start is not None:
@@ -128,11 +148,19 @@ def _where(f: CallFilter) -> list[Any]:
     if f.missed is not None:
         conds.append(c.missed == f.missed)
     if f.operator:
-        conds.append(_took_part(f.operator))
+        if f.operator_role == "answered":
+            conds.append(c.operator == f.operator)
+        elif f.operator_role == "rang":
+            conds.append(_rang(f.operator))
+        else:
+            conds.append(_took_part(f.operator))
     if f.visible_to is not None:
         conds.append(_took_part(f.visible_to))
     if f.number:
         conds.append(c.customer_number == f.number)
+    if f.number_digits:
+        conds.append(ids_containing(dialect, calls, ["customer_number"], NUMBER_FTS_TABLE,
+                                    f.number_digits))
     if f.client_id is not None:
         conds.append(c.client_id == f.client_id)
     if f.did:
@@ -145,7 +173,7 @@ def _where(f: CallFilter) -> list[Any]:
 async def list_calls(conn: AsyncConnection, f: CallFilter, limit: int,
                      cursor: str | None = None) -> tuple[list[CallRecord], str | None]:
     """A page of calls, newest first, and the cursor of the next page (None on the last)."""
-    query = sa.select(calls).where(*_where(f))
+    query = sa.select(calls).where(*_where(f, conn.dialect.name))
     if cursor:
         when, last_id = decode_cursor(cursor)
         query = query.where(sa.or_(calls.c.started_at < when,
@@ -155,6 +183,25 @@ async def list_calls(conn: AsyncConnection, f: CallFilter, limit: int,
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].started_at, page[-1].id) if len(rows) > limit else None
     return [record_from_row(r) for r in page], next_cursor
+
+
+async def select_page(conn: AsyncConnection, f: CallFilter, columns: list[Any], limit: int,
+                      after: tuple[datetime, int] | None = None) -> list[Any]:
+    """Rows of just `columns` (started_at and id always among them), newest first, after the
+    (started_at, id) of the previous page: for bulk readers (the export), which need neither
+    whole records nor opaque cursors."""
+    query = sa.select(*columns).where(*_where(f, conn.dialect.name))
+    if after is not None:
+        when, last_id = after
+        query = query.where(sa.or_(calls.c.started_at < when,
+                                   sa.and_(calls.c.started_at == when, calls.c.id < last_id)))
+    query = query.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit)
+    return list((await conn.execute(query)).all())
+
+
+async def count_calls(conn: AsyncConnection, f: CallFilter) -> int:
+    query = sa.select(sa.func.count()).select_from(calls).where(*_where(f, conn.dialect.name))
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def get_call(conn: AsyncConnection, call_id: int) -> CallRecord | None:
@@ -171,3 +218,23 @@ async def get_call(conn: AsyncConnection, call_id: int) -> CallRecord | None:
 def took_part(record: CallRecord, extension: str) -> bool:
     return record.operator == extension or extension in record.operators_rung or any(
         leg.extension == extension for leg in record.legs)
+
+
+async def called_back(conn: AsyncConnection, records: list[CallRecord]) -> dict[int, str]:
+    """For missed calls: when a later call with the same number was answered (the customer was
+    called back, or called again and got through), by call id."""
+    missed = [r for r in records if r.missed and r.customer_number and r.id is not None]
+    if not missed:
+        return {}
+    numbers = sorted({r.customer_number for r in missed if r.customer_number})
+    rows = await conn.execute(
+        sa.select(calls.c.customer_number, sa.func.max(calls.c.answered_at))
+        .where(calls.c.customer_number.in_(numbers), calls.c.status == "answered")
+        .group_by(calls.c.customer_number))
+    latest = {number: at for number, at in rows if at is not None}
+    out: dict[int, str] = {}
+    for r in missed:
+        at = latest.get(r.customer_number or "")
+        if at is not None and at.timestamp() > r.started_at and r.id is not None:
+            out[r.id] = iso(at) or ""
+    return out

@@ -46,8 +46,11 @@ OPENAPI = Fragment(
                                           "live"]}, "live = in progress"),
                 query("missed", {"type": "boolean"}, "inbound and not answered"),
                 query("operator", {"type": "string", "pattern": "^[0-9]{1,16}$"},
-                      "answered or was rung"),
-                query("number", {"type": "string"}, "customer's number, any format"),
+                      "answered or was rung (see operator_role)"),
+                query("operator_role", {"enum": ["answered", "rang"]},
+                      "answered = the operator answered; rang = the call rang the operator"),
+                query("number", {"type": "string"},
+                      "customer's number in any format (exact), or any 4+ consecutive digits of it"),
                 query("client_id", {"type": "integer", "minimum": 1}, ""),
                 query("did", {"type": "string"}, "number dialled by the customer, any format"),
                 query("source", {"enum": ["ami", "cel", "ami+cel"]}, "where the record came from"),
@@ -58,6 +61,27 @@ OPENAPI = Fragment(
                 query("cursor", {"type": "string"}, "next_cursor of the previous page"),
             ],
             "responses": {"200": json_body(ref("CallPage")), **errors(400, 422)}}},
+        "/api/v1/calls/export": {"get": {
+            "summary": "The filtered journal as a file, streamed: CSV for Excel (`;`, UTF-8 BOM) or "
+                       "XLSX, headers in `lang` (crm, manager, operator: own calls, admin)",
+            "tags": ["calls"],
+            "parameters": [query("format", {"enum": ["csv", "xlsx"]}, "default csv"),
+                           query("lang", {"enum": ["ru", "en"]}, "headers' language"),
+                           query("from", ISO_TIME, ""), query("to", ISO_TIME, ""),
+                           query("direction", {"enum": ["inbound", "outbound", "internal", "unknown"]}, ""),
+                           query("status", {"enum": ["answered", "no_answer", "busy", "abandoned",
+                                                     "failed", "live"]}, ""),
+                           query("missed", {"type": "boolean"}, ""),
+                           query("operator", {"type": "string", "pattern": "^[0-9]{1,16}$"}, ""),
+                           query("operator_role", {"enum": ["answered", "rang"]}, ""),
+                           query("number", {"type": "string"}, ""),
+                           query("did", {"type": "string"}, ""),
+                           query("q", {"type": "string", "minLength": 1, "maxLength": 500}, "")],
+            "responses": {"200": {"description": "the file", "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+                    "schema": {"type": "string", "format": "binary"}}}},
+                **errors(400, 422)}}},
         "/api/v1/calls/{id}": {"get": {
             "summary": "One call with legs, transfers, client, recording, transcript",
             "tags": ["calls"],
@@ -92,7 +116,10 @@ OPENAPI = Fragment(
                                            "offset": _NUM_OR_NULL}},
         "CallListItem": {"type": "object", "additionalProperties": False,
                          "required": list(RECORD_PROPERTIES),
-                         "properties": {**RECORD_PROPERTIES, "match": ref("TranscriptMatch")}},
+                         "properties": {**RECORD_PROPERTIES, "match": ref("TranscriptMatch"),
+                                        # missed calls: when a later call with the number was
+                                        # answered (null: not called back yet)
+                                        "called_back_at": _TIME_OR_NULL}},
         "CallPage": {"type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
                      "properties": {"items": {"type": "array", "items": ref("CallListItem")},
                                     "next_cursor": _STR_OR_NULL}},

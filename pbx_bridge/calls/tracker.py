@@ -16,8 +16,9 @@ How the record is decided (see also README "Call tracking"):
   `AgentConnect`, a `Pickup`, or, when those were missed, two legs meeting in a bridge. A Dial
   without a caller is an `Originate` ringing its first party (the operator's phone in
   click-to-call, or the lab's stand-in customer): that answering is not the call's answer.
-- status once ended: answered; else `QueueCallerAbandon` -> abandoned; an Originate failure ->
-  failed; else the last Dial's status: NOANSWER -> no_answer, BUSY -> busy, CANCEL (the caller
+- status once ended: answered; else `QueueCallerAbandon` -> abandoned; an Originate whose
+  first party never came up -> no_answer (rang out), busy, or failed (OriginateResponse Reason);
+  else the last Dial's status: NOANSWER -> no_answer, BUSY -> busy, CANCEL (the caller
   gave up while it rang) -> abandoned, CHANUNAVAIL/CONGESTION -> failed; a queue left without
   abandon -> no_answer; no Dial at all -> abandoned (inbound) or failed.
 """
@@ -47,6 +48,8 @@ ENDED_MEMORY = 20_000
 ORIGINATE_RESPONSE_WAIT = 2.0
 # OriginateResponse Reason (Asterisk's AST_CONTROL_*) of a failed Originate -> the call's status.
 _ORIGINATE_FAILURE_STATUS: dict[str, str] = {"3": "NOANSWER", "5": "BUSY", "8": "CONGESTION"}
+# ... and what the call then was (any other failure: "failed").
+_ORIGINATE_OUTCOME: dict[str, Status] = {"NOANSWER": "no_answer", "BUSY": "busy"}
 NORMALIZE_CACHE = 50_000
 MAX_FIELD = 255  # values longer than this are junk for every field we keep
 
@@ -1313,7 +1316,9 @@ class CallTracker:
         if call.queue_abandoned:
             return "abandoned"
         if call.originate_failed:
-            return "failed"
+            # Whose phone never came up, and why (OriginateResponse Reason, or its Dial's end):
+            # rang out, busy, or failed (no such channel, congestion).
+            return _ORIGINATE_OUTCOME.get(call.originate_status or "", "failed")
         status = call.last_dial_status
         if status is None and call.originate_status not in (None, "ANSWER"):
             status = call.originate_status

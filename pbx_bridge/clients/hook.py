@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,7 +38,7 @@ from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
 from pbx_bridge.crm_connectors.planner import OutboxPlanner
 from pbx_bridge.db.schema import calls
-from pbx_bridge.events.messages import make_message
+from pbx_bridge.events.messages import make_message, task_message
 from pbx_bridge.log import event
 
 log = logging.getLogger("pbx_bridge.clients.hook")
@@ -53,11 +53,13 @@ def utcnow() -> datetime:
 
 @dataclass
 class Finished:
-    """One ended call's card work, done; `card` is the card when it was created by this call."""
+    """One ended call's card work, done; `card` is the card when it was created by this call;
+    `tasks` the call-backs it opened or closed (announced live once committed)."""
 
     resolution: Resolution
     enqueued: int
     card: Card | None
+    tasks: list[crm_tasks.Task] = field(default_factory=list)
 
 
 def call_facts(record: CallRecord) -> CallFacts:
@@ -265,21 +267,27 @@ class CrmHook:
             await attach_call(conn, res.client_id, facts)
             if res.match is not None and res.match.client is not None:
                 responsible = res.match.client.responsible
+        changed: list[int] = []
         if facts.answered:
-            await crm_tasks.close_call_backs(
+            changed = await crm_tasks.close_call_backs(
                 conn, client_id=res.client_id, number=res.e164, call_id=facts.call_id, now=now
             )
         elif facts.missed:
-            await crm_tasks.create_call_back(
+            crm = self.settings.crm
+            who = crm_tasks.call_back_assignees(responsible, record.operators_rung,
+                                                crm.callback_group or None)
+            opened = await crm_tasks.create_call_back(
                 conn,
                 client_id=res.client_id,
                 number=res.e164,
-                assignee=crm_tasks.call_back_assignee(
-                    responsible, self.settings.crm.callback_group or None
-                ),
+                assignee=who[0] if who else None,
+                assignees=who,
                 call_id=facts.call_id,
                 now=now,
+                due_at=(facts.ended_at or now) + timedelta(minutes=crm.callback_due_minutes),
             )
+            changed = [opened] if opened is not None else []
+        touched = [t for t in [await crm_tasks.get_task(conn, i) for i in changed] if t is not None]
         card = res.card  # when created: the CRM's contact item and the client.created message
         enqueued = len(await self._enqueue(conn, facts, res, card, now)) if self.external else 0
         if self.planner is not None:
@@ -289,13 +297,16 @@ class CrmHook:
             .where(self._call_row(record))
             .values(client_id=res.client_id, client_ambiguous=res.ambiguous, crm_done_at=now)
         )
-        return Finished(res, enqueued, card)
+        return Finished(res, enqueued, card, touched)
 
     def _announce(self, record: CallRecord, finished: Finished) -> None:
         """After the commit: wake the outbox, say that a card was created."""
         res = finished.resolution
         if finished.enqueued and self.outbox_wake is not None:
             self.outbox_wake.set()
+        if self.bus is not None:
+            for task in finished.tasks:
+                self.bus.publish(task_message(task, self.settings.crm.callback_group))
         if res.created:
             event(log, logging.INFO, "crm.card_created", client_id=res.client_id, linkedid=record.linkedid)
             if self.bus is not None and finished.card is not None:

@@ -1,5 +1,6 @@
 """Command groups of the CLI; each module has `register(subparsers)`."""
 
+from pbx_bridge.commands import backup_cmd
 from pbx_bridge.commands import calls_cmd
 from pbx_bridge.commands import cel_cmd
 from pbx_bridge.commands import clients_cmd
@@ -18,6 +19,7 @@ COMMAND_MODULES = [
     db_cmd,
     serve_cmd,
     calls_cmd,
+    backup_cmd,
     cel_cmd,
     clients_cmd,
     recordings_cmd,

@@ -16,11 +16,12 @@ from pbx_bridge.db.engine import make_engine
 from pbx_bridge.log import setup_logging
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace, *, service: bool = False) -> Settings:
+    """`service`: a long-running process (serve, worker) logs to standard output."""
     explicit = bool(getattr(args, "config", None) or os.environ.get("PBX_BRIDGE_CONFIG"))
     path = config_path_from(getattr(args, "config", None), os.environ)
     settings = load_settings(path, required=explicit)
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(settings.logging.level, settings.logging.format, stdout=service)
     return settings
 
 

@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
 async def run(args: argparse.Namespace) -> int:
     from pbx_bridge.app import serve
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, service=True)
     if args.host:
         settings.server.host = args.host
     if args.port:

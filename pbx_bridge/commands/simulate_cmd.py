@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ def register(sub: Any) -> None:
                         help="also write the CEL rows of every call played into this database "
                              "(postgresql+asyncpg://... or mysql+aiomysql://...), as cel_pgsql would")
     parser.add_argument("--cel-table", metavar="NAME", help="its table (default: cel)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve AMI over TLS with this PEM certificate (chain first), as "
+                             "manager.conf tlsenable does")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key (PEM; default: in --tls-cert)")
     parser.set_defaults(handler=run)
 
 
@@ -44,7 +49,7 @@ def _listen(text: str) -> tuple[str, int]:
 
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UserError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:5039")
+        raise UserError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:15038")
     return host or "127.0.0.1", int(port)
 
 
@@ -65,14 +70,26 @@ async def run(args: argparse.Namespace) -> int:
         sim_settings.cel_table = args.cel_table
     if args.speed < 0:
         raise UserError("--speed must be 0 or more")
+    if args.tls_key and not args.tls_cert:
+        raise UserError("--tls-key needs --tls-cert")
+    for flag, name in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if name and not Path(name).is_file():  # noqa: ASYNC240 - before anything runs
+            raise UserError(f"{flag} {name}: no such file")
+    if args.tls_cert:
+        sim_settings.tls_cert_file = Path(args.tls_cert)
+        sim_settings.tls_key_file = Path(args.tls_key) if args.tls_key else None
     sim_settings.speed = args.speed
     traces = [Path(t) for t in args.trace or []]
     for trace in traces:
         if not trace.is_file():
             raise UserError(f"--trace {trace}: no such file")
     simulator = AmiSimulator(sim_settings)
-    await simulator.start()
-    print(f"simulated Asterisk AMI listening on {sim_settings.host}:{simulator.port}", flush=True)
+    try:
+        await simulator.start()
+    except ssl.SSLError as exc:
+        raise UserError(f"--tls-cert/--tls-key: not a usable certificate and key ({exc})") from None
+    tls = " (TLS)" if args.tls_cert else ""
+    print(f"simulated Asterisk AMI listening on {sim_settings.host}:{simulator.port}{tls}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -184,7 +184,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     from recordings.transcription.recognize import ModelError, check_model_dir
     from recordings.transcription.worker import WorkerPool
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, service=True)
     try:
         options = worker_options(settings)
         check_model_dir(Path(options.model_dir))  # the model's error first, before the database's

@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -21,16 +21,26 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return script_directory().get_current_head()
+
+
+def _read_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    def read(conn: Connection) -> str | None:
-        return MigrationContext.configure(conn).get_current_revision()
-
     async with engine.connect() as conn:
-        return await conn.run_sync(read)
+        return await conn.run_sync(_read_revision)
+
+
+async def current_revision_of(conn: AsyncConnection) -> str | None:
+    """The revision as seen by an open connection (inside its transaction's snapshot)."""
+    return await conn.run_sync(_read_revision)
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -62,6 +62,8 @@ calls = sa.Table(
 sa.Index("ix_calls_started_at_id", calls.c.started_at, calls.c.id)
 sa.Index("ix_calls_state", calls.c.state)
 sa.Index("ix_calls_customer_number", calls.c.customer_number)
+# A number's calls newest first (the journal filtered by an exact number, "called back?").
+sa.Index("ix_calls_customer_number_started_at", calls.c.customer_number, calls.c.started_at)
 sa.Index("ix_calls_operator", calls.c.operator)
 sa.Index("ix_calls_client_id", calls.c.client_id)
 sa.Index("ix_calls_click_to_call_id", calls.c.click_to_call_id)

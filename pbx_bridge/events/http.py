@@ -234,6 +234,8 @@ def setup(app: web.Application) -> None:
     runtime = app[RUNTIME]
     from pbx_bridge.events.notifier import Notifier
 
-    runtime.services.setdefault("notifier", Notifier(runtime.bus))
+    settings = runtime.settings
+    runtime.services.setdefault("notifier", Notifier(runtime.bus, settings.crm.did_sources,
+                                                     settings.phone.default_region))
     app[ENCODER] = MessageEncoder()
     app.router.add_get("/api/v1/events", events)

@@ -106,7 +106,14 @@ OPS = Fragment(
                            "type": "object",
                            "properties": {"state": {"enum": ["idle", "ok", "down", "misconfigured"]},
                                           "error": {"type": ["string", "null"]},
-                                          "backfill_lag_seconds": {"type": ["number", "null"]}}}}}}},
+                                          "backfill_lag_seconds": {"type": ["number", "null"]}}}},
+                       "transcription": {
+                           "type": "object", "required": ["model", "language", "warning"],
+                           "properties": {
+                               "model": {"type": ["string", "null"]},
+                               "language": {"type": ["string", "null"]},
+                               "region_languages": {"type": "array", "items": {"type": "string"}},
+                               "warning": {"enum": [None, "no_model", "language_mismatch"]}}}}}},
 )
 
 

@@ -11,6 +11,7 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.ops.metrics import METRICS, Metrics, connection_state, metrics_handler
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.model_info import model_info
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -30,7 +31,11 @@ async def readyz(request: web.Request) -> web.Response:
     ready = all(v == "ok" for v in checks.values())
     # A standby is ready too (it serves reads); a CEL source that is down is degraded, not down.
     body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks,
-                               "role": role_of(runtime), "cel": cel_of(runtime)}
+                               "role": role_of(runtime), "cel": cel_of(runtime),
+                               # Not a readiness check (calls are logged whatever the model), but said
+                               # here: which model transcribes in which language, and a warning when
+                               # it is not the region's language.
+                               "transcription": model_info(runtime.settings)}
     leadership = runtime.services.get("leadership")
     if leadership is not None:
         body["standby"] = leadership.describe()

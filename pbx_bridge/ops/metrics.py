@@ -1,9 +1,13 @@
 """Prometheus metrics, one registry per application (tests run many apps in one process).
 
 HTTP latencies are observed by a middleware; the rest is read when /metrics is scraped:
-calls by status (one grouped query), each PBX connection's state and, when the connection
+calls by status, inbound and missed calls (one grouped query), the CRM outbox's backlog and dead
+letters, transcription jobs by state, each PBX connection's state and, when the connection
 exposes them, its event queue depth and event lag, live-event subscribers. The call pipeline's
 lag histogram (kept by the consumer) is exported as it stands, so its p99 can be computed.
+
+deploy/grafana/pbx-bridge.json and deploy/prometheus/alerts.yml use these names; a test checks
+that every name they use is exported (tests/test_observability.py).
 """
 
 from __future__ import annotations
@@ -21,16 +25,19 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from crm_sync.schema import outbox
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
+from recordings.transcription.schema import JOB_STATES, transcription_jobs
 
-PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed")
+PBX_STATES = ("connected", "connecting", "disconnected", "auth_failed", "tls_failed")
 CRM_STATES = ("starting", "ok", "down", "stopped")  # crm_sync.connector_state
 ROLES = ("alone", "active", "standby")
 CEL_STATES = ("idle", "ok", "down", "misconfigured")
+CALL_STATUSES = ("live", "answered", "no_answer", "busy", "abandoned", "failed")
 
 
 class LagSource(Protocol):
@@ -69,6 +76,17 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.calls = Gauge("pbx_bridge_calls", "Call records by status (live = in progress)",
                            ["status"], registry=r)
+        # Totals that only grow: a rate over an hour is delta(missed) / delta(inbound).
+        self.calls_inbound = Gauge("pbx_bridge_calls_inbound", "Inbound call records", registry=r)
+        self.calls_missed = Gauge("pbx_bridge_calls_missed",
+                                  "Missed call records (inbound and not answered)", registry=r)
+        self.outbox_pending = Gauge("pbx_bridge_outbox_pending",
+                                    "CRM outbox items waiting to be delivered", registry=r)
+        self.outbox_dead = Gauge("pbx_bridge_outbox_dead",
+                                 "CRM outbox dead letters (`pbx-bridge outbox dead`)", registry=r)
+        self.transcription_jobs = Gauge("pbx_bridge_transcription_jobs",
+                                        "Transcription jobs by state (queued = the backlog)",
+                                        ["state"], registry=r)
         self.pbx_up = Gauge("pbx_bridge_ami_connection_state",
                             "AMI connection state (1 for the current state)", ["pbx", "state"], registry=r)
         self.event_lag = Gauge("pbx_bridge_ami_event_lag_seconds",
@@ -112,11 +130,33 @@ class Metrics:
     async def refresh(self, runtime: Runtime) -> None:
         async with runtime.engine.connect() as conn:
             rows = (await conn.execute(
-                sa.select(calls.c.status, sa.func.count()).group_by(calls.c.status)
+                sa.select(calls.c.status, calls.c.direction, calls.c.missed, sa.func.count())
+                .group_by(calls.c.status, calls.c.direction, calls.c.missed)
             )).all()
+            pending, dead = (await conn.execute(sa.select(
+                sa.func.count().filter(outbox.c.delivered_at.is_(None), outbox.c.dead.is_(sa.false())),
+                sa.func.count().filter(outbox.c.dead.is_(sa.true()))))).one()
+            jobs = (await conn.execute(
+                sa.select(transcription_jobs.c.state, sa.func.count())
+                .where(transcription_jobs.c.state != "done")
+                .group_by(transcription_jobs.c.state))).all()
         self.calls.clear()
-        for status, count in rows:
-            self.calls.labels(status=status or "live").set(count)
+        by_status = dict.fromkeys(CALL_STATUSES, 0)
+        inbound = missed = 0
+        for status, direction, is_missed, count in rows:
+            by_status[status or "live"] = by_status.get(status or "live", 0) + count
+            inbound += count if direction == "inbound" else 0
+            missed += count if is_missed else 0
+        for status, count in by_status.items():
+            self.calls.labels(status=status).set(count)
+        self.calls_inbound.set(inbound)
+        self.calls_missed.set(missed)
+        self.outbox_pending.set(pending or 0)
+        self.outbox_dead.set(dead or 0)
+        by_state = {state: 0 for state in JOB_STATES if state != "done"}
+        by_state.update({state: count for state, count in jobs})
+        for state, count in by_state.items():
+            self.transcription_jobs.labels(state=state).set(count)
         self.pbx_up.clear()
         for name, conn_obj in runtime.pbx.items():
             state = connection_state(conn_obj)

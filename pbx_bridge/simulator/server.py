@@ -18,6 +18,7 @@ import itertools
 import logging
 import random
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -153,6 +154,10 @@ class SimulatorSettings:
     # Write the CEL rows of every call played into this table, as cel_pgsql would ("" = not).
     cel_url: str = ""
     cel_table: str = "cel"
+    # Serve AMI over TLS, as Asterisk's manager.conf tlsenable does, with this certificate
+    # (PEM, chain first) and key; None = plaintext.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 class AmiSimulator:
@@ -196,6 +201,7 @@ class AmiSimulator:
         return port
 
     async def start(self) -> None:
+        tls = self._tls_context()  # first: a bad certificate fails before anything starts
         self._running = True
         self._started_at = self.clock()
         self._wake = asyncio.Event()
@@ -203,9 +209,18 @@ class AmiSimulator:
             self.cel = CelWriter(self.settings.cel_url, self.settings.cel_table)
             await self.cel.start()
         self._server = await asyncio.start_server(self._serve, self.settings.host,
-                                                  self.settings.port, limit=1024 * 1024)
+                                                  self.settings.port, limit=1024 * 1024,
+                                                  ssl=tls)
         self._player = asyncio.create_task(self._play(), name="simulator-player")
-        log.info("simulator.listening", extra={"kv": {"host": self.settings.host, "port": self.port}})
+        log.info("simulator.listening", extra={"kv": {"host": self.settings.host, "port": self.port,
+                                                       "tls": self.settings.tls_cert_file is not None}})
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.settings.tls_cert_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert_file, self.settings.tls_key_file)
+        return context
 
     async def stop(self) -> None:
         self._running = False

@@ -20,6 +20,7 @@ from pbx_bridge.log import event
 from pbx_bridge.reports.http import report_sources
 from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.model_info import model_info
 from pbx_bridge.web import report_charts
 from pbx_bridge.web.i18n import (
     LANGUAGES,
@@ -220,7 +221,7 @@ async def call_page(request: web.Request) -> web.StreamResponse:
     info = await page_session(request)
     call_id = int(request.match_info["id"])
     return render(request, "call.html", info, page="calls", title_key="call.title",
-                  data={"call_id": call_id})
+                  data={"call_id": call_id, "transcription": model_info(_runtime(request).settings)})
 
 
 async def clients_page(request: web.Request) -> web.StreamResponse:
@@ -231,8 +232,11 @@ async def clients_page(request: web.Request) -> web.StreamResponse:
 async def client_page(request: web.Request) -> web.StreamResponse:
     info = await page_session(request)
     raw_id = request.match_info.get("id")
+    # A new card from the screen pop comes prefilled: the number, the caller-ID name, the ad channel.
     data: dict[str, Any] = {"client_id": int(raw_id) if raw_id else None,
-                            "phone": request.query.get("phone", "")[:64]}
+                            "phone": request.query.get("phone", "")[:64],
+                            "name": request.query.get("name", "")[:255],
+                            "source": request.query.get("source", "")[:128]}
     return render(request, "client.html", info, page="clients", title_key="client.title", data=data)
 
 
@@ -257,7 +261,7 @@ CSV_GROUPS = ("day", "operator", "source")
 
 
 class ReportInputError(ValueError):
-    pass
+    """A report parameter that is wrong; the message is the UI catalog's key saying why."""
 
 
 def _day(text: str | None, default: date) -> date:
@@ -266,7 +270,7 @@ def _day(text: str | None, default: date) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ReportInputError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        raise ReportInputError("reports.error.date") from None
 
 
 @dataclass
@@ -285,12 +289,12 @@ def _report_params(request: web.Request) -> ReportRange:
     last = _day(request.query.get("to"), today)
     first = _day(request.query.get("from"), last - timedelta(days=13))
     if last < first:
-        raise ReportInputError("the end date is before the start date")
+        raise ReportInputError("reports.error.range")
     if (last - first).days + 1 > MAX_REPORT_DAYS:
-        raise ReportInputError(f"a report covers at most {MAX_REPORT_DAYS} days")
+        raise ReportInputError("reports.error.too_long")
     direction = request.query.get("direction", "all")
     if direction not in DIRECTIONS:
-        raise ReportInputError("direction must be all, inbound or outbound")
+        raise ReportInputError("reports.error.direction")
     return ReportRange(first, last, direction)
 
 
@@ -315,7 +319,7 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
         period = _report_params(request)
     except ReportInputError as exc:
         return render(request, "reports.html", info, status=422, page="reports",
-                      title_key="nav.reports", error=str(exc), report=None, charts={},
+                      title_key="nav.reports", error=t(str(exc)), report=None, charts={},
                       form=dict(request.query))
     report = await _report(runtime, period)
     days = report.days_filled(period.first, period.last)
@@ -340,10 +344,11 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
     group_by = request.query.get("group_by", "day")
     try:
         if group_by not in CSV_GROUPS:
-            raise ReportInputError(f"group_by must be one of {', '.join(CSV_GROUPS)}")
+            raise ApiError(422, "invalid_report", f"group_by must be one of {', '.join(CSV_GROUPS)}")
         period = _report_params(request)
     except ReportInputError as exc:
-        raise ApiError(422, "invalid_report", str(exc)) from None
+        english = translator(request.app[WEB_UI].catalogs["en"])
+        raise ApiError(422, "invalid_report", english(str(exc))) from None
     report = await _report(runtime, period)
     rows = (report.days_filled(period.first, period.last) if group_by == "day"
             else report.rows(group_by))  # type: ignore[arg-type]

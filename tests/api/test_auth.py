@@ -28,6 +28,7 @@ ENDPOINTS: list[tuple[str, str, str, set[str]]] = [
      {"admin", "crm", "operator", "manager"}),
     ("GET", "/api/v1/calls", "/api/v1/calls", {"admin", "crm", "operator", "manager"}),
     ("GET", "/api/v1/calls/{id}", "/api/v1/calls/1", {"admin", "crm", "operator", "manager"}),
+    ("GET", "/api/v1/calls/export", "/api/v1/calls/export", {"admin", "crm", "operator", "manager"}),
     ("GET", "/api/v1/events", "/api/v1/events", {"admin", "manager", "operator"}),
     ("GET", "/api/v1/reports/summary", SUMMARY, {"admin", "manager"}),
     # Client cards: every role that handles calls reads and edits them (the operator's screen pop
@@ -37,7 +38,10 @@ ENDPOINTS: list[tuple[str, str, str, set[str]]] = [
     ("GET", "/api/v1/clients/{id}", "/api/v1/clients/1", ALL),
     ("PATCH", "/api/v1/clients/{id}", "/api/v1/clients/1", ALL),
     ("GET", "/api/v1/clients/{id}/timeline", "/api/v1/clients/1/timeline", ALL),
+    ("POST", "/api/v1/clients/{id}/notes", "/api/v1/clients/1/notes", ALL),
+    ("POST", "/api/v1/clients/{id}/merge", "/api/v1/clients/1/merge", ALL),
     ("GET", "/api/v1/tasks", "/api/v1/tasks", ALL),
+    ("POST", "/api/v1/tasks", "/api/v1/tasks", ALL),
     ("POST", "/api/v1/tasks/{id}/close", "/api/v1/tasks/1/close", ALL),
     ("GET", "/api/v1/routing/responsible", "/api/v1/routing/responsible?number=%2B74951234567",
      {"admin", "crm"}),

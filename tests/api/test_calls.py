@@ -66,7 +66,9 @@ async def test_bad_parameters_are_422(api: Api) -> None:
                    {"limit": "100000"}, {"cursor": "garbage"}, {"client_id": "-1"}, {"cursor": "WzEsMl0"}):
         status, body = await _get(api, "/api/v1/calls", **params)
         assert status == 422, (params, body)
-        assert body["error"]["code"] == "invalid_parameter" and body["error"]["message"]
+        # A number with too few digits has its own code: the UI says it in the reader's language.
+        code = "number_too_short" if "number" in params else "invalid_parameter"
+        assert body["error"]["code"] == code and body["error"]["message"]
 
 
 async def test_cursor_pages_cover_everything_once(api: Api) -> None:

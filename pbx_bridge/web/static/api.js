@@ -18,8 +18,21 @@ const PBX = (() => {
     return text;
   }
 
+  /* The API's errors in the reader's language: by code (and for invalid_field, by the field the
+     message names: "phones: ..."); the API's own English text is kept in .detail, never shown. */
+  function errorText(status, code, detail) {
+    if (code === "invalid_field" || code === "invalid_parameter") {
+      const m = /^'?([a-z_]+)'?[:\s]/.exec(detail || "");
+      const key = "error." + code + "." + (m ? m[1] : "");
+      if (m && Object.prototype.hasOwnProperty.call(strings, key)) return T(key);
+    }
+    if (code && Object.prototype.hasOwnProperty.call(strings, "error.code." + code)) return T("error.code." + code);
+    if (status >= 500) return T("error.code.internal_error");
+    return T("error.generic", { status });
+  }
+
   class ApiError extends Error {
-    constructor(status, code, message) { super(message || code || ("HTTP " + status)); this.status = status; this.code = code; }
+    constructor(status, code, detail) { super(errorText(status, code, detail)); this.status = status; this.code = code; this.detail = detail || ""; }
   }
 
   /* One request: same-origin cookie, CSRF header on unsafe methods, errors in the API's one
@@ -37,7 +50,7 @@ const PBX = (() => {
     const resp = await fetch(url, { method, headers, body, credentials: "same-origin" });
     if (resp.status === 401) {
       location.href = "/ui/login?next=" + encodeURIComponent(location.pathname + location.search);
-      throw new ApiError(401, "unauthorized", T("error.signed_out"));
+      throw new ApiError(401, "signed_out", "");
     }
     let data = null;
     const text = await resp.text();
@@ -108,6 +121,11 @@ const PBX = (() => {
       notes: d.notes || d.note || d.comment || "",
       responsible: d.responsible ?? d.responsible_operator ?? d.owner ?? d.operator ?? null,
       tags: Array.isArray(d.tags) ? d.tags.map(String) : [],
+      source: d.source || "",
+      lastCall: d.last_call || null,
+      openTasks: Array.isArray(d.open_tasks) ? d.open_tasks : [],
+      conflicts: Array.isArray(d.conflicts) ? d.conflicts : [],
+      lastActivity: d.last_activity_at || null,
       phones,
       isNew: Boolean(d.auto_created || d.is_new || d.created),
       raw: d,
@@ -140,7 +158,7 @@ const PBX = (() => {
       found.push(...tags(analytics.tags || []));
     }
     const job = d.job && typeof d.job === "object" ? { state: d.job.state || "", error: d.job.last_error || null } : null;
-    return { turns, tags: uniqueTags(found), analytics, job };
+    return { turns, tags: uniqueTags(found), analytics, job, model: src.model || null, language: src.language || null };
   }
 
   /* Tags: strings ("keyword:цена", "flagged:...", "missing_phrase:..." or plain), or
@@ -174,6 +192,7 @@ const PBX = (() => {
              status: d.status || (d.closed_at ? "closed" : "open"), due: d.due_at || d.due || null,
              created: d.created_at || null, client_id: d.client_id ?? null, call_id: d.call_id ?? d.created_by_call_id ?? null,
              phone: d.number || d.phone || d.customer_number || null, assignee: d.assignee ?? null,
+             assignees: Array.isArray(d.assignees) ? d.assignees : (d.assignee ? [d.assignee] : []),
              client_name: d.client_name || null };
   }
 
@@ -198,12 +217,20 @@ const PBX = (() => {
   /* Live event (issue 5): {"type": "call.ringing", "call": record, "extension": "101", "client": card|null}. */
   function liveEvent(m) {
     return { type: m.type || m.event || "", call: m.call ? call(m.call) : null, extension: m.extension ?? null,
-             client: m.client ? client(m.client) : null, raw: m };
+             client: m.client ? client(m.client) : null, reason: m.reason || null, from: m.from_extension || null,
+             adChannel: m.ad_channel || null, task: m.task ? task(m.task) : null,
+             c2c: m.click_to_call || null, raw: m };
   }
 
   const api = {
     calls: async (params) => { const d = await request("GET", "/api/v1/calls", { params });
                                 return { items: listOf(d, "calls").map(call), next: nextCursor(d) }; },
+    exportUrl: (params, format) => {
+      const url = new URL("/api/v1/calls/export", location.origin);
+      for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "" && k !== "limit" && k !== "cursor") url.searchParams.set(k, String(v));
+      url.searchParams.set("format", format); url.searchParams.set("lang", ctx.lang || "ru");
+      return url.pathname + url.search;
+    },
     call: async (id) => { const d = await request("GET", `/api/v1/calls/${encodeURIComponent(id)}`); return call(d && d.call ? d.call : d); },
     recordingUrl: (id) => `/api/v1/calls/${encodeURIComponent(id)}/recording`,
     transcript: async (id) => {
@@ -218,6 +245,9 @@ const PBX = (() => {
     timeline: async (id) => { const d = await request("GET", `/api/v1/clients/${encodeURIComponent(id)}/timeline`);
                               return listOf(d, "timeline", "events").map(timelineEntry); },
     tasks: async (params) => { const d = await request("GET", "/api/v1/tasks", { params }); return listOf(d, "tasks").map(task); },
+    createTask: async (body) => task(await request("POST", "/api/v1/tasks", { body })),
+    addNote: async (id, text) => request("POST", `/api/v1/clients/${encodeURIComponent(id)}/notes`, { body: { text } }),
+    mergeClients: async (keepId, fromId) => client(await request("POST", `/api/v1/clients/${encodeURIComponent(keepId)}/merge`, { body: { from_id: Number(fromId) } })),
     closeTask: async (id) => request("POST", `/api/v1/tasks/${encodeURIComponent(id)}/close`, { body: {} }),
     clickToCall: async (extension, number, clientId) =>
       request("POST", "/api/v1/click-to-call", { body: Object.assign({ extension, number }, clientId ? { client_id: clientId } : {}) }),
@@ -225,13 +255,13 @@ const PBX = (() => {
     _call: call, _client: client, _event: liveEvent, _timelineEntry: timelineEntry, _transcript: transcript,
     /* Card bodies (crm_sync): POST takes phones; PATCH takes add_phones / remove_phones. */
     newClientBody: (form) => ({ name: form.name, company: form.company || null, notes: form.notes || null,
-                                responsible: form.responsible || null, phones: form.phones,
+                                responsible: form.responsible || null, phones: form.phones, source: form.source || null,
                                 emails: form.email ? [form.email] : [] }),
     clientChangesBody: (form, card) => {
       const before = new Set(card.phones.map(p => p.number));
       const after = new Set(form.phones);
-      return { name: form.name, company: form.company || null, notes: form.notes || null,
-               responsible: form.responsible || null, emails: form.email ? [form.email] : [],
+      return { name: form.name, company: form.company || null, notes: form.notes || null, source: form.source || "",
+               responsible: form.responsible || "", emails: form.email ? [form.email] : [],
                add_phones: form.phones.filter(n => !before.has(n)), remove_phones: [...before].filter(n => !after.has(n)) };
     },
   };
@@ -256,5 +286,5 @@ const PBX = (() => {
     phone: (n) => n || T("call.unknown_number"),
   };
 
-  return { ctx, user: ctx.user, data: ctx.data || {}, T, api, fmt, ApiError, request };
+  return { ctx, user: ctx.user, data: ctx.data || {}, T, api, fmt, ApiError, request, errorText };
 })();

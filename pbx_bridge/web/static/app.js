@@ -44,11 +44,44 @@ const UI = (() => {
     return h("span", { class: "phone" }, h("span", { class: "number" }, number), c2c(number, clientId));
   }
 
+  /* Click-to-call progress in words, from the request's click_to_call.updated live events:
+     your phone is ringing -> calling the customer -> connected -> ended, or failed and why.
+     Events may come before the POST's answer (the PBX is quick): they wait for it. */
+  const C2C_ORDER = ["queued", "dialing_operator", "dialing_customer", "connected", "ended", "failed"];
+  const c2cRequests = new Map();  // request id -> {number, el, states: [[state, reason]]}
+  const c2cEarly = new Map();  // request id -> [[state, reason]] seen before the POST answered
+  function c2cShow(id, state, reason) {
+    const req = c2cRequests.get(id);
+    if (!req) {
+      if (c2cEarly.size > 50) c2cEarly.delete(c2cEarly.keys().next().value);
+      if (!c2cEarly.has(id)) c2cEarly.set(id, []);
+      c2cEarly.get(id).push([state, reason]);
+      return;
+    }
+    if (!C2C_ORDER.includes(state) || req.states.some(([s]) => s === state)) return;
+    req.states.push([state, reason]);
+    req.states.sort((a, b) => C2C_ORDER.indexOf(a[0]) - C2C_ORDER.indexOf(b[0]));
+    const shown = req.states.length > 1 ? req.states.filter(([s]) => s !== "queued") : req.states;
+    const words = shown.map(([s, r]) => s === "failed" ? T("c2c.state.failed", { reason: T("c2c.reason." + (r || "unknown")) })
+                                                      : T("c2c.state." + s, { number: req.number, extension: user.extension }));
+    const last = shown[shown.length - 1][0];
+    req.el.className = "c2c-progress st-" + last;
+    req.el.querySelector(".c2c-text").textContent = words.join(" → ");
+    if (["ended", "failed"].includes(last)) setTimeout(() => { req.el.remove(); c2cRequests.delete(id); }, 10000);
+  }
   async function clickToCall(number, clientId) {
+    const box = document.getElementById("c2c-box");
+    const el = h("div", { class: "c2c-progress st-queued", role: "status" }, h("span", { class: "c2c-number" }, "☎ " + number + ": "),
+                 h("span", { class: "c2c-text" }, T("c2c.state.queued", { number, extension: user.extension })));
+    box.append(el);
     try {
       const res = await api.clickToCall(user.extension, number, clientId ? Number(clientId) : null);
-      toast(T("c2c.started", { number, extension: user.extension }) + (res && res.id ? " (#" + res.id + ")" : ""), "ok");
+      c2cRequests.set(res.id, { number, el, states: [] });
+      el.dataset.requestId = res.id;
+      for (const [state, reason] of [[res.state, res.reason], ...(c2cEarly.get(res.id) || [])]) c2cShow(res.id, state, reason);
+      c2cEarly.delete(res.id);
     } catch (e) {
+      el.remove();
       toast(T("c2c.failed", { reason: e.message }), "error");
     }
   }
@@ -64,14 +97,26 @@ const UI = (() => {
     return id ? h("a", { href: "/ui/clients/" + id }, label) : h("span", {}, label);
   }
 
-  function direction(dir) { return h("span", { class: "dir dir-" + (dir || "unknown"), title: T("direction." + (dir || "unknown")) },
+  /* The call's direction; while an operator's own click-to-call rings their phone the record's
+     is still "unknown", but it is an outbound call. */
+  function callDirection(call) { return call.direction === "unknown" && call.click_to_call_id ? "outbound" : call.direction; }
+  function direction(dir) { if (dir && typeof dir === "object") dir = callDirection(dir);
+                            return h("span", { class: "dir dir-" + (dir || "unknown"), title: T("direction." + (dir || "unknown")) },
                                      { inbound: "↙ ", outbound: "↗ ", internal: "↔ " }[dir] || "", T("direction." + (dir || "unknown"))); }
 
+  /* A live call: ringing or talking, with a timer (ticking, see below); an ended one: its own
+     status (no answer, busy, abandoned, failed are told apart), missed ones marked as such. */
   function status(call) {
-    if (call.live) return h("span", { class: "badge live" }, call.answered_at ? T("state.talking") : T("state.ringing"));
-    const key = call.missed ? "missed" : (call.status || "unknown");
-    return h("span", { class: "badge st-" + key }, key === "missed" ? T("calls.missed") : T("status." + key));
+    if (call.live) {
+      return h("span", { class: "badge live" }, call.answered_at ? T("state.talking") : T("state.ringing"), " ",
+               h("span", { class: "timer", dataset: { since: call.answered_at || call.started_at } }, elapsed(call.answered_at || call.started_at)));
+    }
+    const key = call.status || "unknown";
+    return h("span", { class: "badge st-" + key + (call.missed ? " missed" : ""), title: call.missed ? T("calls.missed") : null },
+             T("status." + key));
   }
+  function elapsed(since) { return since ? fmt.duration(Math.max(0, (Date.now() - new Date(since).getTime()) / 1000)) : ""; }
+  setInterval(() => document.querySelectorAll(".timer[data-since]").forEach(el => { el.textContent = elapsed(el.dataset.since); }), 1000);
 
   /* --- live events: one WebSocket per page, reconnecting with backoff --------------------- */
   let backoff = 1000;
@@ -89,39 +134,57 @@ const UI = (() => {
       if (!data || typeof data !== "object") return;
       const ev = api._event(data);
       if (ev.type === "call.ringing") screenPop(ev);
+      if (ev.type === "call.updated" && ev.reason === "internal") internalNote(ev);
+      if (ev.type === "click_to_call.updated" && ev.c2c) c2cShow(ev.c2c.id, ev.c2c.state, ev.c2c.reason);
       if (["call.answered", "call.ended", "call.missed"].includes(ev.type) && ev.call) closePop(ev.call.id);
       window.dispatchEvent(new CustomEvent("pbx:event", { detail: ev }));
     };
     ws.onclose = () => { setLiveStatus(false); setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 30000); };
   }
-  /* --- screen pop: my extension rings -> the caller's card (or "new contact") ------------ */
+  /* --- screen pop: a customer's call rings my phone -> the card (or the new contact) --------
+     The server sends call.ringing only for that (never for my own click-to-call's first leg nor
+     for a colleague's internal call: those are call.updated). */
   let popCallId = null;
+  function fact(label, value) { return [h("dt", {}, label), h("dd", {}, value)]; }
   function screenPop(ev) {
     if (!user || !user.extension) return;
     if (ev.extension && String(ev.extension) !== String(user.extension)) return;
     const call = ev.call || {};
-    const card = ev.client;
+    const card = ev.client && ev.client.id ? ev.client : null;
     const box = document.getElementById("screen-pop");
     popCallId = call.id;
     const number = call.customer_number || "";
-    const title = card && card.name ? card.name : T("pop.new_contact");
-    const link = card && card.id ? h("a", { class: "button primary", href: "/ui/clients/" + card.id, id: "pop-card-link" }, T("pop.open_card"))
-                                 : h("a", { class: "button primary", href: "/ui/clients/new?phone=" + encodeURIComponent(number), id: "pop-card-link" }, T("pop.create_card"));
+    // A new contact is named by the caller ID (as the live table shows it), else the number.
+    const title = card ? card.name : (call.customer_name || (ev.client && ev.client.name) || number || T("call.unknown_number"));
+    const create = "/ui/clients/new?" + new URLSearchParams(Object.assign({ phone: number },
+      call.customer_name ? { name: call.customer_name } : {}, ev.adChannel ? { source: ev.adChannel } : {})).toString();
+    const link = card ? h("a", { class: "button primary", href: "/ui/clients/" + card.id, id: "pop-card-link" }, T("pop.open_card"))
+                      : (number ? h("a", { class: "button primary", href: create, id: "pop-card-link" }, T("pop.create_card")) : null);
+    const last = card && card.lastCall;
     const facts = h("dl", { class: "facts" },
-      h("dt", {}, T("client.phones")), h("dd", {}, number || T("call.unknown_number")),
-      card && card.company ? [h("dt", {}, T("client.company")), h("dd", {}, card.company)] : null,
-      card && card.responsible ? [h("dt", {}, T("client.responsible")), h("dd", {}, String(card.responsible))] : null,
-      call.did ? [h("dt", {}, T("filter.did")), h("dd", {}, call.did)] : null,
-      card && card.notes ? [h("dt", {}, T("client.notes")), h("dd", {}, card.notes)] : null);
+      fact(T("client.phones"), number || T("call.unknown_number")),
+      card && card.company ? fact(T("client.company"), card.company) : null,
+      card ? fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—") : null,
+      card ? fact(T("pop.last_call"), last ? [fmt.dateTime(last.started_at), " · ", T("status." + (last.status || "unknown")),
+                                             last.operator ? " · " + last.operator : ""].join("") : T("pop.no_calls")) : null,
+      ev.adChannel ? fact(T("pop.ad_channel"), ev.adChannel) : (call.did ? fact(T("filter.did"), call.did) : null));
+    const tasks = card && card.openTasks.length ? h("div", { class: "pop-tasks" }, h("strong", {}, T("pop.open_tasks", { n: card.openTasks.length })),
+      h("ul", {}, ...card.openTasks.map(t => h("li", { class: t.due_at && new Date(t.due_at) < new Date() ? "overdue" : "" },
+        t.title || T("task.call_back"), t.due_at ? " · " + T("task.due") + " " + fmt.dateTime(t.due_at) : "")))) : null;
     box.replaceChildren(...[
       h("div", { class: "pop-head" }, h("span", { class: "ringing-dot" }), T("pop.ringing", { extension: user.extension }),
         h("button", { type: "button", class: "link close", "aria-label": T("action.close"), onclick: () => closePop(null) }, "×")),
       h("h2", { class: "pop-name" + (card ? "" : " new") }, title),
-      card && card.isNew ? h("p", { class: "muted" }, T("pop.card_created")) : null,
-      facts, link].filter(Boolean));
+      card ? (card.ambiguous ? h("p", { class: "muted" }, T("pop.ambiguous")) : null) : h("p", { class: "pop-new" }, T("pop.new_contact")),
+      facts, tasks, link].filter(Boolean));
     box.hidden = false;
     box.dataset.callId = call.id ?? "";
     document.title = "☎ " + (number || title);
+  }
+  /* A colleague's internal call ringing me: a small note, no pop. */
+  function internalNote(ev) {
+    if (!user || !user.extension || String(ev.extension) !== String(user.extension)) return;
+    toast(T("pop.internal", { from: ev.from || "?" }), "info");
   }
   function closePop(callId) {
     const box = document.getElementById("screen-pop");
@@ -132,5 +195,5 @@ const UI = (() => {
   }
 
   window.addEventListener("DOMContentLoaded", connect);
-  return { h, toast, showError, phone, c2c, customer, direction, status, fmt, T, api };
+  return { h, toast, showError, phone, c2c, customer, direction, callDirection, status, elapsed, fmt, T, api };
 })();

@@ -15,7 +15,7 @@
     const c = await api.call(id);
     document.getElementById("call-title").textContent = T("call.title_of", { time: fmt.dateTime(c.started_at) });
     document.getElementById("call-facts").replaceChildren(...[
-      fact(T("col.direction"), UI.direction(c.direction)),
+      fact(T("col.direction"), UI.direction(c)),
       fact(T("col.customer"), h("span", {}, UI.customer(c), " ", UI.phone(c.customer_number, c.client_id))),
       c.did ? fact(T("filter.did"), c.did) : null,
       fact(T("col.operator"), c.operator || "—"),
@@ -26,15 +26,49 @@
       fact(T("col.wait"), fmt.duration(c.wait_seconds)),
       fact(T("col.talk"), fmt.duration(c.talk_seconds)),
     ].filter(Boolean).flat());
-    if (c.hasRecording) { player.src = api.recordingUrl(id); }
-    else { player.hidden = true; document.getElementById("no-recording").hidden = false; }
-    player.addEventListener("error", () => { player.hidden = true; document.getElementById("no-recording").hidden = false; });
+    if (c.hasRecording) { player.src = api.recordingUrl(id); document.getElementById("download").href = api.recordingUrl(id); }
+    else noRecording();
+    player.addEventListener("error", noRecording);
     renderTags(c.tags);
     loadClient(c).catch((e) => {
       if (e.status === 403) document.getElementById("client-summary").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
       else showError(e);
     });
     return c;
+  }
+
+  function noRecording() {
+    player.hidden = true; document.getElementById("player-tools").hidden = true;
+    document.getElementById("no-recording").hidden = false;
+  }
+
+  /* Player: 1x / 1.5x / 2x, download, and keys: space plays or pauses, arrows seek 5 s. */
+  document.querySelectorAll("button.speed").forEach(b => b.addEventListener("click", () => {
+    player.playbackRate = Number(b.dataset.rate);
+    document.querySelectorAll("button.speed").forEach(x => x.classList.toggle("active", x === b));
+  }));
+  document.addEventListener("keydown", (ev) => {
+    if (player.hidden || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.target.closest && ev.target.closest("input, textarea, select, button, a")) return;
+    if (ev.key === " ") { ev.preventDefault(); if (player.paused) { const p = player.play(); if (p && p.catch) p.catch(() => {}); } else player.pause(); }
+    else if (ev.key === "ArrowRight") { ev.preventDefault(); player.currentTime = Math.min(player.duration || 1e9, player.currentTime + 5); highlight(); }
+    else if (ev.key === "ArrowLeft") { ev.preventDefault(); player.currentTime = Math.max(0, player.currentTime - 5); highlight(); }
+  });
+
+  /* Which model and language made the transcript; a model not of the installation's language is
+     a warning (the Korean demo model on a Russian installation). */
+  function langName(code) { const key = "language." + code; const text = T(key); return text === key ? String(code) : text; }
+  function renderModel(tr) {
+    const configured = PBX.data.transcription || {};
+    const model = (tr && tr.model) || configured.model;
+    const language = (tr && tr.language) || configured.language;
+    const el = document.getElementById("transcript-model");
+    el.textContent = model ? T("transcript.model", { model, language: langName(language) }) : T("transcript.no_model");
+    const expected = configured.region_languages || [];
+    const warn = document.getElementById("model-warning");
+    const mismatch = language && expected.length && !expected.includes(String(language).split("-")[0]);
+    warn.hidden = !mismatch;
+    if (mismatch) warn.textContent = T("transcript.language_warning", { language: langName(language), expected: expected.map(langName).join(", ") });
   }
 
   function renderTags(tags) {
@@ -93,6 +127,7 @@
   async function loadTranscript() {
     const tr = await api.transcript(id);
     const box = document.getElementById("transcript");
+    renderModel(tr);
     renderJob(tr && tr.job);
     renderAnalytics(tr && tr.analytics);
     if (!tr || !tr.turns.length) { document.getElementById("no-transcript").hidden = false; if (tr) renderTags(tr.tags); return; }
@@ -171,6 +206,13 @@
     document.getElementById("transcript").replaceChildren(h("p", { class: "muted" }, T("error.not_for_role")));
   }
 
-  loadCall().catch(showError);
-  loadTranscript().catch(transcriptRefused);
+  /* A call that is not there (or not the reader's to see): said in place of the empty page. */
+  function callMissing(e) {
+    if (e.status !== 404 && e.status !== 403) { showError(e); return; }
+    document.getElementById("call-layout").hidden = true;
+    const box = document.getElementById("call-error");
+    box.textContent = T("call.not_found");
+    box.hidden = false;
+  }
+  loadCall().then(() => loadTranscript().catch(transcriptRefused)).catch(callMissing);
 })();

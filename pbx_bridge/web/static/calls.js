@@ -6,7 +6,7 @@
   const form = document.getElementById("filters");
   const tbody = document.querySelector("#journal tbody");
   const player = document.getElementById("row-player");
-  const FIELDS = ["from", "to", "direction", "status", "operator", "did", "number", "q"];
+  const FIELDS = ["from", "to", "direction", "status", "operator", "operator_role", "did", "number", "q"];
   let cursors = [null];  // cursor of each page seen; the last is the current page's
   let next = null;
   let rows = [];
@@ -15,6 +15,7 @@
   function filtersFromUrl() {
     const q = new URLSearchParams(location.search);
     for (const f of FIELDS) if (form.elements[f]) form.elements[f].value = q.get(f) || "";
+    if (!form.elements.operator_role.value) form.elements.operator_role.value = "answered";
   }
 
   /* Dates in the form are local days; the API takes ISO 8601 instants, "to" exclusive. */
@@ -26,8 +27,25 @@
     if (v("direction")) p.direction = v("direction");
     if (v("status") === "missed") p.missed = "true"; else if (v("status")) p.status = v("status");
     for (const f of ["operator", "did", "number", "q"]) if (v(f)) p[f] = v(f);
+    if (p.operator) p.operator_role = v("operator_role") || "answered";
     p.limit = document.getElementById("page-size").value;
     return p;
+  }
+
+  /* What the form says wrong, in the reader's language, before asking the API. */
+  function checkFilters() {
+    const v = (f) => form.elements[f].value.trim();
+    const digits = v("number").replace(/\D/g, "");
+    if (v("number") && digits.length < 4) return T("error.code.number_too_short");
+    if (v("from") && v("to") && v("to") < v("from")) return T("error.code.invalid_range");
+    if (v("operator") && !/^\d{1,16}$/.test(v("operator"))) return T("error.invalid_parameter.operator");
+    return null;
+  }
+
+  function exportLinks() {
+    const p = apiParams();
+    document.getElementById("export-csv").href = api.exportUrl(p, "csv");
+    document.getElementById("export-xlsx").href = api.exportUrl(p, "xlsx");
   }
 
   /* The search's snippet marks the words found as [word] (GET /api/v1/calls?q=...). */
@@ -49,7 +67,7 @@
     tbody.replaceChildren(...shown.flatMap(c => {
       const tr = h("tr", { dataset: { callId: c.id } },
         h("td", {}, h("a", { href: "/ui/calls/" + c.id }, fmt.dateTime(c.started_at))),
-        h("td", {}, UI.direction(c.direction)),
+        h("td", {}, UI.direction(c)),
         h("td", {}, UI.customer(c), c.customer_name && c.customer_number ? h("div", { class: "muted small" }, c.customer_number) : null,
           " ", UI.c2c(c.customer_number, c.client_id)),
         h("td", {}, c.operator || ((c.operators_rung || []).length
@@ -78,12 +96,27 @@
 
   async function load() {
     const cursor = cursors[cursors.length - 1];
+    const problem = checkFilters();
+    const errorBox = document.getElementById("filter-error");
+    errorBox.hidden = !problem;
+    if (problem) { errorBox.textContent = problem; rows = []; next = null; render(); return; }
+    exportLinks();
     try {
       const res = await api.calls(Object.assign(apiParams(), cursor ? { cursor } : {}));
       rows = res.items; next = res.next;
-    } catch (e) { rows = []; next = null; showError(e); }
+    } catch (e) { rows = []; next = null; errorBox.textContent = e.message; errorBox.hidden = false; }
     render();
   }
+
+  /* The first page follows the calls as they happen: a call that starts or ends reloads it
+     (at most once a second), unless the reader is on a later page. */
+  let refreshTimer = null;
+  window.addEventListener("pbx:event", (e) => {
+    const ev = e.detail;
+    if (!ev.type.startsWith("call.") || cursors.length > 1) return;
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; if (cursors.length === 1) load(); }, 1000);
+  });
 
   let playing = null;
   function play(id, btn) {

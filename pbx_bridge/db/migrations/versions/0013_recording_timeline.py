@@ -1,14 +1,14 @@
 """recordings.timeline: the call's answer, end and the times the customer talked with someone
 
 Revision ID: 0013_recording_timeline
-Revises: 0011_crm_connectors
+Revises: 0010_ui
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_recording_timeline"
-down_revision = "0011_crm_connectors"
+down_revision = "0010_ui"
 branch_labels = None
 depends_on = None
 

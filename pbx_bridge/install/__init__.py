@@ -1,0 +1,1 @@
+"""What a packaged install needs beyond the code: writing the sample configuration out."""

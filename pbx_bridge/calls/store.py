@@ -99,10 +99,10 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
     merged = [key for key, rec in latest.items() if rec.merged_into]
     for key in merged:
         del latest[key]
-    if merged:
-        gone = sa.select(calls.c.id).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged))
+    for where in _keys_where(merged):
+        gone = sa.select(calls.c.id).where(where)
         await conn.execute(sa.delete(call_legs).where(call_legs.c.call_id.in_(gone)))
-        await conn.execute(sa.delete(calls).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(merged)))
+        await conn.execute(sa.delete(calls).where(where))
     ids = (await _write(conn, latest, now, calls.c.state != "ended"))[0] if latest else {}
     skipped: set[int] = set()
     if backfilled:
@@ -120,12 +120,20 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
 Key = tuple[str, str]
 
 
+def _keys_where(keys: Sequence[Key], size: int = 500) -> list[Any]:
+    """Conditions selecting these (pbx, linkedid) rows, a chunk each: `pbx = ? AND linkedid IN
+    (...)`, which the unique index serves (a row-value IN list is scanned on PostgreSQL)."""
+    by_pbx: dict[str, list[str]] = {}
+    for pbx, linkedid in keys:
+        by_pbx.setdefault(pbx, []).append(linkedid)
+    return [sa.and_(calls.c.pbx == pbx, calls.c.linkedid.in_(linkedids[i:i + size]))
+            for pbx, linkedids in by_pbx.items() for i in range(0, len(linkedids), size)]
+
+
 async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: datetime,
-                 guard: Any, new: set[Key] | frozenset[Key] = frozenset(),
-                 ) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
+                 guard: Any) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
     """Upsert the records (an existing row only where `guard` holds) and their legs; returns
-    (pbx, linkedid) -> (id, state) for every record, and the keys written. `new`: keys known to
-    have had no row, so no legs of an earlier write to tidy."""
+    (pbx, linkedid) -> (id, state) for every record, and the keys written."""
     rows = [_call_values(rec, now) for rec in latest.values()]
     stmt = _insert(conn, calls)
     update = {c.name: stmt.excluded[c.name] for c in calls.columns
@@ -138,41 +146,38 @@ async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: date
         (pbx, linkedid): (call_id, state) for pbx, linkedid, call_id, state in result}
     written = set(ids)
     # Rows left alone (already ended) return nothing: look their ids up.
-    keys = [key for key in latest if key not in ids]
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
+    for where in _keys_where([key for key in latest if key not in ids]):
         result = await conn.execute(
-            sa.select(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state)
-            .where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(chunk)))
+            sa.select(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state).where(where))
         for pbx, linkedid, call_id, state in result:
             ids[(pbx, linkedid)] = (call_id, state)
-    leg_rows: list[dict[str, Any]] = []
-    written_ids: list[int] = []
-    for key, rec in latest.items():
-        call_id, state = ids[key]
-        if key not in written:
-            continue  # a late write of a finished call: the row is final
-        if key not in new:
-            written_ids.append(call_id)
-        leg_rows.extend(_leg_values(call_id, leg) for leg in rec.legs)
-    if leg_rows:
-        legs_stmt = _insert(conn, call_legs)
-        legs_stmt = legs_stmt.on_conflict_do_update(
-            index_elements=[call_legs.c.call_id, call_legs.c.uniqueid],
-            set_={name: legs_stmt.excluded[name] for name in
-                  ("channel", "role", "extension", "created_at", "answered_at", "hungup_at",
-                   "hangup_cause")},
-        )
-        await conn.execute(legs_stmt, leg_rows)
+    await _write_legs(conn, {key: (ids[key][0], latest[key]) for key in written}, tidy=True)
+    return ids, written
+
+
+async def _write_legs(conn: AsyncConnection, written: dict[Key, tuple[int, CallRecord]], *,
+                      tidy: bool) -> None:
+    """The legs of calls just written; `tidy`: drop rows of legs an earlier write made that
+    the record no longer has (not needed for a call just inserted)."""
+    leg_rows = [_leg_values(call_id, leg) for call_id, rec in written.values() for leg in rec.legs]
+    if not leg_rows:
+        return
+    legs_stmt = _insert(conn, call_legs)
+    legs_stmt = legs_stmt.on_conflict_do_update(
+        index_elements=[call_legs.c.call_id, call_legs.c.uniqueid],
+        set_={name: legs_stmt.excluded[name] for name in
+              ("channel", "role", "extension", "created_at", "answered_at", "hungup_at",
+               "hangup_cause")},
+    )
+    await conn.execute(legs_stmt, leg_rows)
+    if tidy:
         # A Local channel's leg is named after its ;1 half once that is seen: drop the row the
         # ;2 half made before.
-        if written_ids:
-            tidy = set(written_ids)
-            keep = [(row["call_id"], row["uniqueid"]) for row in leg_rows if row["call_id"] in tidy]
-            await conn.execute(sa.delete(call_legs).where(
-                call_legs.c.call_id.in_(written_ids),
-                sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
-    return ids, written
+        written_ids = [call_id for call_id, _rec in written.values()]
+        keep = [(row["call_id"], row["uniqueid"]) for row in leg_rows]
+        await conn.execute(sa.delete(call_legs).where(
+            call_legs.c.call_id.in_(written_ids),
+            sa.not_(sa.tuple_(call_legs.c.call_id, call_legs.c.uniqueid).in_(keep))))
 
 
 async def _save_backfilled(conn: AsyncConnection, changes: Sequence[CallChange], now: datetime,
@@ -181,29 +186,40 @@ async def _save_backfilled(conn: AsyncConnection, changes: Sequence[CallChange],
     what AMI knew) when their row is live or ended during an outage, never written over a
     record the AMI events completed. Returns the keys written."""
     by_key = {(c.record.pbx[:64], c.record.linkedid[:128]): c for c in changes}
-    keys = list(by_key)
+    # Most are new to the log: one INSERT that leaves existing rows alone.
+    insert = _insert(conn, calls).on_conflict_do_nothing(index_elements=[calls.c.pbx, calls.c.linkedid])
+    result = await conn.execute(
+        insert.returning(calls.c.pbx, calls.c.linkedid, calls.c.id),
+        [_call_values(c.record, now) for c in by_key.values()])
+    done: dict[Key, tuple[int, str]] = {}
+    for pbx, linkedid, call_id in result:
+        done[(pbx, linkedid)] = (call_id, "ended")
+        by_key[(pbx, linkedid)].record.id = call_id
+    await _write_legs(conn, {key: (ids[0], by_key[key].record) for key, ids in done.items()},
+                      tidy=False)
+    # The few the log had: read (and locked), completed with what AMI knew, written over
+    # unless the AMI events completed them.
     existing: dict[Key, Any] = {}
-    for start in range(0, len(keys), 500):
-        query = sa.select(calls).where(sa.tuple_(calls.c.pbx, calls.c.linkedid).in_(keys[start:start + 500]))
+    for where in _keys_where([key for key in by_key if key not in done]):
+        query = sa.select(calls).where(where)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()  # a concurrent writer of the same call waits
         for found in (await conn.execute(query)).all():
             existing[(found.pbx, found.linkedid)] = found
     latest: dict[Key, CallRecord] = {}
-    for key, change in by_key.items():
-        row = existing.get(key)
-        if row is not None and row.state == "ended" and not row.ended_during_outage:
+    for key, row in existing.items():
+        if row.state == "ended" and not row.ended_during_outage:
             continue
-        if row is not None:
-            change.record = combine(change.record, calls_from_rows([row])[0])
+        change = by_key[key]
+        change.record = combine(change.record, calls_from_rows([row])[0])
         latest[key] = change.record
-    if not latest:
-        return {}
-    guard = sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True))
-    ids, written = await _write(conn, latest, now, guard, new=set(latest) - set(existing))
-    for key, rec in latest.items():
-        rec.id = ids[key][0]
-    return {key: ids[key] for key in written}
+    if latest:
+        guard = sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True))
+        ids, written = await _write(conn, latest, now, guard)
+        for key in written:
+            latest[key].id = ids[key][0]
+            done[key] = ids[key]
+    return done
 
 
 # --- reading ---------------------------------------------------------------------------------

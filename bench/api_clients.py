@@ -90,47 +90,31 @@ async def ws(url: str, token: str, clients: int, expected: int) -> dict[str, Any
 
 
 async def ami(secret: str) -> dict[str, Any]:
-    """The AMI peer in its own process, as Asterisk is: the project's simulator when the tree
-    has it (Originates answered "queued" without playing a call), else bench/raw_ami.py."""
+    """The AMI peer in its own process, as Asterisk is: the project's simulator, its Originates
+    answered "queued" without playing a call (the bench measures the API's side)."""
+    from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
+
     seen: dict[str, float] = {}
-    stops: list[Any] = []
-    try:
-        from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
+    sim = AmiSimulator(SimulatorSettings(secret=secret))
 
-        sim = AmiSimulator(SimulatorSettings(secret=secret))
+    def hook(session: Any, action: Any) -> bool:
+        if action.name != "Originate":
+            return False
+        now = time.monotonic()
+        for key, value in action.headers:
+            if key == "Variable" and value.startswith("__CALL_ID="):
+                seen[value.split("=", 1)[1]] = now
+        session.write(f"Response: Success\r\nActionID: {action.get('ActionID')}\r\n"
+                      "Message: Originate successfully queued\r\n\r\n".encode())
+        return True
 
-        def hook(session: Any, action: Any) -> bool:
-            if action.name != "Originate":
-                return False
-            now = time.monotonic()
-            for key, value in action.headers:
-                if key == "Variable" and value.startswith("__CALL_ID="):
-                    seen[value.split("=", 1)[1]] = now
-            session.write(f"Response: Success\r\nActionID: {action.get('ActionID')}\r\n"
-                          "Message: Originate successfully queued\r\n\r\n".encode())
-            return True
-
-        sim.action_hook = hook
-        await sim.start()
-        port, kind = sim.port, "simulator"
-        stops.append(sim.stop)
-    except ImportError:
-        from bench.raw_ami import RawAmiServer
-
-        server = RawAmiServer(secret=secret)
-        port, kind = await server.start(), "raw"
-        stops.append(server.stop)
-    print(f"PORT {port} {kind}", flush=True)
+    sim.action_hook = hook
+    await sim.start()
+    print(f"PORT {sim.port} simulator", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the bench closes our stdin
-    if kind == "raw":
-        for action in server.originates():
-            for v in action.get("Variable", []):
-                if v.startswith("__CALL_ID="):
-                    seen[v.split("=", 1)[1]] = action["received_at"]
-    for stop in stops:
-        await stop()
-    return {"kind": kind, "seen": seen}
+    await sim.stop()
+    return {"kind": "simulator", "seen": seen}
 
 
 def main(argv: list[str]) -> int:

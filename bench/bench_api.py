@@ -1,8 +1,8 @@
 """HTTP API benchmarks (issue 5).
 
 1. Click-to-call: POST /api/v1/click-to-call -> the Originate read off the AMI socket, p99 at
-   200 requests/s (target <= 15 ms). The AMI peer is the project's simulator with the real
-   PbxConnection when they are in the tree, else bench/raw_ami.py's raw server and client.
+   200 requests/s (target <= 15 ms). The AMI peer is the project's simulator, the bridge's side
+   the real PbxConnection.
 2. Screen pop: a ring event entering the call pipeline's queue -> the call.ringing message read
    by each of 100 WebSocket clients, p99, with 1,000,000 client cards (target <= 20 ms). With the
    tracker, consumer and CRM hook in the tree the whole path runs (tracker, save, card lookup,
@@ -107,7 +107,7 @@ async def _database(tmp: Path) -> tuple[Settings, Any]:
 
 class _Peer:
     """The AMI side, in its own process (bench/api_clients.py ami): when each Originate (by
-    CALL_ID) was read off the socket; the bridge side is PbxConnection when the tree has it."""
+    CALL_ID) was read off the socket; the bridge side is PbxConnection."""
 
     def __init__(self) -> None:
         self.seen: dict[str, float] = {}
@@ -125,32 +125,23 @@ class _Peer:
         port = int(port_text)
         config = PbxConfig(name="main", port=port, secret="bench", operator_channel=LAB_OPERATORS)
         settings.pbx = [config]
-        peer = "AMI simulator" if kind == "simulator" else "raw AMI server"
-        try:
-            from pbx_bridge.ami.connection import PbxConnection
+        from pbx_bridge.ami.connection import PbxConnection
 
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            connection = PbxConnection(config, queue)
-            await connection.start()
-            for _ in range(200):
-                if connection.connected:
-                    break
-                await asyncio.sleep(0.05)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        connection = PbxConnection(config, queue)
+        await connection.start()
+        for _ in range(200):
+            if connection.connected:
+                break
+            await asyncio.sleep(0.05)
 
-            async def drain() -> None:
-                while True:
-                    await queue.get()
+        async def drain() -> None:
+            while True:
+                await queue.get()
 
-            drainer = asyncio.create_task(drain())
-            self._stop = [drainer.cancel, connection.stop]
-            self.label = f"PbxConnection -> {peer} in another process"
-        except ImportError:
-            from bench.raw_ami import MiniAmiClient
-
-            connection = MiniAmiClient("main")
-            await connection.connect(port, secret="bench")
-            self._stop = [connection.close]
-            self.label = f"raw AMI client -> {peer} in another process (PbxConnection not in this tree)"
+        drainer = asyncio.create_task(drain())
+        self._stop = [drainer.cancel, connection.stop]
+        self.label = f"PbxConnection -> AMI {kind} in another process"
         self.connection = connection
 
     async def stop(self) -> None:
@@ -267,7 +258,7 @@ class _Pipeline:
 def _calls(count: int, numbers: list[str]) -> tuple[list[list[Any]], int]:
     """`count` inbound calls rendered from the real inbound_answered trace (fresh ids), as
     AmiEvents, and the index of the event that makes the tracker report `ringing`."""
-    from bench.raw_ami import parse_block, to_event
+    from pbx_bridge.ami.protocol import parse_event
     from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
     from pbx_bridge.simulator.calls import CallValues, IdCounters, LiveCall
     from pbx_bridge.simulator.server import AmiSimulator
@@ -280,7 +271,7 @@ def _calls(count: int, numbers: list[str]) -> tuple[list[list[Any]], int]:
                                time.time())
         events = []
         while not live.done:
-            events.append(to_event("main", parse_block(live.render_next().encode())))
+            events.append(parse_event("main", live.render_next(), time.time()))
         calls.append(events)
     import re
 

@@ -36,6 +36,7 @@ from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.events.notifier import Notifier
 from pbx_bridge.http.app import make_app
+from pbx_bridge.http.server import app_runner
 from pbx_bridge.log import event
 from pbx_bridge.recording.hook import RecordingHook
 from pbx_bridge.recording.install import install as install_recordings
@@ -125,7 +126,7 @@ class Bridge:
             self.connections.append(connection)
             runtime.pbx[config.name] = connection
             await connection.start()
-        self.runner = web.AppRunner(make_app(runtime), access_log=None)
+        self.runner = app_runner(make_app(runtime), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, settings.server.host, settings.server.port)
         await site.start()
@@ -170,7 +171,7 @@ class Bridge:
                 self.queue, runtime.engine,
                 tracker_settings_for(settings.pbx, settings.phone),
                 hooks,
-                event_listeners=[self.click_to_call.on_event],
+                event_listeners=[self.click_to_call.on_event, self.recordings.bridges.on_event],
                 journals=self._journals,
                 keep_raw_days=settings.events.keep_raw_days,
                 cel_live_grace=settings.cel.live_grace_seconds,

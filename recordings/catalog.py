@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from recordings.mixmonitor import Segment
 from recordings.schema import PLAYABLE, recordings
 from recordings.storage import UnsafePath, resolve_stored
+from recordings.timeline import CallTimeline
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class RecordingRow:
     state: str
     rule: str
     segments: list[Segment]
+    timeline: CallTimeline | None
     stored_path: str | None
     format: str | None
     channels: int | None
@@ -73,6 +75,7 @@ def _iso(value: datetime | None) -> str | None:
 def _row(mapping: sa.RowMapping) -> RecordingRow:
     data = dict(mapping)
     data["segments"] = [Segment.from_dict(s) for s in data["segments"] or []]
+    data["timeline"] = CallTimeline.from_dict(data["timeline"]) if data.get("timeline") else None
     return RecordingRow(**data)
 
 
@@ -127,12 +130,20 @@ async def record_afterwards(
 
 
 async def mark_processing(conn: AsyncConnection, call_id: int, *, now: datetime,
-                          first_attempt_at: datetime) -> bool:
-    """The call ended: queue its files for conversion. False if it was not recording."""
+                          first_attempt_at: datetime, segments: list[Segment] | None = None,
+                          timeline: CallTimeline | None = None) -> bool:
+    """The call ended: queue its files for conversion, with the segments' Asterisk times and the
+    call's timeline when known. False if it was not recording."""
+    values: dict[str, Any] = {"state": "processing", "next_attempt_at": first_attempt_at,
+                              "updated_at": now}
+    if segments is not None:
+        values["segments"] = [s.to_dict() for s in segments]
+    if timeline is not None:
+        values["timeline"] = timeline.to_dict()
     result = await conn.execute(
         recordings.update()
         .where(recordings.c.call_id == call_id, recordings.c.state == "recording")
-        .values(state="processing", next_attempt_at=first_attempt_at, updated_at=now)
+        .values(**values)
     )
     return bool(result.rowcount)
 

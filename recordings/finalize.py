@@ -1,4 +1,5 @@
-"""One conversion attempt for an ended call: spool files -> verified WAV -> row updated.
+"""One conversion attempt for an ended call: spool files -> one WAV on the call's timeline,
+verified -> row updated.
 
 A missing, empty or truncated file is retried (shared mounts lag behind Asterisk) with a
 growing delay; after the last attempt the recording is marked `missing` or `truncated`, whatever
@@ -22,6 +23,7 @@ from recordings.catalog import RecordingRow
 from recordings.convert import Compression, FileProblem, SegmentAudio, VerificationError, WavInfo
 from recordings.mixmonitor import Segment
 from recordings.storage import Locations, stored_relpath
+from recordings.timeline import CallTimeline, place, span_of
 
 log = logging.getLogger("recordings.finalize")
 
@@ -59,8 +61,10 @@ def _describe(problems: list[FileProblem]) -> str:
 
 
 def convert_files(segments: list[Segment], call_id: int, recorded_at: datetime,
-                  options: FinalizeOptions, *, last_attempt: bool) -> FileOutcome:
-    """The file work of one attempt (blocking: run it in a thread)."""
+                  options: FinalizeOptions, *, last_attempt: bool,
+                  timeline: CallTimeline | None = None) -> FileOutcome:
+    """The file work of one attempt (blocking: run it in a thread). The segments are placed on
+    the call's timeline (recordings.timeline); without one, by their own times."""
     loc = options.locations
     audios: list[SegmentAudio] = []
     problems: list[FileProblem] = []
@@ -85,9 +89,12 @@ def convert_files(segments: list[Segment], call_id: int, recorded_at: datetime,
         return FileOutcome("retry", error=_describe(problems))
     if not audios:
         return FileOutcome("missing", error=_describe(problems))
+    by_index = {s.index: s for s in segments}
+    parts = [(by_index[a.index], a.pcm) for a in audios]
+    placed = place(parts, timeline if timeline is not None else span_of(parts))
     out = loc.recordings_dir / stored_relpath(call_id, recorded_at)
     try:
-        info = convert.write_wav((a.pcm for a in audios), out)
+        info = convert.write_wav([placed], out)
         convert.verify_wav(info)
     except (OSError, VerificationError) as exc:
         state = "failed" if last_attempt else "retry"
@@ -122,7 +129,7 @@ async def attempt(engine: AsyncEngine, row: RecordingRow, options: FinalizeOptio
     last = number >= options.retry.attempts
     try:
         outcome = await asyncio.to_thread(convert_files, row.segments, row.call_id, row.created_at,
-                                          options, last_attempt=last)
+                                          options, last_attempt=last, timeline=row.timeline)
     except Exception as exc:  # never let one bad recording stop the worker
         log.exception("recording.convert_crashed", extra={"kv": {"call_id": row.call_id}})
         outcome = FileOutcome("failed" if last else "retry", error=f"{type(exc).__name__}: {exc}")

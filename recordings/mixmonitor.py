@@ -1,15 +1,18 @@
 """The AMI actions that record a call: MixMonitor per segment, StopMixMonitor at the end.
 
 Files are named after the call's Linkedid, so a file can always be tied to its call (and the
-name says nothing the request could choose). The first segment records the answering operator's
-channel. A transfer starts a new segment (``<linkedid>.s2``) on the *customer's* channel, the one
-channel that stays in the call however it is transferred (blind, attended, pickup) and however
-late the new operator answers; from the customer's side the directions are swapped, which the
-segment's `perspective` records and the conversion undoes. The segments are joined in order.
+name says nothing the request could choose). A call with a customer is recorded on the
+*customer's* channel from its answer to its end: the one channel that stays in the call however
+it is transferred (blind, attended, pickup), which hears whichever operator talks with the
+customer at each moment. From the customer's side the directions are swapped, which the
+segment's `perspective` records and the conversion undoes (operator left, customer right). A
+call without a customer channel (internal) is recorded on the answering operator's channel, and
+each operator who takes it later gets a segment of their own (``<linkedid>.s2``, ...). The
+segments are placed on the call's timeline (recordings.timeline).
 
 Asterisk 20.11 / 21.6 / 22.1 and later: options ``bD`` give one stereo ``.raw`` (left = audio read
-from the operator's channel = the operator, right = audio written to it = the customer). Older
-versions: ``b`` plus ``r(file)`` and ``t(file)``, one file per direction, merged afterwards.
+from the channel, right = audio written to it). Older versions: ``b`` plus ``r(file)`` and
+``t(file)``, one file per direction, merged afterwards.
 """
 
 from __future__ import annotations
@@ -72,25 +75,34 @@ class Segment:
     channel: str
     operator: str | None
     files: dict[str, str]  # stereo: {"stereo"}; legs: {"rx", "tx", "mix"}
+    # When MixMonitor started writing: Asterisk's time once its event was seen (MIXMONITOR_FILENAME),
+    # the bridge's clock until then.
     started_at: float
     perspective: Perspective = "operator"
+    # The stretches of Asterisk time the file holds, in order (with option b only while the
+    # channel was bridged); None = not known, the file runs on from started_at.
+    recorded: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"index": self.index, "mode": self.mode, "channel": self.channel,
                 "operator": self.operator, "files": dict(self.files), "started_at": self.started_at,
-                "perspective": self.perspective}
+                "perspective": self.perspective,
+                "recorded": None if self.recorded is None else [list(r) for r in self.recorded]}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Segment:
         files = data["files"]
         if not isinstance(files, dict):
             raise ValueError("segment files must be a mapping")
+        recorded = data.get("recorded")
         return cls(index=int(str(data["index"])), mode="legs" if data["mode"] == "legs" else "stereo",
                    channel=str(data["channel"]),
                    operator=None if data.get("operator") is None else str(data["operator"]),
                    files={str(k): str(v) for k, v in files.items()},
                    started_at=float(str(data["started_at"])),
-                   perspective="customer" if data.get("perspective") == "customer" else "operator")
+                   perspective="customer" if data.get("perspective") == "customer" else "operator",
+                   recorded=None if not isinstance(recorded, list) else tuple(
+                       (float(a), float(b)) for a, b in recorded))
 
 
 def plan_segment(linkedid: str, index: int, *, stereo: bool, channel: str, operator: str | None,

@@ -71,9 +71,12 @@ recordings = sa.Table(
     # Which policy rule decided to record ("default", "did:+7495...", "operator:101"): retention
     # looks the rule's current number of days up, so a config change applies to old recordings.
     sa.Column("rule", sa.String(96), nullable=False, server_default="default"),
-    # MixMonitor segments in order (a transfer adds one): [{"index", "mode", "channel",
-    # "operator", "files": {...}, "started_at"}]; file names are relative to the spool dir.
+    # MixMonitor segments in order: [{"index", "mode", "channel", "operator", "files": {...},
+    # "started_at", "perspective", "recorded"}]; file names are relative to the spool dir.
     sa.Column("segments", sa.JSON, nullable=False),
+    # The call's timeline (recordings.timeline.CallTimeline.to_dict): answer, end, and when the
+    # customer talked with whom; written when the call ends. NULL = not known.
+    sa.Column("timeline", sa.JSON, nullable=True),
     # The WAV, relative to the recordings dir: YYYY/MM/DD/<call id>.wav.
     sa.Column("stored_path", sa.String(512), nullable=True),
     sa.Column("format", sa.String(16), nullable=True),

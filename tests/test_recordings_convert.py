@@ -98,7 +98,7 @@ def test_a_segment_recorded_on_the_customers_channel_is_swapped(traces: Path, tm
         assert np.array_equal(convert.read_wav(info.path), source[:, ::-1])
 
 
-def test_segments_are_concatenated_in_order(traces: Path, tmp_path: Path) -> None:
+def test_the_wav_writer_writes_its_parts_in_order(traces: Path, tmp_path: Path) -> None:
     first, _ = convert.read_stereo_raw(traces / "recordings" / LAB)
     second, _ = convert.read_stereo_raw(traces / "recordings" / SIP)
     info = convert.write_wav([first, second], tmp_path / "both.wav")

@@ -156,6 +156,12 @@ KEY = b"k" * 32
 def test_signed_links() -> None:
     link = signing.sign(KEY, 42, now=1000.0, ttl_seconds=60)
     assert link.expires_at == 1060
+    # The signature as computed outside signing.py (HMAC-SHA256 over the purpose tag, NUL, then
+    # "<call id>.<expiry>"; base64url without padding):
+    #   printf 'pbx-bridge recording v1\x0042.1060' | openssl dgst -sha256 -hmac "$(printf 'k%.0s' {1..32})" \
+    #     -binary | base64 | tr '+/' '-_' | tr -d '='
+    assert link.token == "42.1060.nJnImRlheI94ggStPS1xIk3llJNaiW5zxTMcmj2FwcA"
+    assert signing.verify(KEY, "42.1060.nJnImRlheI94ggStPS1xIk3llJNaiW5zxTMcmj2FwcA", now=1000.0) == 42
     assert signing.verify(KEY, link.token, now=1059.9) == 42
     with pytest.raises(signing.TokenError) as exc:
         signing.verify(KEY, link.token, now=1060.0)

@@ -13,12 +13,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.errors import ActionFailed
 from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp, QueueItem
-from pbx_bridge.simulator.recording import SAMPLE_AUDIO
+from pbx_bridge.simulator import media
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 from pbx_bridge.simulator.templates import broadcast_events
 from pbx_bridge.simulator.trace import parse_trace, read_trace
@@ -193,7 +194,11 @@ async def test_core_show_channels_from_current_state_in_trace_format(
         client.close()
 
 
-async def test_mixmonitor_writes_a_real_stereo_raw_file(sim: AmiSimulator, tmp_path: Path) -> None:
+async def test_mixmonitor_writes_what_the_channel_read_and_heard(sim: AmiSimulator,
+                                                                 tmp_path: Path) -> None:
+    """MixMonitor bD on a bridged channel: from its start to its stop (the MixMonitorStart and
+    MixMonitorStop events' Timestamps), left = what the channel read (the operator's voice),
+    right = what it heard (the customer's), sample for sample on the absolute sample clock."""
     sim.settings.speed = 0.5
     queue: asyncio.Queue[QueueItem] = asyncio.Queue()
     conn = PbxConnection(pbx_config(sim.port), queue)
@@ -202,34 +207,36 @@ async def test_mixmonitor_writes_a_real_stereo_raw_file(sim: AmiSimulator, tmp_p
         await next_item(queue, lambda i: isinstance(i, ChannelsSnapshot))
         await conn.originate({"Channel": "Local/101@op-phone/n", "Context": "from-internal",
                               "Exten": "89035550199", "Priority": "1", "ChannelId": "rec-call"})
-        await until(lambda: any(c.fields["Uniqueid"] == "rec-call" for c in sim.live_channels()))
-        channel = next(c.fields["Channel"] for c in sim.live_channels()
-                       if c.fields["Uniqueid"] == "rec-call")
-        started = time.monotonic()
+        entered = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "BridgeEnter"
+                                  and i.headers["Channel"].startswith("Local/101@op-phone-"), within=20)
+        assert isinstance(entered, AmiEvent)
+        channel = entered.headers["Channel"]
         answer = await conn.send_action({"Action": "MixMonitor", "Channel": channel,
                                          "File": "rec-call.raw", "Options": "bDi(MON_ID)"})
         assert answer.get("Response") == "Success"
         monitor_id = answer.get("MixMonitorID")
         assert monitor_id.startswith("0x")  # only with option i(VAR), as in app_mixmonitor.c
         path = tmp_path / "spool" / "monitor" / "rec-call.raw"
-        assert path.exists()
+        assert path.exists() and path.stat().st_size == 0  # opened at once, written as it goes
         var = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "VarSet"
                               and i.headers.get("Variable") == "MIXMONITOR_FILENAME")
         assert isinstance(var, AmiEvent) and var.headers["Value"] == str(path)
         start = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "MixMonitorStart")
         assert isinstance(start, AmiEvent) and start.headers["Channel"] == channel
+        assert start.timestamp == var.timestamp
         await asyncio.sleep(0.6)
         with pytest.raises(ActionFailed, match="Could not stop monitoring channel"):
             await conn.send_action({"Action": "StopMixMonitor", "Channel": channel,
                                     "MixMonitorID": "0xwrong"})
         await conn.send_action({"Action": "StopMixMonitor", "Channel": channel,
                                 "MixMonitorID": monitor_id})
-        took = time.monotonic() - started
-        await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "MixMonitorStop")
-        data = path.read_bytes()
-        assert len(data) % 4 == 0
-        assert 0.55 * 32000 <= len(data) <= (took + 0.1) * 32000
-        assert data == SAMPLE_AUDIO.read_bytes()[: len(data)]  # the real audio, stereo slin
+        stop = await next_item(queue, lambda i: isinstance(i, AmiEvent) and i.name == "MixMonitorStop")
+        assert isinstance(stop, AmiEvent)
+        first, last = media.sample_at(start.timestamp), media.sample_at(stop.timestamp)
+        data = np.frombuffer(path.read_bytes(), dtype="<i2").reshape(-1, 2)
+        assert len(data) == last - first >= 0.55 * 8000 * 0.5  # 0.6 s at half speed, in Asterisk time
+        assert np.array_equal(data[:, 0], media.mix(["op:101"], first, len(data)))
+        assert np.array_equal(data[:, 1], media.mix(["customer"], first, len(data)))
         with pytest.raises(ActionFailed, match="Could not start monitoring channel"):
             await conn.send_action({"Action": "MixMonitor", "Channel": channel,
                                     "File": "/etc/evil.raw", "Options": "bD"})  # outside the spool

@@ -4,7 +4,7 @@ transcript.ready on the bus, and GET /api/v1/calls/{id}/transcript with roles.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.cli import UserError
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
@@ -38,28 +38,11 @@ PRINCIPALS = {
 
 
 async def auth(runtime: Runtime, name: str) -> dict[str, str]:
-    """Headers authenticating as PRINCIPALS[name]: a real token of the API feature's token store
-    where it is merged in; before that, X-Test-As read by principal_from_header."""
-    try:
-        from pbx_bridge.auth.tokens import create_token
-    except ImportError:
-        return {"X-Test-As": name}
+    """Headers authenticating as PRINCIPALS[name]: a real token of the API's token store."""
     who = PRINCIPALS[name]
     async with runtime.engine.begin() as conn:
         _, token = await create_token(conn, name=name, role=who.role, extension=who.extension)
     return {"Authorization": f"Bearer {token}"}
-
-
-@web.middleware
-async def principal_from_header(
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Stands in for the API feature's token middleware (not in this branch): X-Test-As names the
-    caller."""
-    who = PRINCIPALS.get(request.headers.get("X-Test-As", ""))
-    if who is not None:
-        request["principal"] = who
-    return await handler(request)
 
 
 @pytest.fixture
@@ -75,9 +58,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 @pytest.fixture
 async def client(runtime: Runtime, aiohttp_client: Any) -> TestClient[Any, Any]:
-    app = make_app(runtime)
-    app.middlewares.insert(0, principal_from_header)
-    return await aiohttp_client(app)  # type: ignore[no-any-return]
+    return await aiohttp_client(make_app(runtime))  # type: ignore[no-any-return]
 
 
 def assert_documented(body: dict[str, Any]) -> None:

@@ -1,6 +1,5 @@
-"""Rows in the recordings feature's `recordings` table for transcription tests. That feature is
-developed in another branch: where its table exists (after the merge) rows go into it, else a
-table with the same columns (the ones it requires) is created for the test and dropped after."""
+"""Rows in the recordings feature's `recordings` table for transcription tests (the table as the
+migrations made it)."""
 
 from __future__ import annotations
 
@@ -11,25 +10,17 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from recordings.schema import recordings
+
 # (recording id, call id, state, stored_path)
 RecordingRow = tuple[int, int, str, str | None]
 
 
 @asynccontextmanager
 async def recordings_rows(engine: AsyncEngine, rows: list[RecordingRow]) -> AsyncIterator[None]:
-    timestamp = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "DATETIME"
+    now = datetime.now(UTC)
     async with engine.begin() as conn:
-        existed = await conn.run_sync(lambda c: sa.inspect(c).has_table("recordings"))
-        if not existed:
-            await conn.execute(sa.text(
-                "CREATE TABLE recordings (id INTEGER PRIMARY KEY, call_id INTEGER NOT NULL, "
-                "pbx VARCHAR(64) NOT NULL, linkedid VARCHAR(128) NOT NULL, state VARCHAR(16) NOT NULL, "
-                "rule VARCHAR(96) NOT NULL DEFAULT 'default', segments JSON NOT NULL, "
-                f"stored_path VARCHAR(512), created_at {timestamp} NOT NULL, "
-                f"updated_at {timestamp} NOT NULL)"))
-        table = await conn.run_sync(lambda c: sa.Table("recordings", sa.MetaData(), autoload_with=c))
-        now = datetime.now(UTC)
-        await conn.execute(sa.insert(table), [
+        await conn.execute(sa.insert(recordings), [
             {"id": rid, "call_id": call_id, "pbx": "main", "linkedid": f"l{call_id}", "state": state,
              "segments": [], "stored_path": path, "created_at": now, "updated_at": now}
             for rid, call_id, state, path in rows])
@@ -37,7 +28,4 @@ async def recordings_rows(engine: AsyncEngine, rows: list[RecordingRow]) -> Asyn
         yield
     finally:
         async with engine.begin() as conn:
-            if existed:
-                await conn.execute(sa.delete(table).where(table.c.id.in_([r[0] for r in rows])))
-            else:
-                await conn.execute(sa.text("DROP TABLE recordings"))
+            await conn.execute(sa.delete(recordings).where(recordings.c.id.in_([r[0] for r in rows])))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -42,7 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """ApiError and aiohttp's own HTTP errors become the one JSON error shape."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
@@ -55,3 +57,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # A bug must still answer in the one error shape, and say nothing about internals.
         log.exception("http.unhandled_error", extra={"kv": {"path": request.path}})
         return error_response(500, "internal_error", "internal error")
+    # aiohttp's static files answer a missing file with an empty 404 of their own, decided only
+    # when the response is sent: look first (the path is the one aiohttp resolved inside the dir).
+    if isinstance(response, web.FileResponse) and not await asyncio.to_thread(
+            os.path.isfile, response._path):
+        return error_response(404, "not_found", "Not Found")
+    return response

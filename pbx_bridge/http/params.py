@@ -15,8 +15,10 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else."""
     try:
         data = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
-        # RecursionError: JSON nested thousands deep ({"a": {"a": ...) is junk, not a bug.
+    except RecursionError:
+        # Valid JSON nested thousands deep ({"a": {"a": ...): refused, not a bug.
+        raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         raise ApiError(400, "bad_request", "the body must be a JSON object") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")

@@ -179,7 +179,9 @@ async def set_legal_hold(request: web.Request) -> web.Response:
     call_id = _call_id(request)
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", 'body must be JSON: {"hold": true|false}') from None
     if not isinstance(body, dict) or set(body) != {"hold"} or not isinstance(body["hold"], bool):
         raise ApiError(400, "bad_request", 'body must be {"hold": true|false}')

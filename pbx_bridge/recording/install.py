@@ -20,7 +20,5 @@ def install(runtime: Runtime, locations: Locations | None = None) -> RecordingSe
     service = RecordingService(runtime, locations=locations)
     runtime.services[SERVICE_NAME] = service
     runtime.services.setdefault(ENRICHERS_KEY, []).append(recording_enricher)
-    listener = crm_timeline_listener(runtime.engine)  # None while crm_sync is not in the tree
-    if listener is not None:
-        service.add_timeline_listener(listener)
+    service.add_timeline_listener(crm_timeline_listener(runtime.engine))
     return service

@@ -27,15 +27,18 @@ from pbx_bridge.calls.record import CallRecord, Leg
 from pbx_bridge.config import ConfigError, RecordingOverrideConfig, RecordingsConfig
 from pbx_bridge.db.schema import calls
 from pbx_bridge.log import event
+from pbx_bridge.recording import bridges
+from pbx_bridge.recording.bridges import BridgeFollower
 from pbx_bridge.runtime import Runtime
 from recordings import catalog, convert, mixmonitor
 from recordings.catalog import RecordingRow
 from recordings.finalize import FinalizeOptions, RetryPolicy
-from recordings.mixmonitor import Perspective
+from recordings.mixmonitor import Perspective, Segment
 from recordings.policy import Override, Policy, decide
 from recordings.retention import RetentionReport, apply_retention
 from recordings.schema import recordings
 from recordings.storage import Locations
+from recordings.timeline import CallTimeline
 from recordings.worker import ConversionWorker
 
 log = logging.getLogger("pbx_bridge.recording")
@@ -186,24 +189,29 @@ class RecordingService:
         # with _active, what spares the database a look-up for every call that is not recorded.
         self._from_before: set[int] | None = None
         self._stereo_by_pbx: dict[str, bool] = {}
+        # Calls recorded on the customer's channel (it hears every operator who takes the call).
+        self._on_customer: set[int] = set()
+        # Who was bridged with whom and when MixMonitor wrote: an event listener of the pipeline
+        # (assembly registers `bridges.on_event`), read when a recorded call ends.
+        self.bridges = BridgeFollower()
         self._timeline: list[TimelineCallback] = []
         self._jobs: list[asyncio.Task[None]] = []
 
     # --- what the hook calls (never blocks) -------------------------------------------------
 
     def call_answered(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, on="operator"))
+        self._schedule(record, lambda: self._start(record, extension, on="answer"))
 
     def call_transferred(self, record: CallRecord, extension: str | None) -> None:
-        self._schedule(record, lambda: self._start(record, extension, on="customer"))
+        self._schedule(record, lambda: self._start(record, extension, on="transfer"))
 
     def call_updated(self, record: CallRecord) -> None:
         """A call being recorded gained an answered operator channel not yet recorded (a transfer
         in a call without a customer channel, e.g. an internal call): record it as the next
         segment. Cheap: no I/O here."""
         recorded = self._active.get(record.id) if record.id is not None else None
-        if recorded is None:
-            return
+        if recorded is None or record.id in self._on_customer:
+            return  # the customer's channel has the whole call
         for leg in record.legs:
             if (leg.role == "operator" and leg.answered_at is not None and leg.hungup_at is None
                     and leg.channel not in recorded):
@@ -280,12 +288,14 @@ class RecordingService:
         return stereo
 
     async def _start(self, record: CallRecord, extension: str | None, *,
-                     on: Literal["operator", "customer"]) -> None:
-        """Start a segment: on the operator's channel when a call is answered; on the customer's
-        channel after a transfer (the one channel that stays, whoever answers, and whenever)."""
+                     on: Literal["answer", "transfer", "operator"]) -> None:
+        """Start a segment. A call with a customer is recorded on the customer's channel from its
+        answer to its end, whoever takes the call (one segment); only when that channel cannot
+        be recorded (or there is none: internal calls) on operators' channels, one segment per
+        operator who answers."""
         assert record.id is not None
         call_id = record.id
-        if on == "operator" and not self._may_be_recording(call_id):
+        if on == "answer" and not self._may_be_recording(call_id):
             decision = decide(self.policy, answered=True, direction=record.direction, did=record.did,
                               operator=extension or record.operator)
             if not decision.record:  # the common case under policy "none" or a narrow rule
@@ -299,6 +309,7 @@ class RecordingService:
         if existing is not None and existing.state != "recording":
             return  # already finished (a late duplicate change)
         if existing is not None and any(s.perspective == "customer" for s in existing.segments):
+            self._on_customer.add(call_id)
             return  # the customer's channel is recorded to the end, whoever takes the call
         operator = extension or record.operator
         if existing is None:
@@ -310,16 +321,16 @@ class RecordingService:
             rule = decision.rule
         else:
             rule = existing.rule  # a transfer continues the call's recording
-        perspective: Perspective = "operator"
-        leg = None
-        if on == "customer":
-            leg = customer_channel(record)
-            perspective = "customer" if leg is not None else "operator"
-        if leg is None:
-            # After a transfer only a phone that answered: one still ringing may never be.
-            leg = operator_channel(record, operator, answered_only=on == "customer")
-        if leg is None:
-            if on == "customer":
+        candidates: list[tuple[Leg, Perspective]] = []
+        customer = customer_channel(record) if on != "operator" else None
+        if customer is not None:
+            candidates.append((customer, "customer"))
+        # After a transfer only a phone that answered: one still ringing may never be.
+        leg = operator_channel(record, operator, answered_only=on != "answer")
+        if leg is not None:
+            candidates.append((leg, "operator"))
+        if not candidates:
+            if on != "answer":
                 # No customer channel (internal call) and the new operator has not answered yet:
                 # the update that brings their channel starts the segment (call_updated).
                 event(log, logging.INFO, "recording.waiting_for_operator", call_id=call_id,
@@ -327,16 +338,6 @@ class RecordingService:
                 return
             await self._failed_to_start(record, rule, f"no answered channel for operator {operator}")
             return
-        recorded = self._active.setdefault(call_id, set())
-        recorded.add(leg.channel)
-        if existing is not None and any(s.channel == leg.channel for s in existing.segments):
-            return  # this channel is already recorded (a duplicate change)
-        index = 1 if existing is None else max(s.index for s in existing.segments) + 1
-        segment = mixmonitor.plan_segment(
-            record.linkedid, index, stereo=await self._stereo(record.pbx), channel=leg.channel,
-            operator=operator if perspective == "customer" else (leg.extension or operator),
-            started_at=self._now(), perspective=perspective)
-        action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
         if not self.runtime.acting():
             # Another bridge took over: it records the call (its resync shows it answered).
             event(log, logging.WARNING, "recording.not_active", call_id=call_id)
@@ -345,16 +346,34 @@ class RecordingService:
         if connection is None:
             await self._failed_to_start(record, rule, f"no connection to PBX {record.pbx!r}")
             return
-        try:
-            await connection.send_action(action, timeout=self.config.action_timeout)
-        except (PbxUnavailable, ActionFailed) as exc:
-            await self._failed_to_start(record, rule, f"MixMonitor on {leg.channel}: {exc}")
+        recorded = self._active.setdefault(call_id, set())
+        self.bridges.watch(record.pbx, record.linkedid)
+        errors = []
+        for leg, perspective in candidates:
+            recorded.add(leg.channel)
+            if existing is not None and any(s.channel == leg.channel for s in existing.segments):
+                return  # this channel is already recorded (a duplicate change)
+            index = 1 if existing is None else max(s.index for s in existing.segments) + 1
+            segment = mixmonitor.plan_segment(
+                record.linkedid, index, stereo=await self._stereo(record.pbx), channel=leg.channel,
+                operator=operator if perspective == "customer" else (leg.extension or operator),
+                started_at=self._now(), perspective=perspective)
+            action = mixmonitor.mixmonitor_action(segment, self.locations.spool_dir)
+            try:
+                await connection.send_action(action, timeout=self.config.action_timeout)
+            except (PbxUnavailable, ActionFailed) as exc:
+                errors.append(f"MixMonitor on {leg.channel}: {exc}")
+                continue
+            if perspective == "customer":
+                self._on_customer.add(call_id)
+            async with self.runtime.engine.begin() as conn:
+                await catalog.start_segment(conn, call_id=call_id, pbx=record.pbx,
+                                            linkedid=record.linkedid, rule=rule, segment=segment,
+                                            now=self._utcnow())
+            event(log, logging.INFO, "recording.started", call_id=call_id, channel=leg.channel,
+                  segment=index, mode=segment.mode, file=action["File"], side=perspective)
             return
-        async with self.runtime.engine.begin() as conn:
-            await catalog.start_segment(conn, call_id=call_id, pbx=record.pbx, linkedid=record.linkedid,
-                                        rule=rule, segment=segment, now=self._utcnow())
-        event(log, logging.INFO, "recording.started", call_id=call_id, channel=leg.channel,
-              segment=index, mode=segment.mode, file=action["File"])
+        await self._failed_to_start(record, rule, "; ".join(errors))
 
     async def _backfilled(self, record: CallRecord) -> None:
         """No MixMonitor was sent for this call by this process. A recording begun before (the
@@ -393,13 +412,18 @@ class RecordingService:
                   reason=NOT_CONNECTED)
 
     def _spooled_segments(self, record: CallRecord) -> list[mixmonitor.Segment]:
-        """The call's first segment as MixMonitor would have named it, if its files are there."""
-        leg = operator_channel(record, record.operator)
+        """The call's first segment as MixMonitor would have named it, if its files are there:
+        on the customer's channel when the call has one (as this bridge sends it), else on the
+        operator's. Placed from the answer (nothing else is known of its times)."""
+        customer = next((leg for leg in record.legs if leg.role == "customer"), None)
+        leg = customer or operator_channel(record, record.operator)
         channel = leg.channel if leg is not None else ""
+        perspective: Perspective = "customer" if customer is not None else "operator"
         started = record.answered_at or record.started_at
         for stereo in (True, False):
             segment = mixmonitor.plan_segment(record.linkedid, 1, stereo=stereo, channel=channel,
-                                              operator=record.operator, started_at=started)
+                                              operator=record.operator, started_at=started,
+                                              perspective=perspective)
             wanted = [segment.files["stereo"]] if stereo else [segment.files["rx"], segment.files["tx"]]
             if all((self.locations.local_spool_dir / name).is_file() for name in wanted):
                 return [segment]
@@ -423,9 +447,11 @@ class RecordingService:
         if not self._may_be_recording(record.id):
             return
         self._active.pop(record.id, None)
+        self._on_customer.discard(record.id)
         async with self.runtime.engine.connect() as conn:
             row = await catalog.get_by_call(conn, record.id)
         if row is None or row.state != "recording":
+            self.bridges.take(record.pbx, record.linkedid)
             return
         up = {leg.channel for leg in record.legs if leg.hungup_at is None}
         connection = self.runtime.pbx.get(record.pbx) if self.runtime.acting() else None
@@ -438,12 +464,31 @@ class RecordingService:
                     # The channel hanging up stops MixMonitor anyway.
                     event(log, logging.INFO, "recording.stop_failed", call_id=record.id,
                           channel=segment.channel, error=str(exc))
+        segments, timeline = self._timing(record, row.segments)
         now = self._utcnow()
         async with self.runtime.engine.begin() as conn:
             await catalog.mark_processing(
                 conn, record.id, now=now,
-                first_attempt_at=now + timedelta(seconds=self.config.first_attempt_delay_seconds))
+                first_attempt_at=now + timedelta(seconds=self.config.first_attempt_delay_seconds),
+                segments=segments, timeline=timeline)
         self.worker.wake()
+
+    def _timing(self, record: CallRecord, segments: list[Segment]
+                ) -> tuple[list[Segment], CallTimeline | None]:
+        """The segments with Asterisk's times and the call's timeline, from the events the bridge
+        followed (as far as it saw them)."""
+        history = self.bridges.take(record.pbx, record.linkedid)
+        if history is None:
+            return segments, None
+        ended = record.ended_at if record.ended_at is not None else max(
+            (c.at for c in history.changes), default=self._now())
+        timed = [bridges.segment_times(history, s, s.files.values(), ended) for s in segments]
+        answered = record.answered_at if record.answered_at is not None else min(
+            (s.started_at for s in timed), default=ended)
+        customer = next((s.channel for s in timed if s.perspective == "customer"), None) or next(
+            (leg.channel for leg in record.legs if leg.role == "customer"), None)
+        operators = [leg.channel for leg in record.legs if leg.role == "operator"]
+        return timed, bridges.call_timeline(history, customer, answered, ended, operators)
 
     # --- after conversion ---------------------------------------------------------------------
 

@@ -1,18 +1,18 @@
-"""Linking ready recordings on client cards' timelines (crm_sync, another feature).
+"""Linking ready recordings on client cards' timelines (crm_sync's timeline).
 
-`crm_timeline_listener(engine)` returns the callback for RecordingService.add_timeline_listener,
-or None while crm_sync's timeline is not part of the tree. crm_sync finds every card the call is
-attached to by the call id, so the link lands on each of them.
+`crm_timeline_listener(engine)` returns the callback for RecordingService.add_timeline_listener.
+crm_sync finds every card the call is attached to by the call id, so the link lands on each of
+them.
 """
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.timeline import add_timeline_link
 from pbx_bridge.recording.service import TimelineCallback, TimelineLink
 
 
@@ -22,13 +22,7 @@ def link_payload(link: TimelineLink) -> dict[str, Any]:
             "duration_seconds": rec.get("duration_seconds")}
 
 
-def crm_timeline_listener(engine: AsyncEngine) -> TimelineCallback | None:
-    try:
-        timeline = importlib.import_module("crm_sync.timeline")
-    except ImportError:
-        return None
-    add_timeline_link = timeline.add_timeline_link
-
+def crm_timeline_listener(engine: AsyncEngine) -> TimelineCallback:
     async def on_ready(link: TimelineLink) -> None:
         async with engine.begin() as conn:
             await add_timeline_link(conn, link.call_id, "recording", link_payload(link), datetime.now(UTC))

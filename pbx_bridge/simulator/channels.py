@@ -8,8 +8,10 @@ of each event about it (also the `Dest...` fields of Dial events), its applicati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from pbx_bridge.simulator.media import ChannelState
 
 # Snapshot fields, in the order Asterisk writes them in CoreShowChannel.
 SNAPSHOT_FIELDS = (
@@ -28,18 +30,29 @@ class Channel:
     application_data: str = ""
     bridge_id: str = ""
     created: float = 0.0  # epoch seconds (or an offset, for templates)
+    moh: bool = False  # hearing hold music (MusicOnHoldStart .. MusicOnHoldStop)
 
     def copy(self) -> Channel:
         return Channel(dict(self.fields), list(self.variables), self.application,
-                       self.application_data, self.bridge_id, self.created)
+                       self.application_data, self.bridge_id, self.created, self.moh)
+
+
+# How long a replay's audio history is kept (Asterisk time): recordings longer than this lose
+# their beginning. Replays run in tests and demos; a loop must not grow memory without bound.
+HISTORY_SECONDS = 3600.0
 
 
 class ChannelTable:
-    def __init__(self) -> None:
+    def __init__(self, *, keep_history: bool = False) -> None:
         self.channels: dict[str, Channel] = {}
+        # (Asterisk time, every channel's audio state from then on) at each change of a bridge,
+        # hold music or the set of channels: what MixMonitor needs to know who heard whom.
+        self.history: list[tuple[float, dict[str, ChannelState]]] | None = [] if keep_history else None
 
-    def apply(self, pairs: list[tuple[str, str]], at: float) -> bool:
-        """Update from one event; True when something changed."""
+    def apply(self, pairs: list[tuple[str, str]], at: float, stamp: float | None = None) -> bool:
+        """Update from one event; True when something changed. `at`: when channels it creates
+        were created (CoreShowChannel's Duration); `stamp`: the event's Asterisk time, for the
+        audio history (default `at`)."""
         name = next((v for k, v in pairs if k == "Event"), "")
         changed = False
         for prefix in ("", "Dest"):
@@ -47,6 +60,11 @@ class ChannelTable:
             if uid is None:
                 continue
             changed |= self._apply_one(name if not prefix else "", pairs, prefix, uid, at)
+        if changed and self.history is not None and name in _AUDIO_EVENTS:
+            when = at if stamp is None else stamp
+            self.history.append((when, audio_states(self.channels)))
+            while self.history and self.history[0][0] < when - HISTORY_SECONDS:
+                self.history.pop(0)
         return changed
 
     def _apply_one(self, name: str, pairs: list[tuple[str, str]], prefix: str, uid: str,
@@ -78,6 +96,10 @@ class ChannelTable:
             channel.bridge_id = next((v for k, v in pairs if k == "BridgeUniqueid"), "")
         elif name == "BridgeLeave":
             channel.bridge_id = ""
+        elif name == "MusicOnHoldStart":
+            channel.moh = True
+        elif name == "MusicOnHoldStop":
+            channel.moh = False
         return True
 
     def seed(self, pairs: list[tuple[str, str]], now: float) -> None:
@@ -96,6 +118,17 @@ class ChannelTable:
 
     def snapshot(self) -> dict[str, Channel]:
         return {uid: ch.copy() for uid, ch in self.channels.items()}
+
+
+_AUDIO_EVENTS = frozenset({"Newchannel", "Hangup", "BridgeEnter", "BridgeLeave", "MusicOnHoldStart",
+                           "MusicOnHoldStop"})
+
+
+def audio_states(channels: Mapping[str, Channel], render: Callable[[str], str] = str,
+                 ) -> dict[str, ChannelState]:
+    """Channel name -> what matters for audio (its bridge, hold music)."""
+    return {render(ch.fields.get("Channel", "")): ChannelState(render(ch.bridge_id), ch.moh)
+            for ch in channels.values()}
 
 
 def parse_duration(text: str) -> float:

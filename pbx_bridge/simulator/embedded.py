@@ -18,6 +18,7 @@ def simulator_settings(config: SimulatorConfig, data_dir: Path) -> SimulatorSett
         operators=tuple(config.operators),
         traces_dir=Path(config.traces_dir) if config.traces_dir else None,
         spool_dir=Path(config.spool_dir) if config.spool_dir else data_dir / "simulator-spool",
+        transfers=True,  # the demo shows transferred calls and their recordings too
         cel_url=config.cel_url,
         cel_table=config.cel_table,
     )
@@ -31,7 +32,9 @@ def simulator_pbx_config(config: SimulatorConfig, port: int | None = None) -> Pb
         port=port or config.port,
         username=config.username,
         secret=config.secret,
-        operator_channel=r"^Local/(?P<ext>\d+)@(?:operators|op-phone)-",
+        # The lab's phones (Local channels) and the SIP lab's (PJSIP/101-...): the generator
+        # plays traces of both.
+        operator_channel=r"^(?:PJSIP|SIP|Local)/(?P<ext>\d{2,6})(?:@(?:operators|op-phone))?-",
         inbound_contexts=["from-trunk"],
         operator_dial_string="Local/{ext}@op-phone/n",
         outbound_context="from-internal",

@@ -22,6 +22,7 @@ The result is a list of frames that `build_template_from_frames` turns into a ca
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 from pbx_bridge.simulator.trace import Frame, parse_headers
@@ -53,22 +54,26 @@ def _line_rewriter(mapping: dict[str, str], call_id: str) -> Callable[[str], str
     return line
 
 
-def _frame(text: str) -> Frame:
+def frame_from_text(text: str) -> Frame:
     raw = text.encode("utf-8")
     return Frame("event", parse_headers(raw), raw)
 
 
-def _retime(frame: Frame, shift: float, rewrite: Callable[[str], str] | None = None,
-            keep_line: Callable[[str], bool] | None = None) -> Frame:
+def retime(frame: Frame, shift: float, rewrite: Callable[[str], str] | None = None,
+           keep_line: Callable[[str], bool] | None = None) -> Frame:
+    """The frame `shift` seconds later (Timestamp, and a CEL event's EventTime with it)."""
     lines = []
+    stamp = frame.timestamp
     for line in frame.raw.decode("utf-8").split("\r\n"):
         if line.startswith("Timestamp: "):
             line = f"Timestamp: {float(line[11:]) + shift:.6f}"
+        elif line.startswith("EventTime: ") and stamp is not None and shift:
+            line = "EventTime: " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp + shift))
         elif rewrite is not None:
             line = rewrite(line)
         if keep_line is None or not line or keep_line(line):
             lines.append(line)
-    return _frame("\r\n".join(lines))
+    return frame_from_text("\r\n".join(lines))
 
 
 def _index(frames: list[Frame], match: Callable[[Frame], bool]) -> int:
@@ -108,7 +113,7 @@ def customer_busy(c2c: list[Frame], busy: list[Frame]) -> list[Frame]:
                          and f.get("Application") == "Set")
     head = c2c[: dial_to_customer + 1]
     shift = (head[-1].timestamp or 0.0) - (busy[busy_starts].timestamp or 0.0) + 0.000005
-    tail = [_retime(f, shift, rewrite_line) for f in busy[busy_starts:]
+    tail = [retime(f, shift, rewrite_line) for f in busy[busy_starts:]
             if f.name != "QueueMemberStatus"]  # the public network is no queue member
     return head + tail
 
@@ -155,10 +160,10 @@ def operator_noanswer(c2c: list[Frame], noanswer: list[Frame], ring_seconds: flo
             continue
         extra = ring_seconds - original_ring if index >= timeout_at else 0.0
         keep = dest_only if frame.name in ("DialState", "DialEnd") else None
-        tail.append(_retime(frame, shift + extra, rewrite, keep))
+        tail.append(retime(frame, shift + extra, rewrite, keep))
     last_cel = next(f for f in reversed(tail) if f.name == "CEL")
     ended = last_cel.raw.decode().replace("EventName: CHAN_END", "EventName: LINKEDID_END")
-    tail.append(_retime(_frame(ended), 0.000002))
+    tail.append(retime(frame_from_text(ended), 0.000002))
     success = next(f for f in c2c if f.name == "OriginateResponse")
     lines = []
     for line in success.raw.decode().split("\r\n"):
@@ -174,5 +179,5 @@ def operator_noanswer(c2c: list[Frame], noanswer: list[Frame], ring_seconds: flo
         elif key.startswith("ChanVariable"):
             continue  # no channel came up: Asterisk has none to report
         lines.append(line)
-    tail.append(_frame("\r\n".join(lines)))
+    tail.append(frame_from_text("\r\n".join(lines)))
     return head + tail

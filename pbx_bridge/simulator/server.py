@@ -36,14 +36,16 @@ from pbx_bridge.simulator.channels import (
     core_show_channels_complete,
 )
 from pbx_bridge.simulator.outcomes import customer_busy, operator_noanswer
-from pbx_bridge.simulator.recording import Recorder
+from pbx_bridge.simulator.recording import History, Recorder
 from pbx_bridge.simulator.templates import (
     CallTemplate,
     broadcast_events,
     build_template,
     build_template_from_frames,
+    driving_actions,
 )
 from pbx_bridge.simulator.trace import Frame, read_trace
+from pbx_bridge.simulator.transfers import variants
 
 log = logging.getLogger("pbx_bridge.simulator")
 
@@ -54,7 +56,15 @@ GENERATOR_TRACES = {
     "inbound_answered": 5, "queue_ringall_answered": 2, "inbound_noanswer": 2,
     "inbound_busy": 1, "outbound_answered": 3, "internal_call": 1,
 }
+# With SimulatorSettings.transfers: SIP calls with an attended and a blind transfer too (their
+# operators' channels are PJSIP/1xx: the bridge's operator_channel must match both kinds).
+TRANSFER_TRACES = {"sip_attended_transfer": 1, "sip_blind_transfer": 1}
 CLICK_TO_CALL_TRACE = "click_to_call"
+# The SIP trace with an attended transfer, and the variants made of it (transfers.py): a call
+# made from any of the three can take any of the three actions at the point the trace's did.
+TRANSFER_TRACE = "sip_attended_transfer"
+TRANSFER_VARIANTS = {"Atxfer": TRANSFER_TRACE, "BlindTransfer": "sip_blind_transfer",
+                     "Redirect": "sip_redirect"}
 # Asterisk drops a session whose output backs up (writetimeout); we drop it past this backlog.
 MAX_SESSION_BACKLOG = 16 * 1024 * 1024
 # The generator waits while this many calls are still being played (it outruns the renderer
@@ -64,6 +74,7 @@ _TIMESTAMP_LINE = re.compile(rb"^Timestamp: ([0-9.]+)\r$", re.M)
 _EXT_IN_CHANNEL = re.compile(r"^[A-Za-z]+/(\d+)")
 
 OriginateOutcome = Literal["answer", "operator_no_answer", "customer_busy"]
+AMI_VERSION = "11.0.0"  # manager.h of Asterisk 22
 DEFAULT_ORIGINATE_TIMEOUT = 30.0  # Asterisk's, when the Originate has no Timeout
 
 
@@ -133,6 +144,13 @@ class SimulatorSettings:
     # ... or per operator extension or dialled number (Exten), e.g.
     # {"105": "operator_no_answer", "84951234567": "customer_busy"}.
     originate_outcomes: dict[str, OriginateOutcome] = field(default_factory=dict)
+    # Numbers the dialplan has no extension for: Originate answers "Extension does not exist."
+    unknown_extensions: frozenset[str] = frozenset()
+    # What CoreSettings reports (the traces' Asterisk); an older one makes the bridge record
+    # with MixMonitor's r()/t() leg files instead of D.
+    asterisk_version: str = "22.10.1"
+    # The generator also makes transferred calls (TRANSFER_TRACES); blast() never does.
+    transfers: bool = False
     # Write the CEL rows of every call played into this table, as cel_pgsql would ("" = not).
     cel_url: str = ""
     cel_table: str = "cel"
@@ -152,7 +170,9 @@ class AmiSimulator:
         self.sessions: list[Session] = []
         # The latest actions received, for tests and debugging (bounded: serve runs for weeks).
         self.actions: deque[ReceivedAction] = deque(maxlen=10_000)
-        self.table = ChannelTable()  # channels of replayed traces
+        self.table = ChannelTable(keep_history=True)  # channels of replayed traces
+        # Asterisk's clock during a replay: (Timestamp of the last event sent, loop time, speed).
+        self._replay_clock: tuple[float, float, float] | None = None
         self.calls: dict[int, LiveCall] = {}  # generated / originated calls being played
         self.events_sent = 0
         self.recorder = Recorder(self.settings.spool_dir)
@@ -230,9 +250,24 @@ class AmiSimulator:
 
     def template(self, name: str) -> CallTemplate:
         if name not in self._templates:
-            folder = self.settings.traces_dir or DATA_DIR
-            self._templates[name] = build_template(Path(folder) / f"{name}.ami", name)
+            folder = Path(self.settings.traces_dir or DATA_DIR)
+            if name in TRANSFER_VARIANTS.values():
+                self._transfer_templates(folder)
+            else:
+                self._templates[name] = build_template(folder / f"{name}.ami", name)
         return self._templates[name]
+
+    def _transfer_templates(self, folder: Path) -> None:
+        """The attended-transfer trace and its blind-transfer and Redirect variants, on the same
+        slots (so a call switches from one to the other at the action)."""
+        frames = read_trace(folder / f"{TRANSFER_TRACE}.ami")
+        events, actions = broadcast_events(frames), driving_actions(frames)
+        attended = build_template_from_frames(events, TRANSFER_TRACE, actions=actions)
+        self._templates[TRANSFER_TRACE] = attended
+        for action, variant in variants(events, actions).items():
+            name = TRANSFER_VARIANTS[action]
+            self._templates[name] = build_template_from_frames(
+                variant.frames, name, actions=variant.actions, base=attended)
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -333,7 +368,9 @@ class AmiSimulator:
             "ping": self._ping, "events": self._events, "logoff": self._logoff,
             "coreshowchannels": self._core_show_channels, "originate": self._originate,
             "hangup": self._hangup, "mixmonitor": self._mixmonitor,
-            "stopmixmonitor": self._stop_mixmonitor,
+            "stopmixmonitor": self._stop_mixmonitor, "coresettings": self._core_settings,
+            "atxfer": self._atxfer, "blindtransfer": self._blind_transfer,
+            "redirect": self._redirect,
         }.get(name)
         if handler is None:
             session.write(_response(action, "Error", "Invalid/unknown command"))
@@ -409,8 +446,16 @@ class AmiSimulator:
             return
         found = _EXT_IN_CHANNEL.match(channel)
         exten = action.get("Exten")
-        if not found or not exten:
+        if exten in self.settings.unknown_extensions or (not exten and not action.get("Application")):
+            # manager.c action_originate checks the dialplan before queueing the call.
             session.write(_response(action, "Error", "Extension does not exist."))
+            return
+        if not found or not exten:
+            # Asterisk queues it; the simulator plays only an operator's phone calling a number
+            # (click-to-call). Anything else fails as a channel that could not be created.
+            session.write(_response(action, "Success", "Originate successfully queued"))
+            log.warning("simulator.originate_not_modelled", extra={"kv": {"channel": channel}})
+            self.broadcast(_originate_failure(action, self.clock(), self.settings.system_name))
             return
         variables: dict[str, str] = {}
         for key, value in action.headers:
@@ -465,14 +510,165 @@ class AmiSimulator:
         if not name:
             session.write(_response(action, "Error", "No channel specified"))
             return
-        now = self.clock()
         for index, call in self.calls.items():
-            if any(ch.fields.get("Channel") == name for ch in call.channels()):
-                if call.skip_to_hangup(now, asyncio.get_running_loop().time(), self._speed):
-                    self._schedule(index, call)
+            if call.has_channel(name):
                 session.write(_response(action, "Success", "Channel Hungup"))
+                if not self._resume(index, call, action, name):
+                    if call.skip_to_hangup(self._call_now(call)):
+                        self._schedule(index, call)
                 return
+        if any(ch.fields.get("Channel") == name for ch in self.table.channels.values()):
+            # A replayed trace's channel: the trace's own events hang it up.
+            session.write(_response(action, "Success", "Channel Hungup"))
+            return
         session.write(_response(action, "Error", "No such channel"))
+
+    # -- transfers (see transfers.py and the attended-transfer trace) --------------------------
+
+    def _call_of(self, channel: str) -> tuple[int, LiveCall] | None:
+        return next(((i, c) for i, c in self.calls.items() if c.has_channel(channel)), None)
+
+    def _call_now(self, call: LiveCall) -> float:
+        """Asterisk's clock for a playing call (at full speed: the time of its last event)."""
+        if self.settings.speed <= 0:
+            return call.start + call.offset(max(0, min(call.index, len(call.template.events)) - 1))
+        return call.now(asyncio.get_running_loop().time(), self.settings.speed)
+
+    def _resume(self, index: int, call: LiveCall, action: ReceivedAction, channel: str) -> bool:
+        """The client's action that the call waits for (or a variant of it): the call goes on
+        from now with the trace's events. False if the call waits for no such action."""
+        pause = call.pause
+        if pause is None:
+            return False
+        name = action.name.lower()
+        template = call.template
+        if pause.action.lower() != name:
+            wanted = next((t for a, t in TRANSFER_VARIANTS.items() if a.lower() == name), None)
+            if wanted is None or call.template.name not in TRANSFER_VARIANTS.values():
+                return False
+            template = self.template(wanted)
+            pause = next((p for p in template.pauses if p.index == call.index), None)
+            if pause is None:
+                return False
+        if call.fill(pause.channel) != channel:
+            return False
+        exten = action.get("Exten")
+        target = dict(pause.fields).get("Exten", "")
+        if exten and target.startswith("{op") and target.endswith("}") and exten.isdigit():
+            call.values[target[1:-1]] = exten  # transferred to this extension
+        if template is not call.template:
+            call.switch(template, CallValues(operators=list(self.settings.operators)),
+                        self.counters, self.settings.system_name)
+        call.move_from(call.index, self._call_now(call))
+        call.version += 1
+        due = call.loop_start + call.next_offset() / self._speed
+        heapq.heappush(self._heap, (due, index, call.version))
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    def _transfer_target(self, session: Session, action: ReceivedAction) -> str | None:
+        """Asterisk's own errors for Atxfer and BlindTransfer; the channel, or None."""
+        for header, message in (("Channel", "No channel specified"),
+                                ("Exten", "No extension specified")):
+            if not action.get(header):
+                session.write(_response(action, "Error", message))
+                return None
+        channel = action.get("Channel")
+        if self._find_channel(channel) is None:
+            session.write(_response(action, "Error", "Channel specified does not exist"))
+            return None
+        return channel
+
+    def _atxfer(self, session: Session, action: ReceivedAction) -> None:
+        """manager.c action_atxfer: queues the feature code as DTMF and answers at once; on a
+        call that allows no transfer (no `t` in its Dial) the digits do nothing."""
+        channel = self._transfer_target(session, action)
+        if channel is None:
+            return
+        session.write(_response(action, "Success", "Atxfer successfully queued"))
+        found = self._call_of(channel)
+        if found is not None:
+            self._resume(*found, action, channel)
+
+    def _blind_transfer(self, session: Session, action: ReceivedAction) -> None:
+        """manager.c action_blind_transfer -> ast_bridge_transfer_blind."""
+        channel = self._transfer_target(session, action)
+        if channel is None:
+            return
+        found = self._call_of(channel)
+        bridged = any(ch.bridge_id for ch in self.live_channels() if ch.fields.get("Channel") == channel)
+        if not bridged:
+            session.write(_response(action, "Error", "Transfer invalid"))
+            return
+        if found is not None and self._resume(*found, action, channel):
+            session.write(_response(action, "Success", "Transfer succeeded"))
+            return
+        log.warning("simulator.transfer_not_modelled", extra={"kv": {"channel": channel}})
+        session.write(_response(action, "Error", "Transfer failed"))
+
+    def _redirect(self, session: Session, action: ReceivedAction) -> None:
+        """manager.c action_redirect (one channel; the dual redirect is not modelled)."""
+        for header, message in (("Channel", "Channel not specified"),
+                                ("Context", "Context not specified"),
+                                ("Exten", "Exten not specified"),
+                                ("Priority", "Priority not specified")):
+            if not action.get(header):
+                session.write(_response(action, "Error", message))
+                return
+        if not action.get("Priority").isdigit() or int(action.get("Priority")) < 1:
+            session.write(_response(action, "Error", "Priority is invalid"))
+            return
+        channel = action.get("Channel")
+        if self._find_channel(channel) is None:
+            session.write(_response(action, "Error", f"Channel does not exist: {channel}"))
+            return
+        found = self._call_of(channel)
+        if found is not None and not action.get("ExtraChannel") and self._resume(*found, action, channel):
+            session.write(_response(action, "Success", "Redirect successful"))
+            return
+        log.warning("simulator.redirect_not_modelled", extra={"kv": {"channel": channel}})
+        session.write(_response(action, "Error", "Redirect failed"))
+
+    def _core_settings(self, session: Session, action: ReceivedAction) -> None:
+        """manager.c action_coresettings, with the lab's asterisk.conf (no runuser, no limits,
+        CDR on, no HTTP)."""
+        session.write(_lines(
+            "Response: Success", _aid(action), f"AMIversion: {AMI_VERSION}",
+            f"AsteriskVersion: {self.settings.asterisk_version}",
+            f"SystemName: {self.settings.system_name}", "CoreMaxCalls: 0",
+            "CoreMaxLoadAvg: 0.000000", "CoreRunUser: ", "CoreRunGroup: ",
+            "CoreMaxFilehandles: 0", "CoreRealTimeEnabled: No", "CoreCDRenabled: Yes",
+            "CoreHTTPenabled: No", "SoundsSearchCustomDir: No"))
+
+    def _audio_source(self, channel: str) -> tuple[Callable[[], float], Callable[[], History],
+                                                   Callable[[], float | None]] | None:
+        """For a live channel: Asterisk's clock for it, its call's audio history, and when (if
+        yet) the events hung it up."""
+        found = self._call_of(channel)
+        if found is not None:
+            call = found[1]
+            return (lambda: self._call_now(call)), call.history, (lambda: call.gone_at(channel))
+        if channel in {ch.fields.get("Channel") for ch in self.table.channels.values()}:
+            history = self.table.history or []
+
+            def gone() -> float | None:
+                live = {ch.fields.get("Channel") for ch in self.table.channels.values()}
+                if channel in live:
+                    return None
+                return next((at for at, states in reversed(history) if channel not in states),
+                            self._replay_now())
+
+            return self._replay_now, (lambda: list(history)), gone
+        return None
+
+    def _replay_now(self) -> float:
+        if self._replay_clock is None:
+            return self.clock()
+        stamp, at, speed = self._replay_clock
+        if speed <= 0:
+            return stamp
+        return stamp + (asyncio.get_running_loop().time() - at) * speed
 
     def _mixmonitor(self, session: Session, action: ReceivedAction) -> None:
         # Answers as app_mixmonitor.c's manager_mixmonitor: `MixMonitorID` only with option
@@ -482,22 +678,24 @@ class AmiSimulator:
             session.write(_response(action, "Error", "No channel specified"))
             return
         channel = self._find_channel(name)
-        if channel is None:
+        source = self._audio_source(name)
+        if channel is None or source is None:
             session.write(_response(action, "Error", "No such channel"))
             return
+        now_of, history, gone_at = source
         options = action.get("Options")
         file_name = action.get("File") or f"{channel.fields.get('Uniqueid', 'mixmonitor')}.wav"
         id_var = re.search(r"i\(([^)]*)\)", options)
         monitor_id = f"0x{self.rng.getrandbits(48):012x}" if id_var else ""
+        now = now_of()
         try:
-            path = self.recorder.start(name, file_name, options, self.clock(), monitor_id)
+            path = self.recorder.start(name, file_name, options, now, history, monitor_id)
         except ValueError as exc:
             log.warning("simulator.mixmonitor_refused", extra={"kv": {"reason": str(exc)}})
             session.write(_response(action, "Error", "Could not start monitoring channel"))
             return
         session.write(_lines("Response: Success", _aid(action),
                              f"MixMonitorID: {monitor_id}" if monitor_id else ""))
-        now = self.clock()
         if id_var:
             self.broadcast(_channel_event("VarSet", channel, now, self.settings.system_name,
                                           [("Variable", id_var.group(1)), ("Value", monitor_id)]))
@@ -505,7 +703,7 @@ class AmiSimulator:
                                       [("Variable", "MIXMONITOR_FILENAME"), ("Value", str(path))]))
         self.broadcast(_channel_event("MixMonitorStart", channel, now, self.settings.system_name,
                                       [], short=True))
-        self._spawn(self._watch_recording(name))
+        self._spawn(self._watch_recording(name, gone_at))
 
     def _stop_mixmonitor(self, session: Session, action: ReceivedAction) -> None:
         name = action.get("Channel")
@@ -513,23 +711,26 @@ class AmiSimulator:
             session.write(_response(action, "Error", "No channel specified"))
             return
         channel = self._find_channel(name)
-        if channel is None:
+        source = self._audio_source(name)
+        if channel is None or source is None:
             session.write(_response(action, "Error", "No such channel"))
             return
-        if not self.recorder.stop(name, self.clock(), action.get("MixMonitorID")):
+        now = source[0]()
+        if not self.recorder.stop(name, now, action.get("MixMonitorID")):
             session.write(_response(action, "Error", "Could not stop monitoring channel"))
             return
         session.write(_lines("Response: Success", _aid(action)))
-        self.broadcast(_channel_event("MixMonitorStop", channel, self.clock(),
+        self.broadcast(_channel_event("MixMonitorStop", channel, now,
                                       self.settings.system_name, [], short=True))
 
-    async def _watch_recording(self, channel_name: str) -> None:
-        """Asterisk closes the file when the channel hangs up."""
+    async def _watch_recording(self, channel_name: str, gone_at: Callable[[], float | None]) -> None:
+        """Asterisk closes the file when the channel hangs up: at its Hangup's time."""
         while self.recorder.active(channel_name):
-            if self._find_channel(channel_name) is None:
-                self.recorder.stop(channel_name, self.clock())
+            ended = gone_at()
+            if ended is not None:
+                self.recorder.stop(channel_name, ended)
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.01)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -538,10 +739,15 @@ class AmiSimulator:
 
     # -- playing calls ---------------------------------------------------------------------
 
-    def add_call(self, template: CallTemplate, values: CallValues) -> LiveCall:
+    def add_call(self, template: CallTemplate, values: CallValues, *,
+                 interactive: bool = False) -> LiveCall:
+        """Play a call. `interactive`: it waits at its template's pauses for the client's action
+        (Atxfer, BlindTransfer, Redirect, Hangup); otherwise it goes on as the trace did, as if
+        the phone had done it."""
         now = self.clock()
         call = LiveCall.create(template, values, self.counters, self.rng, now,
                                self.settings.system_name)
+        call.interactive = interactive
         index = next(self._call_serials)
         call.serial = index
         call.loop_start = asyncio.get_running_loop().time()
@@ -555,6 +761,8 @@ class AmiSimulator:
 
     def _schedule(self, index: int, call: LiveCall) -> None:
         call.version += 1
+        if call.pause is not None:
+            return  # waits for its client's action (the call stays, and its channels)
         due = call.loop_start + call.next_offset() / self._speed
         heapq.heappush(self._heap, (due, index, call.version))
         if self._wake is not None:
@@ -614,8 +822,9 @@ class AmiSimulator:
         return CallValues(customer=customer, customer_name=name, operators=picked)
 
     async def _generate(self, calls_per_second: float, max_calls: int | None) -> None:
-        names = list(GENERATOR_TRACES)
-        weights = [GENERATOR_TRACES[n] for n in names]
+        mix = {**GENERATOR_TRACES, **(TRANSFER_TRACES if self.settings.transfers else {})}
+        names = list(mix)
+        weights = [mix[n] for n in names]
         count = 0
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -697,7 +906,9 @@ class AmiSimulator:
                 data = frame.raw
                 if moved:
                     data = _shift_timestamp(data, moved)
-                self.table.apply(frame.headers, self.clock())
+                stamp = (ts + moved) if ts is not None else self._replay_now()
+                self.table.apply(frame.headers, self.clock(), stamp)
+                self._replay_clock = (stamp, loop.time(), speed)
                 if self.cel is not None and frame.name == "CEL":
                     row = row_from_headers(frame.headers, moved)
                     if row is not None:
@@ -769,6 +980,23 @@ def _channel_event(name: str, channel: Channel, now: float, system_name: str,
         lines += [f"ChanVariable: {v}" for v in channel.variables]
     lines += [f"{k}: {v}" for k, v in extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _originate_failure(action: ReceivedAction, now: float, system_name: str) -> bytes:
+    """OriginateResponse of a call whose channel never came up (Reason 0), as manager.c's
+    fast_originate reports it (no channel: the requested one, and the request's ChannelId)."""
+    caller = action.get("CallerID")
+    number = caller[caller.find("<") + 1: caller.find(">")] if "<" in caller else ""
+    if action.get("Application"):
+        target = [f"Application: {action.get('Application')}", f"Data: {action.get('Data')}"]
+    else:
+        target = [f"Context: {action.get('Context')}", f"Exten: {action.get('Exten')}"]
+    lines = ["Event: OriginateResponse", "Privilege: call,all", f"Timestamp: {now:.6f}",
+             f"SystemName: {system_name}", _aid(action), "Response: Failure",
+             f"Channel: {action.get('Channel')}", *target, "Reason: 0",
+             f"Uniqueid: {action.get('ChannelId') or '<unknown>'}",
+             f"CallerIDNum: {number or '<unknown>'}", "CallerIDName: <unknown>"]
+    return ("\r\n".join(line for line in lines if line) + "\r\n\r\n").encode()
 
 
 def _shift_timestamp(data: bytes, shift: float) -> bytes:

@@ -96,7 +96,7 @@ async def test_role_matrix(api: Api) -> None:
                 assert status not in (401, 403), (method, path, role, status)
             else:
                 assert status == 403, (method, path, role, status)
-    assert api.ami.originates() == []
+    assert api.originates() == []
 
 
 async def test_healthz_is_open(api: Api) -> None:

@@ -1,20 +1,21 @@
-"""Click-to-call over real HTTP, with the Originate read off a real AMI socket and the call's
-events from the real click_to_call trace coming back over it."""
+"""Click-to-call over real HTTP against the bridge as `serve` assembles it: the Originate read off
+the simulated Asterisk's socket, and the call's events (the real click_to_call trace with the
+request's ids, or its no-answer and busy outcomes) coming back over it."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from pbx_bridge.assembly import assemble
 from pbx_bridge.click_to_call.schema import click_to_call_requests
 from pbx_bridge.click_to_call.service import ClickToCallService
-from tests.api.c2c_trace import script
-from tests.api.conftest import Api, ApiFactory, wait_for
+from tests.api.conftest import Api, ApiFactory, wait_for, wait_until
 
 BODY = {"extension": "101", "number": "8 (903) 555-01-99"}
 
@@ -40,9 +41,10 @@ async def _follow(api: Api, request_id: str) -> dict[str, Any]:
     return dict(await resp.json())
 
 
-async def test_answered_call_follows_the_trace_to_ended(make_api: ApiFactory, traces: Path) -> None:
-    api = await make_api(script=script(traces / "click_to_call.ami"))
-    ws = await api.client.ws_connect("/api/v1/events", headers=api.auth("operator"))
+async def test_answered_call_follows_the_trace_to_ended(make_api: ApiFactory) -> None:
+    api = await make_api()
+    ws = await api.client.ws_connect("/api/v1/events?types=click_to_call.updated",
+                                     headers=api.auth("operator"))
     assert json.loads((await ws.receive()).data)["type"] == "ready"
     resp = await api.client.post("/api/v1/click-to-call", json={**BODY, "client_id": 7},
                                  headers=api.auth("crm"))
@@ -54,7 +56,7 @@ async def test_answered_call_follows_the_trace_to_ended(make_api: ApiFactory, tr
     assert final["state"] == "ended" and final["reason"] is None and final["client_id"] == 7
 
     # The Originate as in the trace, read off the AMI socket.
-    (originate,) = api.ami.originates()
+    (originate,) = api.originates()
     assert originate["Channel"] == "Local/101@op-phone/n"
     assert originate["Context"] == "from-internal"
     assert originate["Exten"] == "89035550199"
@@ -74,16 +76,16 @@ async def test_answered_call_follows_the_trace_to_ended(make_api: ApiFactory, tr
     await ws.close()
 
 
-async def test_operator_does_not_answer(make_api: ApiFactory, traces: Path) -> None:
-    api = await make_api(script=script(traces / "click_to_call.ami", "operator_no_answer"))
+async def test_operator_does_not_answer(make_api: ApiFactory) -> None:
+    api = await make_api(outcome="operator_no_answer")
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     assert resp.status == 202
     final = await _follow(api, (await resp.json())["id"])
     assert (final["state"], final["reason"]) == ("failed", "operator_no_answer")
 
 
-async def test_customer_busy(make_api: ApiFactory, traces: Path) -> None:
-    api = await make_api(script=script(traces / "click_to_call.ami", "customer_busy"))
+async def test_customer_busy(make_api: ApiFactory) -> None:
+    api = await make_api(outcome="customer_busy")
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     assert resp.status == 202
     final = await _follow(api, (await resp.json())["id"])
@@ -91,29 +93,25 @@ async def test_customer_busy(make_api: ApiFactory, traces: Path) -> None:
 
 
 async def test_pbx_down_is_503_with_retry_after_and_nothing_sent(make_api: ApiFactory) -> None:
-    api = await make_api(connect=False, retry_after=7)
+    api = await make_api(pbx_up=False, retry_after=7)
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "7"
     assert (await resp.json())["error"]["code"] == "pbx_unavailable"
-    assert api.ami.originates() == [] and await _rows(api) == 0
+    assert api.originates() == [] and await _rows(api) == 0
 
 
 async def test_pbx_lost_after_connecting_is_503(make_api: ApiFactory) -> None:
     api = await make_api()
-    await api.ami.stop()
-
-    async def gone() -> bool:
-        return not api.pbx.connected
-
-    await wait_for(gone)
+    await api.sim.stop()
+    await wait_until(lambda: not api.connection.connected)
     resp = await api.client.post("/api/v1/click-to-call", json={**BODY, "idempotency_key": "k1"},
                                  headers=api.auth("crm"))
     assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
 
 
 async def test_originate_refused_by_the_pbx_fails_the_request(make_api: ApiFactory) -> None:
-    api = await make_api(originate_response="Extension does not exist.")
+    api = await make_api(unknown_extensions=frozenset({"89035550199"}))
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     assert resp.status == 202
     final = await _follow(api, (await resp.json())["id"])
@@ -144,7 +142,7 @@ async def test_invalid_input_is_rejected_and_nothing_is_called(api: Api) -> None
     resp = await api.client.post("/api/v1/click-to-call", data=b"{not json",
                                  headers={**api.auth("crm"), "Content-Type": "application/json"})
     assert resp.status == 400
-    assert api.ami.originates() == [] and await _rows(api) == 0
+    assert api.originates() == [] and await _rows(api) == 0
 
 
 async def test_unknown_extension_when_extensions_are_configured(make_api: ApiFactory) -> None:
@@ -152,7 +150,7 @@ async def test_unknown_extension_when_extensions_are_configured(make_api: ApiFac
     resp = await api.client.post("/api/v1/click-to-call", json={"extension": "105", "number": "+79165550101"},
                                  headers=api.auth("crm"))
     assert resp.status == 422 and (await resp.json())["error"]["code"] == "unknown_extension"
-    assert api.ami.originates() == []
+    assert api.originates() == []
 
 
 async def test_human_formats_reach_the_same_number(api: Api) -> None:
@@ -161,7 +159,7 @@ async def test_human_formats_reach_the_same_number(api: Api) -> None:
                                      headers=api.auth("admin" if i % 2 else "crm"))
         assert resp.status == 202, await resp.text()
         assert (await resp.json())["number"] == "+79165550101"
-    assert {a["Exten"] for a in api.ami.originates()} == {"89165550101"}
+    assert {a["Exten"] for a in api.originates()} == {"89165550101"}
 
 
 async def test_operator_only_from_own_extension(api: Api) -> None:
@@ -198,7 +196,7 @@ async def test_same_idempotency_key_is_the_same_request(api: Api) -> None:
     ids = {(await r.json())["id"] for r in answers}
     assert len(ids) == 1 and sorted(r.status for r in answers) == [200, 200, 200, 200, 202]
     await asyncio.sleep(0.1)
-    assert len(api.ami.originates()) == 2 and await _rows(api) == 2
+    assert len(api.originates()) == 2 and await _rows(api) == 2
     # The same key for a different call is refused, not silently merged.
     other = await api.client.post("/api/v1/click-to-call", json={**body, "number": "+79165550101"},
                                   headers=api.auth("crm"))
@@ -219,23 +217,42 @@ async def test_rate_limit_per_token(make_api: ApiFactory) -> None:
     assert (await resp.json())["error"]["code"] == "rate_limited"
     other = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("admin"))
     assert other.status == 202
-    assert len(api.ami.originates()) == 4
+    assert len(api.originates()) == 4
 
 
-async def test_unfinished_requests_are_followed_after_a_restart(make_api: ApiFactory, traces: Path) -> None:
-    api = await make_api()
+async def test_unfinished_requests_are_followed_after_a_restart(make_api: ApiFactory) -> None:
+    """The bridge stops right after sending the Originate (its AMI session hears nothing more);
+    the next bridge picks the request up from the database and follows the call to its end."""
+    api = await make_api(speed=1.0)
+    frozen: list[bool] = []
+
+    def freeze_after_originate(session: Any, action: Any) -> bool:
+        if action.name == "Originate" and not frozen:
+            frozen.append(True)
+            asyncio.get_running_loop().call_soon(api.sim.freeze_clients)  # after the answer
+        return False
+
+    api.sim.action_hook = freeze_after_originate
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     request_id = (await resp.json())["id"]
-    (originate,) = api.ami.originates()
-    # A new service (as after a bridge restart) picks the request up from the database.
-    fresh = ClickToCallService(api.runtime.settings, api.runtime.engine, api.runtime.bus, api.runtime.pbx)
-    from bench.raw_ami import parse_block, to_event
+    assert resp.status == 202 and frozen
+    await asyncio.sleep(0.2)
+    assert await _states(api, request_id) == "dialing_operator"  # no event reached it
+    await api.bridge.stop()
+    # A new bridge on the same database and PBX.
+    fresh = assemble(dataclasses.replace(api.runtime.settings, pbx=list(api.runtime.settings.pbx)),
+                     api.runtime.engine)
+    await fresh.start()
+    try:
+        service: ClickToCallService = fresh.runtime.services["click_to_call"]
 
-    play = script(traces / "click_to_call.ami")(originate)
-    for _delay, raw in play:
-        await fresh.on_event(to_event("main", parse_block(raw)))
-    item = await fresh.get(request_id)
-    assert item is not None and item.state == "ended"
+        async def ended() -> bool:
+            item = await service.get(request_id)
+            return item is not None and item.state == "ended"
+
+        await wait_for(ended, within=30)
+    finally:
+        await fresh.stop()
 
 
 async def test_requests_never_reported_back_expire(make_api: ApiFactory) -> None:
@@ -244,6 +261,10 @@ async def test_requests_never_reported_back_expire(make_api: ApiFactory) -> None
     from datetime import UTC, datetime, timedelta
 
     api = await make_api(originate_timeout=30.0)
+    # The PBX takes the Originate, then its AMI session goes silent (half-open): no event comes.
+    api.sim.action_hook = lambda _session, action: bool(
+        action.name == "Originate" and asyncio.get_running_loop().call_soon(api.sim.freeze_clients)
+        and False)
     resp = await api.client.post("/api/v1/click-to-call", json=BODY, headers=api.auth("crm"))
     request_id = (await resp.json())["id"]
     assert await _states(api, request_id) == "dialing_operator"

@@ -8,10 +8,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
-pytest.importorskip("crm_sync.cards", reason="crm_sync (issue 4) is not merged into this tree")
-
 from crm_sync.tasks import create_call_back
 from crm_sync.timeline import add_note
 from pbx_bridge.calls.changes import CallChange

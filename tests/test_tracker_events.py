@@ -168,6 +168,32 @@ def test_blind_transfer_is_one_call_with_operators_in_order() -> None:
     assert rec.status == "answered" and rec.wait_seconds == 2.0
 
 
+def test_a_redirect_of_the_customer_to_another_operator_is_a_blind_transfer() -> None:
+    """AMI Redirect (or the dialplan) sends the customer on: no BlindTransfer event, but the
+    customer's channel dials 102, who answers: the call went from 101 to 102."""
+    p = Pbx()
+    p.chan("B", "PJSIP/102-00000005", "pbx-1.5", "pbx-1.1", "from-internal", "102")
+    events = [
+        *inbound_start(p),
+        p.ev("DialEnd", 2, "T", "A", DialStatus="ANSWER"),
+        p.ev("BridgeEnter", 2, "A", BridgeUniqueid="b1"),
+        p.ev("BridgeEnter", 2, "T", BridgeUniqueid="b1"),
+        p.ev("BridgeLeave", 6, "T", BridgeUniqueid="b1"),
+        p.ev("Hangup", 6.1, "A"),
+        p.ev("Newchannel", 6.2, "B"),
+        p.ev("DialBegin", 6.2, "T", "B"),
+        p.ev("DialEnd", 8, "T", "B", DialStatus="ANSWER"),
+        p.ev("Hangup", 12, "B"),
+        p.ev("Hangup", 12.1, "T"),
+    ]
+    changes = run(events)
+    rec = ended(changes)[0]
+    assert rec.operator == "102" and rec.operators_rung == ["101", "102"]
+    assert [(t.kind, t.from_operator, t.to_operator) for t in rec.transfers] == [("blind", "101", "102")]
+    assert ("transferred", "102") in [(c.kind, c.extension) for c in changes]
+    assert [c.kind for c in changes].count("answered") == 1
+
+
 def _attended(p: Pbx, with_event: bool) -> list[AmiEvent]:
     events = [
         *inbound_start(p),

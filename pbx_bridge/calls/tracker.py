@@ -1027,10 +1027,16 @@ class CallTracker:
             call.answered_at = ts
         if dest.leg.leg.answered_at is None:
             dest.leg.leg.answered_at = ts
+        previous = call.operator
         if ext is not None:
             call.operator = ext
         if first:
             self._emit(call, "answered", None)
+        elif ext is not None and previous is not None and ext != previous:
+            # Another operator took the answered call without any transfer event: the customer
+            # was sent on by a Redirect (an AMI client's, an operator panel's) or the dialplan.
+            if self._add_transfer(call, Transfer("blind", ts, previous, ext)):
+                self._emit(call, "transferred", ext)
 
     def _end(self, call: _Call, ts: float, outage: bool = False) -> None:
         self._pending_ends.pop(call.linkedid, None)

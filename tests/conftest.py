@@ -44,7 +44,7 @@ def pg_database() -> Iterator[str]:
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, sa.exc.DBAPIError) as exc:
-        if os.environ.get("PBX_BRIDGE_REQUIRE_POSTGRES"):  # CI (.ci/run): no quiet skipping
+        if os.environ.get("PBX_TEST_REQUIRE_POSTGRES"):  # CI (.ci/run): no quiet skipping
             pytest.fail(f"no PostgreSQL at {PG_ADMIN_URL}: {exc}", pytrace=False)
         pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}: {exc}")
     url = _pg_url(name)

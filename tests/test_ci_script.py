@@ -20,7 +20,7 @@ def _tools(tmp: Path, *, ready: bool, start_ok: bool) -> Path:
     scripts = {
         "pg_isready": f"#!/bin/sh\necho pg_isready >> {calls}\nexit {0 if ready else 2}\n",
         "pg_ctlcluster": f"#!/bin/sh\necho \"pg_ctlcluster $*\" >> {calls}\nexit {0 if start_ok else 1}\n",
-        "make": f"#!/bin/sh\necho \"make $* REQUIRE=$PBX_BRIDGE_REQUIRE_POSTGRES\" >> {calls}\n",
+        "make": f"#!/bin/sh\necho \"make $* REQUIRE=$PBX_TEST_REQUIRE_POSTGRES\" >> {calls}\n",
     }
     for name, text in scripts.items():
         path = bin_dir / name

@@ -16,6 +16,7 @@ import time
 import wave
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,37 +71,52 @@ def test_the_readme_example_records_calls(tmp_path: Path) -> None:
             logs.append(log)
             procs.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=log))
             time.sleep(1.0)
-        listing: list[dict[str, object]] = []
-        deadline = time.monotonic() + 120
+        def calls_started() -> dict[int, datetime]:
+            out = subprocess.run(
+                [sys.executable, "-m", "pbx_bridge", "calls", "list", "--json", "--limit", "1000"],
+                cwd=tmp_path, env={**base, "PBX_BRIDGE_CONFIG": "sim-bridge.toml"},
+                capture_output=True, text=True, timeout=60)
+            return {c["id"]: datetime.fromisoformat(c["started_at"].replace("Z", "+00:00"))
+                    for c in json.loads(out.stdout)}
+
+        def connected_at() -> datetime | None:
+            for line in (tmp_path / "serve.log").read_text().splitlines():
+                if "ami.connected" in line:
+                    return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+            return None
+
+        # Calls already going on when the bridge connected may end before it can record them
+        # (Asterisk then answers "No such channel"); every call that began after must be recorded.
+        # On a loaded machine the bridge may connect late: wait for calls it saw from their start.
+        listing: list[dict[str, Any]] = []
+        started: dict[int, datetime] = {}
+        whole: set[int] = set()
+        connected = None
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in procs), [log.name for log in logs]
             out = subprocess.run([sys.executable, "-m", "pbx_bridge", "recordings", "list", "--json"],
                                  cwd=tmp_path, env={**base, "PBX_BRIDGE_CONFIG": "sim-bridge.toml"},
                                  capture_output=True, text=True, timeout=60)
             listing = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
-            if len([r for r in listing if r["state"] == "ready"]) >= 6:
-                break
+            ready = [r for r in listing if r["state"] == "ready"]
+            connected = connected_at()
+            if len(ready) >= 6 and connected is not None:
+                started = calls_started()
+                after = connected + timedelta(seconds=1)
+                whole = {int(r["call_id"]) for r in ready if started[int(r["call_id"])] > after}
+                if len(whole) >= 2:
+                    break
             time.sleep(1.0)
-        ready = [r for r in listing if r["state"] == "ready"]
-        assert len(ready) >= 6, (listing, (tmp_path / "serve.log").read_text()[-3000:])
-        # Calls already going on when the bridge connected may end before it can record them
-        # (Asterisk then answers "No such channel"); every call that began after must be recorded.
         log_text = (tmp_path / "serve.log").read_text()
-        stamp = next(line.split()[0] for line in log_text.splitlines() if "ami.connected" in line)
-        connected = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        out = subprocess.run(
-            [sys.executable, "-m", "pbx_bridge", "calls", "list", "--json", "--limit", "1000"],
-            cwd=tmp_path, env={**base, "PBX_BRIDGE_CONFIG": "sim-bridge.toml"}, capture_output=True,
-            text=True, timeout=60)
-        started = {c["id"]: datetime.fromisoformat(c["started_at"].replace("Z", "+00:00"))
-                   for c in json.loads(out.stdout)}
+        ready = [r for r in listing if r["state"] == "ready"]
+        assert len(ready) >= 6 and connected is not None, (listing, log_text[-3000:])
+        assert len(whole) >= 2, (ready, started, connected)
         failed = [r for r in listing if r["state"] in ("missing", "failed")
                   and started[r["call_id"]] > connected + timedelta(seconds=1)]
         assert not failed, (failed, log_text[-6000:])
         # The recordings of the calls the bridge saw from their start hold the customer's voice
         # (a call it joined in the middle has only what was recorded after it connected).
-        after = connected + timedelta(seconds=1)
-        whole = {int(r["call_id"]) for r in ready if started[int(r["call_id"])] > after}
         stored = (tmp_path / "var" / "sim-bridge" / "recordings").rglob("*.wav")
         wavs = [p for p in stored if int(p.stem) in whole]
         assert len(wavs) >= 2, ready

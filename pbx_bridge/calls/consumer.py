@@ -40,8 +40,8 @@ PURGE_EVERY = 3600.0  # seconds between purges of old raw events
 # A batch with no call changes still saves the journal checkpoint once this many events went by
 # (so the journal's applied segments can be deleted on a PBX that is quiet but chatty).
 CHECKPOINT_EVERY = 5000
-# With a call waiting for its OriginateResponse (pbx_bridge.calls.tracker), a PBX this many
-# seconds quiet means none is coming: the call is ended as it stands.
+# With a call waiting for its OriginateResponse (pbx_bridge.calls.tracking.originates), a PBX
+# this many seconds quiet means none is coming: the call is ended as it stands.
 IDLE_FLUSH_SECONDS = 2.0
 LAG_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                                   30.0, float("inf"))

@@ -1,6 +1,6 @@
 """What the call tracker holds: its settings, one `Call` per Linkedid with its `Channel`s and
 legs (`LegState`), and `TrackerState`, the maps every handler of pbx_bridge.calls.tracking reads
-and changes. No logic here beyond keeping the maps bounded."""
+and changes. No call logic here: only the objects and the small helpers the maps need."""
 
 from __future__ import annotations
 

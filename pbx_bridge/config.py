@@ -187,7 +187,7 @@ class Bitrix24Config:
     enabled: bool = False
     # The portal, e.g. "https://example.bitrix24.ru" (a local application's REST calls go there).
     portal_url: str = ""
-    # OR an incoming webhook "https://example.bitrix24.ru/rest/1/<code>/" (see the README: the
+    # OR an incoming webhook "https://example.bitrix24.ru/rest/1/<code>/" (see docs/crm.md: the
     # telephony methods refuse webhooks on current portals).
     webhook_url: str = ""
     # The local application's keys; tokens arrive with its installation (ONAPPINSTALL) and are kept

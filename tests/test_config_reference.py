@@ -59,7 +59,7 @@ def dataclass_keys(cls: type, path: str = "") -> Iterator[tuple[str, str]]:
             continue
         hint = hints[f.name]
         name = f"{path}.{f.name}" if path else f.name
-        if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             yield from dataclass_keys(hint, name)
         elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
             yield from ((f"[[{name}]]", key) for _, key in dataclass_keys(typing.get_args(hint)[0], "x"))

@@ -168,8 +168,9 @@ class EventsConfig:
     # Keep raw AMI events this many days for debugging (0 = do not keep them).
     keep_raw_days: int = 0
     # Write every AMI event read to a journal before it is processed, so a killed bridge loses
-    # nothing it had read (pbx_bridge.ami.journal). "" = <data_dir>/journal.
+    # nothing it had read (pbx_bridge.ami.journal).
     journal: bool = True
+    # Where the journal is written ("" = <data_dir>/journal).
     journal_dir: str = ""
     # Size of a journal segment; applied segments are deleted.
     journal_segment_mb: int = 64

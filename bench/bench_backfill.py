@@ -5,7 +5,7 @@ database). Reference, same run: the bare SELECT of the same rows (the same queri
 with the rows). Also the rebuild alone (CPU, rows already in memory).
 
 The table is filled from the real CEL rows of the six SIP traces (shared/ami-traces/cel/), each
-call copied with fresh ids and times, in a realistic mix; with the indexes README recommends
+call copied with fresh ids and times, in a realistic mix; with the indexes docs/asterisk.md recommends
 (linkedid, uniqueid, eventtime).
 
 Run: .venv/bin/python -m bench.bench_backfill [--quick]

@@ -30,6 +30,7 @@ class ConfigError(Exception):
 
 @dataclass
 class ServerConfig:
+    # HTTP API and web UI listen address and port.
     host: str = "127.0.0.1"
     port: int = 8080
     # Where the SQLite database, recordings and other state live by default.
@@ -44,17 +45,21 @@ class DatabaseConfig:
     url: str = ""
     # serve refuses an out-of-date schema unless this is true.
     auto_upgrade: bool = False
+    # Log every SQL statement (debugging only).
     echo: bool = False
 
 
 @dataclass
 class LoggingConfig:
+    # The least severe level logged.
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" (key=value, for people) or "json" (one object per line, for log shippers).
     format: Literal["text", "json"] = "text"
 
 
 @dataclass
 class PhoneConfig:
+    # Region for numbers written without a country code (8 916 ... and 495 ... in Russia).
     default_region: str = "RU"
     # Numbers this short or shorter are internal extensions: never E.164, never matched.
     max_extension_length: int = 5
@@ -62,7 +67,9 @@ class PhoneConfig:
 
 @dataclass
 class PbxConfig:
+    # Appears in call records and logs, and in PBX_BRIDGE_PBX__<NAME>__<KEY>.
     name: str = "main"
+    # The AMI address and login (manager.conf); the secret better from the environment.
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "bridge"
@@ -95,6 +102,7 @@ class PbxConfig:
     # async SQLAlchemy URL (postgresql+asyncpg://... where cel_pgsql writes; mysql+aiomysql://
     # .../asteriskcdrdb where FreePBX's cel_odbc writes); "" = no CEL source.
     cel_url: str = ""
+    # The table (or schema.table).
     cel_table: str = "cel"
     # The zone of the table's eventtime: UTC (cel_pgsql with usegmtime = yes) or the PBX's own
     # zone (Europe/Moscow) when Asterisk writes local time.
@@ -105,13 +113,17 @@ class PbxConfig:
 class SimulatorConfig:
     # Run the built-in simulated PBX when no [[pbx]] is configured (the demo default).
     enabled: bool = True
+    # Where it listens.
     host: str = "127.0.0.1"
     # Not 5038 / 5039 (a real Asterisk's AMI and TLS AMI ports), so the demo never collides
     # with, or is taken for, a PBX on the same machine.
     port: int = 15038
+    # The AMI login it accepts.
     username: str = "bridge"
     secret: str = "simulator"  # noqa: S105 - the demo PBX's own password
+    # New synthetic calls per second.
     calls_per_second: float = 0.2
+    # Operators' extensions the generated calls ring.
     operators: list[str] = field(default_factory=lambda: ["101", "102", "103"])
     # Folder with the real AMI traces the generator rewrites; "" = the bundled copies.
     traces_dir: str = ""
@@ -156,9 +168,11 @@ class EventsConfig:
     # Keep raw AMI events this many days for debugging (0 = do not keep them).
     keep_raw_days: int = 0
     # Write every AMI event read to a journal before it is processed, so a killed bridge loses
-    # nothing it had read (pbx_bridge.ami.journal). "" = <data_dir>/journal.
+    # nothing it had read (pbx_bridge.ami.journal).
     journal: bool = True
+    # Where the journal is written ("" = <data_dir>/journal).
     journal_dir: str = ""
+    # Size of a journal segment; applied segments are deleted.
     journal_segment_mb: int = 64
 
 
@@ -174,7 +188,7 @@ class Bitrix24Config:
     enabled: bool = False
     # The portal, e.g. "https://example.bitrix24.ru" (a local application's REST calls go there).
     portal_url: str = ""
-    # OR an incoming webhook "https://example.bitrix24.ru/rest/1/<code>/" (see the README: the
+    # OR an incoming webhook "https://example.bitrix24.ru/rest/1/<code>/" (see docs/crm.md: the
     # telephony methods refuse webhooks on current portals).
     webhook_url: str = ""
     # The local application's keys; tokens arrive with its installation (ONAPPINSTALL) and are kept
@@ -183,6 +197,7 @@ class Bitrix24Config:
     client_secret: str = ""
     refresh_token: str = ""
     application_token: str = ""
+    # Bitrix24's OAuth server.
     oauth_url: str = "https://oauth.bitrix.info/oauth/token/"
     # Whose call it is when no operator's extension has a Bitrix24 user (UF_PHONE_INNER).
     default_user_id: int = 1
@@ -195,11 +210,15 @@ class Bitrix24Config:
     click_to_call: bool = True
     # The handler's public URL ("" = server.public_url + "/hooks/bitrix24").
     handler_url: str = ""
+    # The portal's request limit: requests_per_second with at most `burst` at once (lowered to what
+    # the portal took if it refuses anyway).
     requests_per_second: float = 2.0
     burst: int = 10
+    # The user list (extension -> user) is read again every this many minutes.
     users_refresh_minutes: float = 10.0
     # How long a recording / transcript is waited for before the call is left without it.
     attach_wait_minutes: float = 60.0
+    # Seconds for one request.
     timeout: float = 10.0
 
 
@@ -226,8 +245,11 @@ class KommoConfig:
     pipeline_id: int = 0
     # Recording links in Kommo stay playable this many days.
     link_days: int = 90
+    # An answered call waits for its recording this long, then goes without the link.
     attach_wait_minutes: float = 30.0
+    # Kommo allows 7 requests per second per account, then answers 429.
     requests_per_second: int = 7
+    # Seconds for one request.
     timeout: float = 10.0
 
 
@@ -288,12 +310,16 @@ class CrmConfig:
     external_contact_url: str = ""  # POST: create contact
     external_call_url: str = ""  # POST: call activity
     external_fields: dict[str, str] = field(default_factory=dict)  # our field -> theirs
+    # HMAC-SHA256 key: the body is signed into external_signature_header as "sha256=<hex>".
     external_hmac_secret: str = ""
     external_signature_header: str = "X-Signature"
+    # Seconds to connect / for the whole request before the attempt counts as failed.
     external_connect_timeout: float = 2.0
     external_timeout: float = 5.0
     # The ringing path waits at most this long for the external lookup (screen pop).
     external_lookup_timeout: float = 0.3
+    # Delivery attempts the CRM answered before an item becomes a dead letter; retry waits double
+    # from outbox_retry_base seconds up to outbox_retry_max; idle poll every outbox_poll_interval.
     outbox_max_attempts: int = 10
     outbox_retry_base: float = 2.0
     outbox_retry_max: float = 600.0
@@ -302,6 +328,7 @@ class CrmConfig:
     outbox_keep_days: int = 7
     # Native connectors (at most one external CRM of any kind is enabled).
     bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
+    # The native Kommo (amoCRM) connector.
     kommo: KommoConfig = field(default_factory=KommoConfig)
 
 
@@ -373,9 +400,11 @@ class RecordingsConfig:
     retry_max_delay_seconds: float = 60.0
     # Also encode the WAV as Opus or MP3 when ffmpeg is installed: none | opus | mp3.
     compress: Literal["none", "opus", "mp3"] = "none"
+    # Path to ffmpeg ("" = look it up on PATH).
     ffmpeg_path: str = ""
     # Key for signed recording links ("" = a random key kept in <data_dir>/recording-links.key).
     signing_key: str = ""
+    # How long a signed link stays valid, in seconds.
     link_ttl_seconds: int = 3600
     # How long to wait for Asterisk's answer to MixMonitor / StopMixMonitor.
     action_timeout: float = 5.0
@@ -423,20 +452,43 @@ class TranscriptionConfig:
 
 @dataclass
 class Settings:
+    # HTTP address and port, data directory, public URL
     server: ServerConfig = field(default_factory=ServerConfig)
+    # `url` (empty = SQLite in the data directory; `postgresql+asyncpg://...` for PostgreSQL), `auto_upgrade`
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    # `level`, `format` (`text` key=value, or `json`)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # `default_region` for numbers without a country code (`RU`)
     phone: PhoneConfig = field(default_factory=PhoneConfig)
+    # one per Asterisk server: host, port, AMI user, operator channel pattern, inbound contexts; `tls`,
+    # `tls_ca_file`, `tls_verify` (AMI over TLS); `cel_url`, `cel_table`, `cel_timezone` (its CEL in a
+    # database)
     pbx: list[PbxConfig] = field(default_factory=list)
+    # the built-in demo PBX used when no `[[pbx]]` is configured
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    # keep raw AMI events N days for debugging; the AMI journal
     events: EventsConfig = field(default_factory=EventsConfig)
+    # the CEL backfill's sweep period and window, the grace left to live events, batch size
     cel: CelConfig = field(default_factory=CelConfig)
+    # the active bridge's lease and renewal period, this process's name
     standby: StandbyConfig = field(default_factory=StandbyConfig)
+    # client cards: new-contact policies, match digits, DID → ad channel, call-back group and due time
+    # (`callback_due_minutes`), external CRM connector and outbox; `[crm.bitrix24]`, `[crm.kommo]`: the
+    # native connectors
     crm: CrmConfig = field(default_factory=CrmConfig)
+    # token cache time, live-event send timeout and queue size, page sizes, the export's maximum
+    # (`export_max_rows`)
     api: ApiConfig = field(default_factory=ApiConfig)
+    # which PBX places calls, allowed extensions, dial format, ring time, per-token rate limit, Retry-After
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
+    # recording policy and overrides per DID / operator, Asterisk's spool dir and the bridge's view of
+    # it, recordings dir, retention, retries, compression, signed-link key and lifetime
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    # web UI sessions (lifetime, idle time, Secure cookie), default language, report time zone (also the
+    # API's report days)
     web: WebConfig = field(default_factory=WebConfig)
+    # vosk `model_dir`, `workers`, `in_process`, job lease / attempts / backoff, keyword,
+    # required-phrase and flagged-word lists
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     # Where the settings came from, for error messages; not a config key.
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -1,5 +1,5 @@
 """deploy/: the systemd units verified by `systemd-analyze verify` (Debian's systemd; `make test`
-installs it when missing) and read for what the README promises of them; the Dockerfile and the
+installs it when missing) and read for what docs/operations.md promises of them; the Dockerfile and the
 compose file read for their conventions (no Docker engine here: they are not built; the wheel
 test is what proves the install).
 

@@ -1,6 +1,6 @@
-"""The README's `simulate` + `serve` example, run as written (its commands and its TOML, read from
-the README; only the ports are made free ones and `.venv/bin/pbx-bridge` is this Python's
-`-m pbx_bridge`): two processes, the simulated Asterisk and the bridge, and the bridge's calls
+"""The `simulate` + `serve` example of docs/simulator.md, run as written (its commands and its
+TOML, read from that document; only the ports are made free ones and `.venv/bin/pbx-bridge` is this
+Python's `-m pbx_bridge`): two processes, the simulated Asterisk and the bridge, and the bridge's calls
 get their recordings, ready, with the customer's voice in them."""
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(240)
 
 
-def readme_example() -> tuple[list[str], str]:
-    """The example's shell lines and its TOML, from the README."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### `simulate` + `serve`"):]
-    section = section[: section.index("\n## ")]
+def documented_example() -> tuple[list[str], str]:
+    """The example's shell lines and its TOML, from docs/simulator.md (its last section)."""
+    text = (ROOT / "docs" / "simulator.md").read_text()
+    section = text[text.index("## `simulate` + `serve`"):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
     shell = re.search(r"```sh\n(.*?)```", section, re.S)
     toml = re.search(r"```toml\n(.*?)```", section, re.S)
-    assert shell and toml, "the README's simulate + serve example is missing"
+    assert shell and toml, "the simulate + serve example of docs/simulator.md is missing"
     return [line for line in shell.group(1).splitlines() if line.strip()], toml.group(1)
 
 
 def command(line: str, sim_port: int, http_port: int) -> tuple[dict[str, str], list[str]]:
-    """A README line as (environment, argv) for this Python."""
+    """A line of the example as (environment, argv) for this Python."""
     words = shlex.split(line.replace("5039", str(sim_port)))
     env = {}
     while "=" in words[0]:
@@ -50,7 +50,7 @@ def command(line: str, sim_port: int, http_port: int) -> tuple[dict[str, str], l
 
 
 def test_the_readme_example_records_calls(tmp_path: Path) -> None:
-    lines, toml = readme_example()
+    lines, toml = documented_example()
     sim_port, http_port = free_port(), free_port()
     (tmp_path / "sim-bridge.toml").write_text(
         toml.replace("5039", str(sim_port)).replace("port = 8080", f"port = {http_port}"))
@@ -66,7 +66,7 @@ def test_the_readme_example_records_calls(tmp_path: Path) -> None:
                 subprocess.run(argv, cwd=tmp_path, env=env, check=True, timeout=60, capture_output=True)
                 continue
             if argv[3] == "simulate":
-                argv += ["--calls-per-second", "2"]  # the README's rate is one call per 5 s
+                argv += ["--calls-per-second", "2"]  # the example's rate is one call per 5 s
             log = (tmp_path / f"{argv[3]}.log").open("wb")
             logs.append(log)
             procs.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=log))

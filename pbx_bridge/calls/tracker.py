@@ -6,7 +6,7 @@ channel halves `;1`/`;2` count as one leg), and reports what changed as `CallCha
 changes of the public record, and `ended` exactly once.
 
 `CallTracker` holds one PBX's state and hands each event to its handler; the handlers live in
-pbx_bridge.calls.tracking, one module a concern (see README "Call tracking" for the rules):
+pbx_bridge.calls.tracking, one module a concern (see docs/call-tracking.md for the rules):
 
 - channels and Local pairs, calls merging, Hangup: tracking/channels.py
 - Dials and queues: tracking/dials.py; ringing and the call's answer: tracking/answering.py

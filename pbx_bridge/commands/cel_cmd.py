@@ -57,7 +57,7 @@ def _sources(settings: Settings, only: str | None) -> list[PbxConfig]:
         raise UserError(f"no [[pbx]] named {only!r}")
     with_cel = [p for p in pbxes if p.cel_url]
     if not with_cel:
-        raise UserError("no [[pbx]] has a cel_url: CEL is not configured (see README, CEL)")
+        raise UserError("no [[pbx]] has a cel_url: CEL is not configured (see docs/asterisk.md)")
     return with_cel
 
 

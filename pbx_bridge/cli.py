@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -39,7 +40,20 @@ def build_parser(modules: Sequence[ModuleType] = COMMAND_MODULES) -> argparse.Ar
     return parser
 
 
+# Whatever the bridge writes (database, recordings, exports, backups, journals) is for its own
+# user and group only: files at most 0640, directories at most 0750, as the systemd units'
+# UMask=0027 already makes them. A stricter umask from the caller is kept.
+PRIVATE_UMASK = 0o027
+
+
+def narrow_umask() -> int:
+    current = os.umask(PRIVATE_UMASK)
+    os.umask(current | PRIVATE_UMASK)
+    return current | PRIVATE_UMASK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    narrow_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pbx_bridge.masking import mask_value
+
 DEFAULT_CONFIG_PATH = Path("config/pbx-bridge.toml")
 ENV_PREFIX = "PBX_BRIDGE_"
-SECRET_KEYS = frozenset({"secret", "password", "url", "token", "hmac_secret", "signing_key"})
 
 
 class ConfigError(Exception):
@@ -824,36 +825,27 @@ def _check_web(web: WebConfig, source: str) -> None:
 
 
 def mask_secret(key: str, value: Any) -> Any:
-    if not isinstance(value, str) or not value:
-        return value
-    if key == "webhook_url":  # the webhook's code in its path is its password
-        return "***"
-    if (key == "url" or key.endswith("_url")) and "://" in value:
-        # Keep the scheme and host: useful to see; hide credentials.
-        return re.sub(r"://[^@/]*@", "://***@", value)
-    if (key in SECRET_KEYS or key.endswith("secret") or key.endswith("password")
-            or key.endswith("_token") or key == "authorization_code"):
-        return "***"
-    return value
+    """The one masking rule of pbx_bridge.masking (kept here under its old name)."""
+    return mask_value(key, value)
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets masked, for `config check`."""
 
-    def walk(obj: Any) -> Any:
+    def walk(obj: Any, key: str = "") -> Any:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             out = {}
             for f in dataclasses.fields(obj):
                 if f.metadata.get("internal"):
                     continue
-                value = walk(getattr(obj, f.name))
+                value = walk(getattr(obj, f.name), f.name)
                 out[f.name] = value if isinstance(value, list | dict) else mask_secret(f.name, value)
             return out
         if isinstance(obj, list):
-            return [walk(v) for v in obj]
+            return [walk(v, key) for v in obj]
         if isinstance(obj, dict):
-            return {k: walk(v) for k, v in obj.items()}
-        return obj
+            return {k: walk(v, str(k)) for k, v in obj.items()}
+        return mask_secret(key, obj)
 
     result: dict[str, Any] = walk(settings)
     return result

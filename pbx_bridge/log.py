@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pbx_bridge.masking import mask_url
+
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "log_context", default=_EMPTY
@@ -31,7 +33,7 @@ _QUERY_SECRET = re.compile(r"(?i)\b((?:access_)?token|secret|password|signature)
 
 
 def _redact(text: str) -> str:
-    return _QUERY_SECRET.sub(r"\1=***", _BEARER.sub(r"\1***", text))
+    return mask_url(_QUERY_SECRET.sub(r"\1=***", _BEARER.sub(r"\1***", text)))
 
 
 @contextmanager

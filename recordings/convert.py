@@ -33,6 +33,10 @@ Pcm = npt.NDArray[np.int16]  # shape (frames, 2)
 
 ProblemKind = Literal["missing", "empty", "truncated", "unreadable"]
 
+# Modes of what is written: see SECURITY.md (files 0640, directories 0750).
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
 
 class FileProblem(Exception):
     def __init__(self, kind: ProblemKind, path: Path, detail: str) -> None:
@@ -136,12 +140,16 @@ def sha256_of(path: Path) -> str:
 
 def write_wav(parts: Iterable[Pcm], out: Path) -> WavInfo:
     """Concatenate the parts in order into `out` (written to a temporary name, then renamed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     frames = 0
     pcm_digest = hashlib.sha256()
     try:
-        with wave.open(str(tmp), "wb") as wav:
+        # A call's audio is personal data: owner read-write, group read, nobody else, whatever
+        # the process umask (O_TRUNC: a .part left by a crash is overwritten).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as wav:
             wav.setnchannels(CHANNELS)
             wav.setsampwidth(SAMPLE_WIDTH)
             wav.setframerate(SAMPLE_RATE)
@@ -216,6 +224,7 @@ def compress(wav: Path, fmt: Compression, ffmpeg: str, timeout: float = 300.0) -
         if result.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             err = result.stderr.decode("utf-8", "replace").strip().splitlines()
             raise RuntimeError(f"ffmpeg failed ({result.returncode}): {err[-1] if err else 'no output'}")
+        os.chmod(tmp, FILE_MODE)  # ffmpeg creates it under the umask
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """.ci/run fails when PostgreSQL cannot be started, instead of letting the PostgreSQL half of the
-tests skip; when PostgreSQL answers, it runs `make test` with PostgreSQL required.
+tests skip; when PostgreSQL answers, it runs `make test` with PostgreSQL required, then `make audit`
+(the dependency audit, whose failure fails CI).
 
 The script runs for real, with `pg_isready`, `pg_ctlcluster` and `make` replaced on PATH by
 small stand-ins that record how they were called (the machine's PostgreSQL is never touched)."""
@@ -51,3 +52,16 @@ def test_postgres_up_runs_make_test_with_postgres_required(tmp_path: Path) -> No
     assert code == 0, err
     assert "make test REQUIRE=1" in calls
     assert not any(c.startswith("pg_ctlcluster") for c in calls)
+    # Then the dependency audit (.ci/audit), after the tests.
+    assert [c.split(" REQUIRE")[0] for c in calls if c.startswith("make")] == ["make test", "make audit"]
+
+
+def test_a_failing_audit_fails_ci(tmp_path: Path) -> None:
+    _tools(tmp_path, ready=True, start_ok=True)
+    make = tmp_path / "bin" / "make"
+    calls = tmp_path / "calls"
+    # The stand-in `make audit` exits 1, as .ci/audit does on a vulnerability with a fix.
+    make.write_text(f'#!/bin/sh\necho "make $*" >> {calls}\n[ "$1" = audit ] && exit 1\nexit 0\n')
+    code, recorded, _err = _run(tmp_path)
+    assert code != 0
+    assert [c for c in recorded if c.startswith("make")] == ["make test", "make audit"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,6 +75,8 @@ async def test_answered_call_is_recorded_converted_and_announced(settings: Setti
         assert row.duration_seconds == pytest.approx(record.talk_seconds, abs=0.001)
         assert (row.channels, row.sample_rate, row.format) == (2, 8000, "wav")
         assert row.sha256 == convert.sha256_of(wav_path) and row.size_bytes == wav_path.stat().st_size
+        # A call's audio: the service's user and group only, whatever the process umask (issue 18).
+        assert stat.S_IMODE(wav_path.stat().st_mode) == 0o640
         assert list(r.spool.iterdir()) == []  # removed once the WAV was read back
         assert message["call_id"] == record.id and message["extensions"] == ["101"]
         assert message["at"].endswith("Z") and message["recording"]["sha256"] == row.sha256

@@ -201,11 +201,11 @@ async def test_login_throttle(client: Client) -> None:
 def test_throttle_window_passes() -> None:
     now = [0.0]
     throttle = LoginThrottle(max_failures=2, window_seconds=60, clock=lambda: now[0])
-    throttle.failed("user:a")
-    throttle.failed("user:a")
-    assert throttle.blocked("user:a") and not throttle.blocked("user:b")
+    throttle.failed("a", "10.0.0.1")
+    throttle.failed("a", "10.0.0.1")
+    assert throttle.blocked("a", "10.0.0.1") and not throttle.blocked("b", "10.0.0.1")
     now[0] = 61
-    assert not throttle.blocked("user:a")
+    assert not throttle.blocked("a", "10.0.0.1")
 
 
 async def test_csrf_refusals(client: Client) -> None:

@@ -36,13 +36,15 @@ async def create(request: web.Request) -> web.Response:
     client_id = field_int(data, "client_id")
     if who.role == "operator" and extension.strip() != who.extension:
         raise ApiError(403, "forbidden", "an operator may only call from their own extension")
-    wait = request.app[LIMITER].take(who.id)
+    # Tokens and people number their ids separately: token 4 and user 4 are different callers.
+    wait = request.app[LIMITER].take((who.kind, who.id))
     if wait > 0:
-        raise ApiError(429, "rate_limited", "too many click-to-call requests for this token",
+        raise ApiError(429, "rate_limited", "too many click-to-call requests from this caller",
                        {"Retry-After": str(max(1, math.ceil(wait)))})
     service = request.app[SERVICE]
     try:
-        item, created = await service.create(NewRequest(extension, number, client_id, key), who.id)
+        item, created = await service.create(NewRequest(extension, number, client_id, key), who.id,
+                                             who.kind)
     except ClickToCallError as exc:
         error = _api_error(exc)
         leadership = request.app[RUNTIME].services.get("leadership")

@@ -11,6 +11,8 @@ click_to_call_requests = sa.Table(
     "click_to_call_requests",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
+    # Who asked: an API token or a web user (kind), and its id (each kind numbers its own).
+    sa.Column("caller_kind", sa.String(8), nullable=False, server_default="token"),
     sa.Column("token_id", sa.Integer, nullable=True),
     sa.Column("idempotency_key", sa.String(128), nullable=True),
     sa.Column("extension", sa.String(16), nullable=False),
@@ -26,8 +28,9 @@ click_to_call_requests = sa.Table(
     sa.Column("call_id", sa.Integer, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
-    # One request per (token, key): a repeated POST returns it instead of calling again.
-    sa.UniqueConstraint("token_id", "idempotency_key", name="uq_c2c_token_idempotency_key"),
+    # One request per (caller, key): a repeated POST returns it instead of calling again.
+    sa.UniqueConstraint("caller_kind", "token_id", "idempotency_key",
+                        name="uq_c2c_caller_idempotency_key"),
 )
 sa.Index("ix_c2c_channel_id", click_to_call_requests.c.channel_id)
 sa.Index("ix_c2c_state", click_to_call_requests.c.state)

@@ -192,15 +192,17 @@ class ClickToCallService:
             raise ClickToCallError(422, "invalid_number", str(exc)) from None
         return e164, dial_string(e164, phone.default_region, self._settings.click_to_call.dial_format)
 
-    async def create(self, new: NewRequest, token_id: int | None) -> tuple[ClickToCall, bool]:
-        """The request and whether it is new (False: the same idempotency key was seen)."""
+    async def create(self, new: NewRequest, token_id: int | None,
+                     caller_kind: str = "token") -> tuple[ClickToCall, bool]:
+        """The request and whether it is new (False: the same idempotency key was seen from the
+        same caller: `caller_kind` "token" or "user" with its id `token_id`)."""
         await self._ensure_loaded()
         e164, dial = self.validate(new)
         if time.monotonic() - self._last_expiry > 1.0:  # a scan of the active ones, at most 1/s
             self._last_expiry = time.monotonic()
             await self.expire_stale()
         if new.idempotency_key:
-            existing = await self._by_key(token_id, new.idempotency_key)
+            existing = await self._by_key(caller_kind, token_id, new.idempotency_key)
             if existing is not None:
                 return self._check_same(existing, new, e164), False
         if not self.acting():
@@ -219,13 +221,14 @@ class ClickToCallService:
         try:
             # Stored before anything is sent: a request is never placed without its record.
             await self._inserter.insert(dict(
-                id=item.id, token_id=token_id, idempotency_key=item.idempotency_key,
+                id=item.id, caller_kind=caller_kind, token_id=token_id,
+                idempotency_key=item.idempotency_key,
                 extension=item.extension, number=item.number, number_entered=item.number_entered,
                 dial=item.dial, client_id=item.client_id, pbx=item.pbx, channel_id=item.channel_id,
                 state=item.state, reason=None, call_id=None, created_at=now, updated_at=now))
         except sa.exc.IntegrityError:
             # The same key at the same moment from a concurrent request: that one wins.
-            existing = await self._by_key(token_id, new.idempotency_key or "")
+            existing = await self._by_key(caller_kind, token_id, new.idempotency_key or "")
             if existing is None:
                 raise
             return self._check_same(existing, new, e164), False
@@ -254,8 +257,9 @@ class ClickToCallService:
                                    "this idempotency_key was used for a different request")
         return existing
 
-    async def _by_key(self, token_id: int | None, key: str) -> ClickToCall | None:
-        query = sa.select(table).where(table.c.idempotency_key == key)
+    async def _by_key(self, caller_kind: str, token_id: int | None, key: str) -> ClickToCall | None:
+        query = sa.select(table).where(table.c.idempotency_key == key,
+                                       table.c.caller_kind == caller_kind)
         query = query.where(table.c.token_id.is_(None) if token_id is None else table.c.token_id == token_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()

@@ -24,6 +24,7 @@ from pbx_bridge.crm_connectors.service import (
     kommo_settings,
 )
 from pbx_bridge.db.schema import calls
+from pbx_bridge.masking import mask_url
 
 # Extensions seen on calls this recently are the ones the CRM must know.
 RECENT = timedelta(days=30)
@@ -89,7 +90,7 @@ async def _bitrix24(settings: Settings, engine: AsyncEngine, session: aiohttp.Cl
     b = settings.crm.bitrix24
     client = Bitrix24Client(bitrix24_settings(settings), session, engine)
     mode = client.settings.mode
-    report.note(f"Bitrix24 {mode}: {'(webhook)' if b.webhook_url else b.portal_url}")
+    report.note(f"Bitrix24 {mode}: {'(webhook)' if b.webhook_url else mask_url(b.portal_url)}")
     directory = UserDirectory(client, b.default_user_id)
     try:
         await directory.refresh()
@@ -128,7 +129,7 @@ async def _bitrix24(settings: Settings, engine: AsyncEngine, session: aiohttp.Cl
         report.missing("click-to-call from Bitrix24: set server.public_url (or crm.bitrix24.handler_url) "
                        "so OnExternalCallStart can be bound")
     elif b.click_to_call:
-        report.ok(f"OnExternalCallStart is bound to {url} when serve starts")
+        report.ok(f"OnExternalCallStart is bound to {mask_url(url or '')} when serve starts")
     if not await client.application_token():
         report.missing("no application token yet: install the application (its ONAPPINSTALL reaches "
                        f"{url or '/hooks/bitrix24'}) or set crm.bitrix24.application_token")
@@ -138,7 +139,7 @@ async def _kommo(settings: Settings, engine: AsyncEngine, session: aiohttp.Clien
                  extensions: list[str], report: Report) -> None:
     k = settings.crm.kommo
     client = KommoClient(kommo_settings(settings), session, engine)
-    report.note(f"Kommo: {k.base_url}")
+    report.note(f"Kommo: {mask_url(k.base_url)}")
     try:
         _status, account = await client.request("GET", "/api/v4/account")
         _status, listed = await client.request("GET", "/api/v4/users")

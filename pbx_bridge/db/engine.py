@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 class DatabaseUrlError(Exception):
     pass
+
+
+# The database holds call logs and customers' numbers: owner read-write, group read (backups run
+# as the service's group), nobody else; SQLite gives its -wal and -shm files the database's mode.
+SQLITE_FILE_MODE = 0o640
+SQLITE_DIR_MODE = 0o750
+
+
+def _create_private(path: Path) -> None:
+    """Creates the SQLite file (and its directory) with private modes before SQLite does, which
+    would use the process umask (0644 under the usual 022)."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=SQLITE_DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, SQLITE_FILE_MODE)
+    os.fchmod(fd, SQLITE_FILE_MODE)
+    os.close(fd)
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -23,8 +41,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _create_private(Path(database))
         kwargs["connect_args"] = {"timeout": 30}
     elif parsed.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True

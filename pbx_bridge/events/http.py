@@ -10,24 +10,31 @@ import contextlib
 import json
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from pbx_bridge.auth.middleware import bearer_token
+from pbx_bridge.auth.tokens import hash_token
 from pbx_bridge.bus import Message, Subscription
 from pbx_bridge.events.messages import TYPES, accepts, now_iso
+from pbx_bridge.events.stream_guard import GUARD, CredentialKind, StreamGuard, Watched, guard_ctx
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event as log_event
 from pbx_bridge.ops.metrics import METRICS
+from pbx_bridge.web.session_auth import WEB_SESSION
 
 log = logging.getLogger("pbx_bridge.events")
 
 SSE_KEEPALIVE_SECONDS = 15.0
 # Close code for "you were too slow": 1008 policy violation, with a reason text.
 SLOW_CLOSE = WSCloseCode.POLICY_VIOLATION
+# Close code for "your credential no longer holds" (revoked, signed out, role changed): 4401, in
+# the range RFC 6455 leaves to applications, echoing HTTP 401.
+REVOKED_CLOSE = 4401
 
 
 def _filter(who: Principal, types: frozenset[str] | None) -> Callable[[Message], bool] | None:
@@ -52,6 +59,26 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return wanted
 
 
+def _credential(request: web.Request, who: Principal) -> tuple[CredentialKind, str] | None:
+    """What authenticated this stream, as the stream guard re-checks it."""
+    info = request.get(WEB_SESSION)
+    if who.kind == "user" and info is not None:
+        return "session", info.id
+    token = bearer_token(request)
+    return ("token", hash_token(token)) if token else None
+
+
+@contextlib.contextmanager
+def _watched(request: web.Request, who: Principal, sub: Subscription) -> Iterator[Watched | None]:
+    credential = _credential(request, who)
+    if credential is None:
+        yield None
+        return
+    guard: StreamGuard = request.app[GUARD]
+    with guard.watch(who, credential[0], credential[1], sub) as watched:
+        yield watched
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     who = require(request, "manager", "operator")
     types = _types(request)
@@ -74,8 +101,9 @@ async def _websocket(request: web.Request, ws: web.WebSocketResponse, who: Princ
                      send_timeout: float) -> web.WebSocketResponse:
     await ws.prepare(request)
     bus = request.app[RUNTIME].bus
-    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub:
-        sender = asyncio.create_task(_ws_sender(request, ws, sub, send_timeout))
+    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub, \
+            _watched(request, who, sub) as watched:
+        sender = asyncio.create_task(_ws_sender(request, ws, sub, send_timeout, watched))
         try:
             # Reading keeps pings and the close handshake going; clients have nothing to say.
             async for _msg in ws:
@@ -151,7 +179,7 @@ async def _drained(transport: asyncio.WriteTransport, sub: Subscription,
 
 
 async def _ws_sender(request: web.Request, ws: web.WebSocketResponse, sub: Subscription,
-                     send_timeout: float) -> None:
+                     send_timeout: float, watched: Watched | None = None) -> None:
     """Writes the pre-built frames straight to the socket, everything already queued in one
     write: with 100 clients, framing each message per client and one send per message was the
     bridge's largest cost at 50 calls/s (bench_soak). Safe because the frames are whole, and
@@ -190,6 +218,11 @@ async def _ws_sender(request: web.Request, ws: web.WebSocketResponse, sub: Subsc
         # A client that does not read cannot take the close frame either: cut the connection.
         if request.transport is not None:
             request.transport.abort()
+    elif watched is not None and watched.revoked:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=REVOKED_CLOSE, message=b"credentials revoked"), 1.0)
+        if request.transport is not None and not ws.closed:
+            request.transport.abort()
     else:
         await ws.close()
 
@@ -200,7 +233,8 @@ async def _sse(request: web.Request, who: Principal, types: frozenset[str] | Non
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await response.prepare(request)
     bus = request.app[RUNTIME].bus
-    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub:
+    with bus.subscribe(_filter(who, types), maxsize=queue_size) as sub, \
+            _watched(request, who, sub):
         try:
             async with asyncio.timeout(send_timeout):
                 await response.write(_sse_frame({"type": "ready", "at": now_iso()}))
@@ -238,4 +272,6 @@ def setup(app: web.Application) -> None:
     runtime.services.setdefault("notifier", Notifier(runtime.bus, settings.crm.did_sources,
                                                      settings.phone.default_region))
     app[ENCODER] = MessageEncoder()
+    app[GUARD] = StreamGuard(runtime.engine, settings.api.token_cache_seconds)
+    app.cleanup_ctx.append(guard_ctx)
     app.router.add_get("/api/v1/events", events)

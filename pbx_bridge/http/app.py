@@ -24,6 +24,7 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
+from pbx_bridge.http.server import server_header
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
@@ -65,6 +66,7 @@ def make_app(runtime: Runtime) -> web.Application:
                           middlewares=[metrics_middleware, access_log_middleware, error_middleware,
                                        auth_middleware, body_timeout_middleware])
     app[RUNTIME] = runtime
+    app.on_response_prepare.append(server_header)
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)

@@ -35,14 +35,25 @@ def _problem(exc: BadHttpMessage) -> tuple[int, str, str]:
     return 400, "bad_request", "not a valid HTTP request"
 
 
+# aiohttp's default `Server: Python/3.x aiohttp/3.y` tells a scanner which known bugs to try.
+SERVER_NAME = "pbx-bridge"
+
+
+async def server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response the app makes names the product, not its versions."""
+    response.headers["Server"] = SERVER_NAME
+
+
 class _Handler(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         if status >= 500 or not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
-            return super().handle_error(request, status, exc, message)
+            fallback = super().handle_error(request, status, exc, message)
+            fallback.headers["Server"] = SERVER_NAME
+            return fallback
         status, code, text = _problem(exc)
         log.info("http.unparsable_request", extra={"kv": {"status": status, "reason": type(exc).__name__}})
-        response = error_response(status, code, text)
+        response = error_response(status, code, text, {"Server": SERVER_NAME})
         response.force_close()
         return response
 

@@ -169,7 +169,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     ui = request.app[WEB_UI]
     runtime = _runtime(request)
     t = translator(ui.catalogs[request_language(request, None)])
-    keys = (f"user:{username.lower()}", f"ip:{request.remote}")
+    keys = (username, request.remote)
     if ui.throttle.blocked(*keys):
         event(log, logging.WARNING, "web.login.throttled", username=username, remote=request.remote)
         return render(request, "login.html", None, status=429, title_key="login.title",

@@ -8,8 +8,11 @@ The API's authentication accepts either a bearer token or this session cookie:
   HTML forms under /ui/, a ``csrf_token`` form field), or comes from another origin, or is a
   WebSocket handshake from another origin.
 
-``session_middleware`` combines the two for /api/ and /ui/ paths when no principal is set yet and
-the request carries no Authorization header (a bearer token always wins).
+``session_middleware`` combines the two for /api/ and /ui/ paths when no principal is set yet.
+Under /api/ a Bearer token wins (the token middleware decides); any other Authorization header
+(Basic or Negotiate, which a browser behind a proxy sends by itself) leaves the request a cookie
+request, CSRF and Origin checks included. The UI's pages under /ui/ only know the cookie, so no
+header switches their checks off.
 """
 
 from __future__ import annotations
@@ -109,14 +112,18 @@ async def check_csrf(request: web.Request) -> None:
         raise ApiError(403, "csrf_failed", f"missing or wrong {CSRF_HEADER} header")
 
 
+def _has_bearer(request: web.Request) -> bool:
+    scheme, _, _value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer"
+
+
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set request["principal"] from the session cookie for /api/ and /ui/ paths."""
     path = request.path
     if (
         "principal" not in request
-        and "Authorization" not in request.headers
-        and (path.startswith("/api/") or path.startswith("/ui/"))
+        and (path.startswith("/ui/") or (path.startswith("/api/") and not _has_bearer(request)))
         and not path.startswith("/ui/static/")
         and path != "/ui/login"  # signing in (again) replaces the session; it checks Origin itself
     ):

@@ -129,7 +129,8 @@ async def make_api(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Api
     made: list[tuple[Api, bool]] = []
 
     async def factory(outcome: OriginateOutcome = "answer", pbx_up: bool = True, speed: float = 10.0,
-                      unknown_extensions: frozenset[str] = frozenset(), **click_to_call: Any) -> Api:
+                      unknown_extensions: frozenset[str] = frozenset(),
+                      token_cache_seconds: float = 0.0, **click_to_call: Any) -> Api:
         sim = AmiSimulator(SimulatorSettings(secret=SECRET, speed=speed, seed=7, auth_fail_delay=0.05,
                                              originate_outcome=outcome,
                                              unknown_extensions=unknown_extensions,
@@ -137,6 +138,7 @@ async def make_api(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Api
         if pbx_up:
             await sim.start()
         configure(settings, sim.port if pbx_up else free_port())
+        settings.api.token_cache_seconds = token_cache_seconds
         for key, value in click_to_call.items():
             setattr(settings.click_to_call, key, value)
         bridge = assemble(dataclasses.replace(settings, pbx=list(settings.pbx)), engine)

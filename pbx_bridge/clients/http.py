@@ -29,6 +29,7 @@ from crm_sync.cards import (
     update_card,
 )
 from crm_sync.merge import merge_cards
+from crm_sync.phones import ascii_digits
 from crm_sync.tasks import (
     TaskError,
     TaskNotFound,
@@ -112,7 +113,7 @@ async def search(request: web.Request) -> web.Response:
     if len(query) > 255:
         raise ApiError(422, "invalid_parameter", "'q' is longer than 255 characters")
     responsible = _filter_text(request, "responsible", 16)
-    if responsible and not responsible.isdigit():
+    if responsible and not ascii_digits(responsible):
         raise ApiError(422, "invalid_parameter", "'responsible' must be an extension (digits)")
     card_query = CardQuery(text=query or None, responsible=responsible,
                            source=_filter_text(request, "source", 128),
@@ -254,7 +255,7 @@ async def tasks(request: web.Request) -> web.Response:
     client_raw = request.query.get("client_id")
     client_id = query_int(request, "client_id", 0, 1, 2**31 - 1) if client_raw else None
     assignee = request.query.get("assignee") or None
-    if assignee is not None and (not assignee.isdigit() or len(assignee) > 16):
+    if assignee is not None and (not ascii_digits(assignee) or len(assignee) > 16):
         raise ApiError(422, "invalid_parameter", "'assignee' must be an extension (digits)")
     mine = query_bool(request, "mine") or who.role == "operator"
     group = request.app[RUNTIME].settings.crm.callback_group or None

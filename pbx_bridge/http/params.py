@@ -82,10 +82,11 @@ def query_int(request: web.Request, key: str, default: int, low: int, high: int)
     raw = request.query.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_parameter", f"'{key}' must be an integer") from None
+    digits = raw[1:] if raw[:1] == "-" else raw
+    # int() alone would take " 5", "5_000" and other scripts' digits ("١٠").
+    if not ascii_digits(digits) or len(digits) > 18:
+        raise ApiError(422, "invalid_parameter", f"'{key}' must be an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(422, "invalid_parameter", f"'{key}' must be between {low} and {high}")
     return value

@@ -170,6 +170,9 @@ async def test_ids_and_extensions_are_ascii_digits_only(api: Api, caplog: pytest
     resp = await api.client.get("/api/v1/tasks", params={"assignee": "\u0661\u0660\u0661"},
                                 headers=api.auth("crm"))
     assert resp.status == 422
+    for limit in ("\u0661\u0660", "1_0", " 10"):
+        resp = await api.client.get("/api/v1/calls", params={"limit": limit}, headers=api.auth("crm"))
+        assert resp.status == 422, limit
     created = await api.client.post("/api/v1/clients", headers=api.auth("crm"),
                                     json={"name": "A", "responsible": "\u0661\u0660\u0662"})
     assert created.status == 422 and "responsible" in (await created.json())["error"]["message"]

@@ -150,7 +150,9 @@ async def test_transcript_endpoint_roles_and_states(runtime: Runtime, client: Te
     assert nothing.status == 200
     assert await nothing.json() == {"call_id": 5, "job": None, "transcript": None}
     other = await client.get(url, headers=await auth(runtime, "op102"))
-    assert other.status == 403 and (await other.json())["error"]["code"] == "forbidden"
+    # Another operator's call: "no such call", as the call endpoint answers (a 403 would tell
+    # that the call exists; issue 18).
+    assert other.status == 404 and (await other.json())["error"]["code"] == "not_found"
     async with runtime.engine.begin() as conn:
         await jobs.enqueue(conn, 5, "/r/5.wav")
     queued = await (await client.get(url, headers=await auth(runtime, "manager"))).json()

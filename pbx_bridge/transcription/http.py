@@ -68,6 +68,9 @@ async def get_transcript(request: web.Request) -> web.Response:
         # would tell that it exists).
         if record is None or (who.role == "operator" and not took_part(record, who.extension or "")):
             raise ApiError(404, "not_found", "no such call")
+        if who.role == "operator" and record.operator != who.extension:
+            # A call that rang them (they see the call) but another answered: not their words.
+            raise ApiError(403, "forbidden", "operators may read only the transcripts of calls they answered")
         job = await latest_job_for_call(conn, call_id)
         transcript = await load_transcript(conn, call_id)
     return web.json_response({

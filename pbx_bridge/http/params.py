@@ -10,10 +10,16 @@ from aiohttp import web
 
 from crm_sync.phones import ascii_digits
 from pbx_bridge.http.errors import ApiError
+from pbx_bridge.http.request_caps import PARSED_BODY
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else."""
+    if PARSED_BODY in request:
+        data = request[PARSED_BODY]
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        return data
     try:
         data = await request.json(loads=json.loads)
     except RecursionError:

@@ -63,21 +63,27 @@ OPENAPI = Fragment(
                                                     "properties": {
                         "items": {"type": "array", "items": ref("Client")},
                         "next_cursor": _SN}}), **errors(422)}},
-            "post": {"summary": "Create a card (crm, admin)", "tags": ["clients"],
+            "post": {"summary": "Create a card (crm, manager, operator: responsible only themselves or "
+                                "nobody, admin)", "tags": ["clients"],
                      "requestBody": {"required": True, "content": {"application/json": {
                          "schema": ref("ClientInput")}}},
                      "responses": {"201": json_body(ref("Client"), "Created"), **errors(400, 422)}},
         },
         "/api/v1/clients/{id}": {
-            "get": {"summary": "One card (crm, manager, admin)", "tags": ["clients"], "parameters": [_ID],
+            "get": {"summary": "One card (crm, manager, admin; operator: cards they are responsible "
+                               "for, with no responsible, or a call of theirs touched; else 404)",
+                    "tags": ["clients"], "parameters": [_ID],
                     "responses": {"200": json_body(ref("Client")), **errors(404)}},
-            "patch": {"summary": "Change a card (crm, admin)", "tags": ["clients"], "parameters": [_ID],
+            "patch": {"summary": "Change a card (crm, manager, admin; operator: the cards they may "
+                                 "read, never `responsible`: 403 forbidden_responsible)",
+                      "tags": ["clients"], "parameters": [_ID],
                       "requestBody": {"required": True, "content": {"application/json": {
                           "schema": ref("ClientChanges")}}},
                       "responses": {"200": json_body(ref("Client")), **errors(400, 404, 422)}},
         },
         "/api/v1/clients/{id}/timeline": {"get": {
-            "summary": "A card's calls, tasks and notes, newest first (crm, manager, admin)",
+            "summary": "A card's calls, tasks and notes, newest first (crm, manager, admin; operator: "
+                       "their own calls only)",
             "tags": ["clients"],
             "parameters": [_ID, query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, ""),
                            query("before_id", {"type": "integer", "minimum": 1}, "next_before_id")],
@@ -118,7 +124,8 @@ OPENAPI = Fragment(
                                "due_at": nullable(ISO_TIME), "assignee": nullable(EXTENSION)}}}}},
             "responses": {"201": json_body(ref("Task"), "Created"), **errors(400, 404, 422)}}},
         "/api/v1/tasks/{id}/close": {"post": {
-            "summary": "Close a task (crm, admin; closing a closed task is harmless)", "tags": ["clients"],
+            "summary": "Close a task (crm, admin, operator: their own and the shared group's; not "
+                       "manager; closing a closed task is harmless)", "tags": ["clients"],
             "parameters": [_ID], "responses": {"200": json_body(ref("Task")), **errors(404)}}},
         "/api/v1/routing/responsible": {"get": {
             "summary": "For the dialplan's CURL(): the responsible operator's extension as text, "

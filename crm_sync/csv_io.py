@@ -35,6 +35,7 @@ from crm_sync.cards import (
 )
 from crm_sync.matching import MatchSettings
 from crm_sync.schema import Db, client_emails, client_phones, clients
+from crm_sync.spreadsheet import safe_row, unescape_cell
 
 Encoding = Literal["auto", "utf-8", "cp1251"]
 FIELDS = ("name", "company", "phone", "email", "responsible", "source", "tags", "notes")
@@ -233,7 +234,7 @@ async def import_csv(
                 row = _Row(reader.line_num, {})
                 for i, target in columns.items():
                     if i < len(cells):
-                        row.values.setdefault(target, []).append(cells[i])
+                        row.values.setdefault(target, []).append(unescape_cell(cells[i]))
                 if len(cells) > len(headers) and any(c.strip() for c in cells[len(headers) :]):
                     report.rejected.append(
                         Rejected(row.line, f"{len(cells)} cells but {len(headers)} columns")
@@ -419,7 +420,7 @@ async def export_csv(db: Db, out: TextIO, *, batch: int = 1000) -> int:
         ):
             email_map.setdefault(e.client_id, []).append(e.email)
         for r in rows:
-            writer.writerow(
+            writer.writerow(safe_row(
                 [
                     r.id,
                     r.name,
@@ -433,6 +434,6 @@ async def export_csv(db: Db, out: TextIO, *, batch: int = 1000) -> int:
                     iso(r.created_at),
                     iso(r.last_activity_at),
                 ]
-            )
+            ))
             count += 1
         last_id = ids[-1]

@@ -21,7 +21,7 @@ from crm_sync.phones import digits
 MIN_DIGITS = 4
 MAX_DIGITS = 20
 TRUNK_MIN_DIGITS = 6
-_ONLY_DIGITS = re.compile(r"^\d+$")
+_ONLY_DIGITS = re.compile(r"^[0-9]+$")
 
 
 class PartialNumberError(ValueError):

@@ -54,6 +54,12 @@ def normalize(text: str | None, region: str = "RU", max_extension_length: int = 
     return None
 
 
+def ascii_digits(text: str) -> bool:
+    """Only 0-9: str.isdigit(), int() and \\d also accept other scripts' digits ("١٠٢", "１"),
+    which would read as another id or reach the PBX as an extension."""
+    return text.isascii() and text.isdigit()
+
+
 def _plain_digits(text: str) -> bool:
     return re.fullmatch(r"[\d\s().\-]+", text) is not None
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 import sqlalchemy as sa
 
 from crm_sync.cards import iso
+from crm_sync.phones import ascii_digits
 from crm_sync.schema import Db, clients, tasks
 from crm_sync.timeline import add_task_entry, update_task_entry
 
@@ -242,7 +243,7 @@ async def create_task(
         raise TaskError("title", "the task has no text")
     if len(text) > MAX_TITLE:
         raise TaskError("title", f"longer than {MAX_TITLE} characters")
-    if assignee is not None and not (assignee.isdigit() and len(assignee) <= 16):
+    if assignee is not None and not (ascii_digits(assignee) and len(assignee) <= 16):
         raise TaskError("assignee", f"{assignee!r} is not an extension (digits only)")
     found = await db.execute(sa.select(clients.c.id).where(clients.c.id == client_id))
     if found.first() is None:

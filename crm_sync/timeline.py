@@ -155,10 +155,13 @@ async def update_task_entry(db: Db, task_id: int, changes: dict[str, Any]) -> No
 
 
 async def list_timeline(
-    db: Db, client_id: int, *, limit: int = 100, before_id: int | None = None
+    db: Db, client_id: int, *, limit: int = 100, before_id: int | None = None, visible: Any = None
 ) -> list[TimelineEntry]:
-    """Newest entry first (by id, so paging is exact); page with `before_id` = the last id seen."""
+    """Newest entry first (by id, so paging is exact); page with `before_id` = the last id seen.
+    `visible`: the caller's access rule, a condition on `timeline_entries` (or None)."""
     query = sa.select(timeline_entries).where(timeline_entries.c.client_id == client_id)
+    if visible is not None:
+        query = query.where(visible)
     if before_id is not None:
         query = query.where(timeline_entries.c.id < before_id)
     rows = await db.execute(query.order_by(timeline_entries.c.id.desc()).limit(limit))

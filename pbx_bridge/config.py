@@ -353,7 +353,8 @@ class ApiConfig:
 class ClickToCallConfig:
     # Which [[pbx]] places the calls ("" = the first one configured, or the simulator).
     pbx: str = ""
-    # Extensions that may be dialled first ([] = any all-digit extension).
+    # Extensions that may be dialled first ([] = those the bridge knows: web users' and unrevoked
+    # API tokens' extensions, crm.kommo.users, the demo simulator's operators).
     extensions: list[str] = field(default_factory=list)
     # How the customer's number is handed to the dialplan: "national" = as dialled from
     # phone.default_region (89161234567 in Russia), "e164" = +79161234567.

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+# ASCII digits only (\d takes other scripts' digits too).
+_SPEC = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
+# More digits than any file size: read as "past any end" without int() on thousands of digits
+# (which raises ValueError beyond sys.get_int_max_str_digits()).
+_MAX_DIGITS = 18
+_HUGE = 10**_MAX_DIGITS
 
 
 class RangeNotSatisfiable(Exception):
@@ -54,17 +59,22 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         raise RangeNotSatisfiable(size, f"malformed range {header!r}")
     first, last = match.group(1), match.group(2)
     if not first:  # suffix: the last N bytes
-        count = int(last)
+        count = _position(last)
         if count == 0 or size == 0:
             raise RangeNotSatisfiable(size, f"empty suffix range {header!r}")
         return ByteRange(max(0, size - count), size - 1, size)
-    start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if last and int(last) < start:
+    start = _position(first)
+    end = size - 1 if not last else min(_position(last), size - 1)
+    if last and _position(last) < start:
         raise RangeNotSatisfiable(size, f"range ends before it starts: {header!r}")
     if start >= size:
         raise RangeNotSatisfiable(size, f"range starts past the end ({size} bytes)")
     return ByteRange(start, end, size)
+
+
+def _position(digits: str) -> int:
+    stripped = digits.lstrip("0") or "0"
+    return _HUGE if len(stripped) > _MAX_DIGITS else int(stripped)
 
 
 def read_chunks(path: Path, start: int, length: int, chunk_size: int = 64 * 1024) -> Iterator[bytes]:

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 
 _PURPOSE = b"pbx-bridge recording v1"
-_TOKEN = re.compile(r"^([1-9][0-9]{0,18})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
+# Numbers exactly as sign() writes them: no leading zeros (else one link has many spellings).
+_TOKEN = re.compile(r"^([1-9][0-9]{0,18})\.([1-9][0-9]{0,11})\.([A-Za-z0-9_-]{43})$")
 MIN_KEY_BYTES = 16
 
 

@@ -252,3 +252,13 @@ async def test_routing_responsible_for(engine: AsyncEngine) -> None:
         assert await responsible_for(conn, "+74950000001", RU) is None
         assert await responsible_for(conn, "+74950000002", RU) is None
         assert await responsible_for(conn, "102", RU) is None
+
+
+def test_tags_and_emails_are_deduplicated_in_linear_time() -> None:
+    """Issue 18: 50,000 distinct tags took 17 s (a list's `in` per tag) on the event loop."""
+    tags = [f"t{i}" for i in range(50_000)]
+    started = time.perf_counter()
+    assert cards.clean_tags([*tags, " t1 ", "t0"]) == tags  # order kept, duplicates (trimmed) gone
+    emails = [f"u{i}@example.com" for i in range(50_000)]
+    assert cards.clean_emails([*emails, "U1@Example.com"]) == emails
+    assert time.perf_counter() - started < 2.0  # quadratic: minutes; linear: ~0.1 s

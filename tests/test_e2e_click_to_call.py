@@ -42,6 +42,8 @@ async def running(settings: Settings, engine: AsyncEngine,
     try:
         async with engine.begin() as conn:
             _, token = await create_token(conn, name="crm", role="crm")
+            # The operator whose phone rings first: a known extension (issue 18).
+            await create_token(conn, name="op101", role="operator", extension="101")
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{bridge.http_port}"
         async with aiohttp.ClientSession(base, headers=headers) as http:

@@ -3,6 +3,7 @@ request data ever reaching the file system. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -214,6 +215,38 @@ async def test_a_tampered_stored_path_is_refused(api: Api) -> None:
     resp = await api.get(f"/api/v1/calls/{api.call_id}/recording")
     assert resp.status == 404
     assert b"root:" not in await resp.read()
+
+
+HUGE = "9" * 5000  # beyond int()'s 4,300-digit limit: a ValueError (500) before issue 18
+
+
+async def test_a_range_of_thousands_of_digits_is_a_clean_answer(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    link = signing.sign(api.service.signing_key, api.call_id, now=time.time(), ttl_seconds=60)
+    size = len(api.wav)
+    for path, who in ((f"/api/v1/calls/{api.call_id}/recording", "manager"),
+                      (f"/api/v1/recordings/signed/{link.token}", None)):  # no token: the link
+        resp = await api.get(path, who, Range=f"bytes={HUGE}-")
+        assert resp.status == 416 and resp.headers["Content-Range"] == f"bytes */{size}"
+        assert (await resp.json())["error"]["code"] == "range_not_satisfiable"
+        resp = await api.get(path, who, Range=f"bytes=0-{HUGE}")  # past the end: up to the end
+        assert resp.status == 206 and resp.headers["Content-Range"] == f"bytes 0-{size - 1}/{size}"
+        resp = await api.get(path, who, Range=f"bytes=-{HUGE}")  # more than the file: all of it
+        assert resp.status == 206 and await resp.read() == api.wav
+        resp = await api.get(path, who, Range="bytes=\u0661-")  # another script's digit
+        assert resp.status == 416
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_signed_link_is_accepted_only_as_it_was_issued(api: Api) -> None:
+    link = signing.sign(api.service.signing_key, api.call_id, now=time.time(), ttl_seconds=60)
+    call, expires, sig = link.token.split(".")
+    assert (await api.client.get(f"/api/v1/recordings/signed/{link.token}")).status == 200
+    for token in (f"{call}.0{expires}.{sig}", f"{call}.00{expires}.{sig}", f"0{call}.{expires}.{sig}"):
+        resp = await api.client.get(f"/api/v1/recordings/signed/{token}")
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "link_malformed"
 
 
 async def test_signed_links(api: Api) -> None:

@@ -122,6 +122,8 @@ async def test_a_killed_active_is_replaced_within_5_s_and_no_call_is_lost_or_dou
     try:
         async with engine.begin() as conn:
             _info, token = await create_token(conn, name="crm", role="crm")
+            # The operator whose phone rings first: a known extension (issue 18).
+            await create_token(conn, name="op101", role="operator", extension="101")
         generating = asyncio.create_task(_generate(sim, 40))
         await wait_until(lambda: len(sim.truth) >= 12, 30, "calls under way")
         # A click-to-call placed just before the active one dies: placed once, never again.
@@ -205,6 +207,8 @@ async def test_click_to_call_on_a_standby_is_503_naming_the_active_one(
     try:
         async with engine.begin() as conn:
             _info, token = await create_token(conn, name="crm", role="crm")
+            # The operator whose phone rings first: a known extension (issue 18).
+            await create_token(conn, name="op101", role="operator", extension="101")
     finally:
         await engine.dispose()
     headers = {"Authorization": f"Bearer {token}"}

@@ -69,12 +69,13 @@ def assert_documented(body: dict[str, Any]) -> None:
     jsonschema_rs.validator_for(schema).validate(body)
 
 
-async def add_call(runtime: Runtime, call_id: int, operator: str = "101") -> None:
+async def add_call(runtime: Runtime, call_id: int, operator: str = "101",
+                   operators_rung: list[str] | None = None) -> None:
     now = datetime.now(UTC)
     async with runtime.engine.begin() as conn:
         await conn.execute(sa.insert(calls).values(
             id=call_id, pbx="main", linkedid=f"l{call_id}", started_at=now, updated_at=now,
-            operators_rung=[], transfers=[], tags=[], operator=operator))
+            operators_rung=operators_rung or [], transfers=[], tags=[], operator=operator))
 
 
 async def next_message(subscription: Any) -> dict[str, Any]:
@@ -150,7 +151,13 @@ async def test_transcript_endpoint_roles_and_states(runtime: Runtime, client: Te
     assert nothing.status == 200
     assert await nothing.json() == {"call_id": 5, "job": None, "transcript": None}
     other = await client.get(url, headers=await auth(runtime, "op102"))
-    assert other.status == 403 and (await other.json())["error"]["code"] == "forbidden"
+    # Another operator's call: "no such call", as the call endpoint answers (a 403 would tell
+    # that the call exists; issue 18).
+    assert other.status == 404 and (await other.json())["error"]["code"] == "not_found"
+    await add_call(runtime, 6, operator="102", operators_rung=["101", "102"])
+    rang = await client.get("/api/v1/calls/6/transcript", headers=await auth(runtime, "op101"))
+    # It rang 101 (who sees the call) but 102 answered: 403, the words are 102's.
+    assert rang.status == 403 and (await rang.json())["error"]["code"] == "forbidden"
     async with runtime.engine.begin() as conn:
         await jobs.enqueue(conn, 5, "/r/5.wav")
     queued = await (await client.get(url, headers=await auth(runtime, "manager"))).json()

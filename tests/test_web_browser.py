@@ -562,6 +562,36 @@ async def test_client_cards(site: Site, browser: Browser) -> None:
     no_js_errors(page)
 
 
+async def test_card_page_offers_only_what_the_role_may_do(site: Site, browser: Browser) -> None:
+    """Issue 18: an operator never edits `responsible`, closes only their own tasks and does not
+    see another operator's card; a manager closes no task."""
+    anna = site.client_ids["anna"]  # responsible 102; its missed call rang 101; its task is 101's
+    async with site.runtime.engine.begin() as conn:
+        other = await cards.create_card(conn, cards.CardInput(
+            name="Чужой Клиент", phones=["+79035550199"], responsible="102"),
+            match_settings(site.runtime.settings), datetime.now(UTC))
+    manager = await new_page(browser)
+    await sign_in(manager, site, "anna", "pass-word-1", start=f"/ui/clients/{anna}")
+    await manager.wait_for_selector("#timeline li.tl-task")
+    assert await manager.locator("#timeline li.tl-task button").count() == 0
+    await manager.click("#edit-client")
+    assert await manager.get_attribute("input[name=responsible]", "readonly") is None
+    no_js_errors(manager)
+    operator = await new_page(browser)
+    await sign_in(operator, site, "op1", "pass-word-2", start=f"/ui/clients/{anna}")
+    await operator.wait_for_selector("#timeline li.tl-task button")
+    await operator.click("#edit-client")
+    assert await operator.get_attribute("input[name=responsible]", "readonly") is not None
+    await operator.click("#client-form button[type=submit]")  # saving sends responsible back unchanged
+    await operator.wait_for_selector("#client-view:not([hidden])")
+    await operator.click("#timeline li.tl-task button")
+    await expect(operator.locator("#timeline li.tl-task button")).to_have_count(0)
+    await operator.goto(site.base + f"/ui/clients/{other}")
+    await operator.wait_for_selector("#client-error:not([hidden])")
+    assert "Чужой Клиент" not in await operator.content()
+    no_js_errors(operator)
+
+
 async def test_reports_page(site: Site, browser: Browser) -> None:
     page = await new_page(browser, locale="en-GB")
     await sign_in(page, site, "anna", "pass-word-1", start="/ui/reports")

@@ -151,7 +151,7 @@ async def test_reports_page_and_csv(
     assert rows[0] == ["source", "calls", "inbound", "answered", "missed", "missed_rate",
                        "avg_wait_seconds", "avg_talk_seconds"]
     assert rows[1:-1] == [
-        ["+74951110000", "3", "3", "1", "2", "0.6667", "25.3", "100.0"],
+        ["'+74951110000", "3", "3", "1", "2", "0.6667", "25.3", "100.0"],  # text, as every export
         ["Yandex <Direct>", "1", "1", "1", "0", "0.0000", "25.0", "50.0"],
         ["no DID", "2", "1", "0", "1", "1.0000", "7.5", ""]]
     assert rows[-1] == ["total", "6", "5", "2", "3", "0.6000", "19.3", "75.0"]
@@ -187,5 +187,7 @@ def test_csv_cells_never_become_formulas() -> None:
     assert _csv_safe('=HYPERLINK("http://evil")') == "'=HYPERLINK(\"http://evil\")"
     assert _csv_safe("@SUM(A1)") == "'@SUM(A1)"
     assert _csv_safe("-2+3") == "'-2+3"
-    assert _csv_safe("+74951110000") == "+74951110000"  # a DID stays a number
+    assert _csv_safe("\t=1+1") == "'\t=1+1"
+    # A DID stays text (a spreadsheet would make +74951110000 a number and drop the plus).
+    assert _csv_safe("+74951110000") == "'+74951110000"
     assert _csv_safe("Yandex") == "Yandex"

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from crm_sync.phones import ascii_digits
 from pbx_bridge.auth.schema import api_tokens
 from pbx_bridge.http.auth import ROLES, Principal, Role
 
@@ -61,7 +62,7 @@ def _check(role: str, extension: str | None, name: str) -> None:
         raise TokenError("the token needs a name (who or what uses it)")
     if role == "operator" and not extension:
         raise TokenError("an operator token needs --extension (the operator's own phone)")
-    if extension is not None and not (extension.isdigit() and 1 <= len(extension) <= 16):
+    if extension is not None and not (ascii_digits(extension) and 1 <= len(extension) <= 16):
         raise TokenError(f"extension {extension!r} must be digits")
 
 

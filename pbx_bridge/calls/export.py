@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.spreadsheet import safe_cell
 from pbx_bridge.calls.query import CallFilter, select_page
 from pbx_bridge.db.schema import calls
 
@@ -31,8 +32,6 @@ COLUMNS = ("id", "started_at", "direction", "status", "customer_number", "custom
 READ = [calls.c.id, calls.c.started_at, calls.c.direction, calls.c.status, calls.c.missed,
         calls.c.customer_number, calls.c.customer_name, calls.c.did, calls.c.operator,
         calls.c.operators_rung, calls.c.wait_seconds, calls.c.talk_seconds]
-# A cell a spreadsheet would take for a formula (=, +, -, @; tab and CR start DDE tricks).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Labels = Callable[[str], str]
 _NUMBER_COLUMNS = frozenset({0, 10, 11})  # id, wait, talk
@@ -41,9 +40,7 @@ _EXCEL_EPOCH = datetime(1899, 12, 30)
 
 
 def csv_safe(value: str) -> str:
-    """Spreadsheets run a cell starting with = + - @ as a formula: such a cell is prefixed with an
-    apostrophe (OWASP's advice), phone numbers (+7...) included."""
-    return "'" + value if value.startswith(FORMULA_START) else value
+    return safe_cell(value)  # the project's one rule (crm_sync.spreadsheet)
 
 
 def cells(call: Any, tz: ZoneInfo, label: Labels,

@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_sync.phone_search import MIN_DIGITS, PartialNumberError, digit_patterns
-from crm_sync.phones import normalize
+from crm_sync.phones import ascii_digits, normalize
 from pbx_bridge.calls.enrich import PLACEHOLDERS, enrichers
 from pbx_bridge.calls.export import cells, csv_chunk, file_name, headers, label_for, pages, write_xlsx
 from pbx_bridge.calls.query import (
@@ -78,7 +78,7 @@ def _extension(request: web.Request, key: str) -> str | None:
     raw = request.query.get(key)
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 16:
+    if not ascii_digits(raw) or len(raw) > 16:
         raise ApiError(422, "invalid_parameter", f"'{key}' must be an extension (digits)")
     return raw
 

@@ -102,7 +102,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, call_id = json.loads(raw)
         when = datetime.fromisoformat(ts)
-        if when.tzinfo is None or not isinstance(call_id, int):
+        # An id a database column can hold: 10**26 would be an OverflowError in the driver.
+        if (when.tzinfo is None or isinstance(call_id, bool) or not isinstance(call_id, int)
+                or not 0 <= call_id < 2**63):
             raise ValueError("bad cursor")
         return when, call_id
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):

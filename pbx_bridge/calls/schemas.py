@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pbx_bridge.http.openapi import (
+    EXTENSION,
     ISO_TIME,
     Fragment,
     errors,
@@ -11,6 +12,7 @@ from pbx_bridge.http.openapi import (
     path_param,
     query,
     ref,
+    text,
 )
 
 _STR_OR_NULL = nullable({"type": "string"})
@@ -45,20 +47,20 @@ OPENAPI = Fragment(
                 query("status", {"enum": ["answered", "no_answer", "busy", "abandoned", "failed",
                                           "live"]}, "live = in progress"),
                 query("missed", {"type": "boolean"}, "inbound and not answered"),
-                query("operator", {"type": "string", "pattern": "^[0-9]{1,16}$"},
+                query("operator", EXTENSION,
                       "answered or was rung (see operator_role)"),
                 query("operator_role", {"enum": ["answered", "rang"]},
                       "answered = the operator answered; rang = the call rang the operator"),
-                query("number", {"type": "string"},
+                query("number", text(64),
                       "customer's number in any format (exact), or any 4+ consecutive digits of it"),
                 query("client_id", {"type": "integer", "minimum": 1}, ""),
-                query("did", {"type": "string"}, "number dialled by the customer, any format"),
+                query("did", text(64), "number dialled by the customer, any format"),
                 query("source", {"enum": ["ami", "cel", "ami+cel"]}, "where the record came from"),
                 query("q", {"type": "string", "minLength": 1, "maxLength": 500},
                       "full-text search in transcripts (words, \"phrases\", or, -word); each "
                       "item then carries `match` (snippet, speaker, offset in seconds)"),
                 query("limit", {"type": "integer", "minimum": 1}, "page size"),
-                query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                query("cursor", text(512), "next_cursor of the previous page"),
             ],
             "responses": {"200": json_body(ref("CallPage")), **errors(400, 422)}}},
         "/api/v1/calls/export": {"get": {
@@ -72,10 +74,10 @@ OPENAPI = Fragment(
                            query("status", {"enum": ["answered", "no_answer", "busy", "abandoned",
                                                      "failed", "live"]}, ""),
                            query("missed", {"type": "boolean"}, ""),
-                           query("operator", {"type": "string", "pattern": "^[0-9]{1,16}$"}, ""),
+                           query("operator", EXTENSION, ""),
                            query("operator_role", {"enum": ["answered", "rang"]}, ""),
-                           query("number", {"type": "string"}, ""),
-                           query("did", {"type": "string"}, ""),
+                           query("number", text(64), ""),
+                           query("did", text(64), ""),
                            query("q", {"type": "string", "minLength": 1, "maxLength": 500}, "")],
             "responses": {"200": {"description": "the file", "content": {
                 "text/csv": {"schema": {"type": "string"}},

@@ -43,6 +43,8 @@ async def create(request: web.Request) -> web.Response:
                        {"Retry-After": str(max(1, math.ceil(wait)))})
     service = request.app[SERVICE]
     try:
+        service.validate(NewRequest(extension, number, client_id, key))
+        await service.check_known(extension)
         item, created = await service.create(NewRequest(extension, number, client_id, key), who.id,
                                              who.kind)
     except ClickToCallError as exc:

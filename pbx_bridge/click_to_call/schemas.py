@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from pbx_bridge.click_to_call.service import REASONS, STATES
-from pbx_bridge.http.openapi import ISO_TIME, Fragment, errors, json_body, nullable, path_param, ref
+from pbx_bridge.http.openapi import (
+    EXTENSION,
+    ISO_TIME,
+    Fragment,
+    errors,
+    json_body,
+    nullable,
+    path_param,
+    ref,
+    text,
+)
 
 OPENAPI = Fragment(
     paths={
@@ -19,17 +29,19 @@ OPENAPI = Fragment(
         "/api/v1/click-to-call/{id}": {"get": {
             "summary": "A click-to-call request's state (crm, manager, operator: own, admin)",
             "tags": ["click-to-call"],
-            "parameters": [path_param("id", {"type": "string"})],
+            "parameters": [path_param("id", text(64))],
             "responses": {"200": json_body(ref("ClickToCall")), **errors(404)}}},
     },
     schemas={
         "ClickToCallRequest": {
             "type": "object", "required": ["extension", "number"],
             "properties": {
-                "extension": {"type": "string", "description": "the operator's extension, rung first",
+                "extension": {**EXTENSION, "description": "the operator's extension, rung first: one "
+                              "in click_to_call.extensions, or (that list empty) of a web user, an "
+                              "API token, crm.kommo.users or the demo simulator",
                               "examples": ["101"]},
-                "number": {"type": "string", "description": "any human format",
-                           "examples": ["8 (916) 555-01-01", "+7 916 5550101"]},
+                "number": text(64, description="any human format",
+                               examples=["8 (916) 555-01-01", "+7 916 5550101"]),
                 "client_id": {"type": "integer", "minimum": 1},
                 "idempotency_key": {"type": "string", "maxLength": 128,
                                     "description": "the same key twice returns the same request"},

@@ -27,9 +27,10 @@ from typing import Any, Literal, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync.phones import InvalidPhoneNumber, parse_or_raise
+from crm_sync.phones import InvalidPhoneNumber, ascii_digits, parse_or_raise
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
 from pbx_bridge.ami.events import AmiEvent
+from pbx_bridge.auth.schema import api_tokens
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
@@ -39,6 +40,7 @@ from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message
 from pbx_bridge.log import event as log_event
+from pbx_bridge.web.schema import web_users
 
 log = logging.getLogger("pbx_bridge.click_to_call")
 
@@ -180,7 +182,7 @@ class ClickToCallService:
         """(E.164, dial string) or ClickToCallError 422 with the reason."""
         ext = request.extension.strip()
         phone = self._settings.phone
-        if not (ext.isdigit() and len(ext) <= phone.max_extension_length):
+        if not (ascii_digits(ext) and len(ext) <= phone.max_extension_length):
             raise ClickToCallError(422, "unknown_extension",
                                    f"extension {request.extension!r} is not an operator's extension")
         allowed = self._settings.click_to_call.extensions
@@ -191,6 +193,29 @@ class ClickToCallService:
         except InvalidPhoneNumber as exc:
             raise ClickToCallError(422, "invalid_number", str(exc)) from None
         return e164, dial_string(e164, phone.default_region, self._settings.click_to_call.dial_format)
+
+    async def check_known(self, extension: str) -> None:
+        """422 unless the extension is one the bridge knows. With `click_to_call.extensions` set,
+        validate() holds the request to that list; without it, known are the extensions of web
+        users and unrevoked API tokens, `crm.kommo.users` and the demo simulator's operators
+        (not any digits: `99999` would make the PBX ring whatever the dialplan makes of it)."""
+        ext = extension.strip()
+        if self._settings.click_to_call.extensions:
+            return  # validate() checks the configured list
+        configured = set(self._settings.crm.kommo.users)
+        if not self._settings.pbx and self._settings.simulator.enabled:
+            configured.update(self._settings.simulator.operators)
+        if ext in configured:
+            return
+        async with self._engine.connect() as conn:
+            user = (await conn.execute(sa.select(web_users.c.id).where(
+                web_users.c.extension == ext, web_users.c.disabled.is_(False)).limit(1))).first()
+            token = user or (await conn.execute(sa.select(api_tokens.c.id).where(
+                api_tokens.c.extension == ext, api_tokens.c.revoked_at.is_(None)).limit(1))).first()
+        if token is None:
+            raise ClickToCallError(422, "unknown_extension",
+                                   f"extension {ext} is not known: no web user or API token has it "
+                                   "(or set click_to_call.extensions)")
 
     async def create(self, new: NewRequest, token_id: int | None,
                      caller_kind: str = "token") -> tuple[ClickToCall, bool]:

@@ -2,11 +2,12 @@
 
 GET /api/v1/clients?q= (phone in any format, or part of a name / company), POST /api/v1/clients,
 GET/PATCH /api/v1/clients/{id}, GET /api/v1/clients/{id}/timeline, GET /api/v1/tasks,
-POST /api/v1/tasks/{id}/close. Roles: crm and admin write; manager reads.
+POST /api/v1/tasks/{id}/close. Who may do what to which card: pbx_bridge.clients.access.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,6 @@ from crm_sync.cards import (
     CardInput,
     CardNotFound,
     CardQuery,
-    card_exists,
     create_card,
     find_cards,
     get_card,
@@ -29,6 +29,7 @@ from crm_sync.cards import (
     update_card,
 )
 from crm_sync.merge import merge_cards
+from crm_sync.phones import ascii_digits
 from crm_sync.tasks import (
     TaskError,
     TaskNotFound,
@@ -39,6 +40,13 @@ from crm_sync.tasks import (
     visible_to,
 )
 from crm_sync.timeline import TimelineError, add_note, list_timeline
+from pbx_bridge.clients.access import (
+    check_card,
+    check_responsible,
+    operator_extension,
+    visible_cards,
+    visible_entries,
+)
 from pbx_bridge.clients.options import match_settings
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message, task_message
@@ -107,17 +115,20 @@ def _filter_text(request: web.Request, key: str, limit: int) -> str | None:
 async def search(request: web.Request) -> web.Response:
     """The card list: most recently active first; `q` a name, a company, a number in any format
     or any 4+ consecutive digits of one; filters `responsible`, `source`; cursor pages."""
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
     query = check_text(request.query.get("q", "").strip(), "q")
     if len(query) > 255:
         raise ApiError(422, "invalid_parameter", "'q' is longer than 255 characters")
     responsible = _filter_text(request, "responsible", 16)
-    if responsible and not responsible.isdigit():
+    if responsible and not ascii_digits(responsible):
         raise ApiError(422, "invalid_parameter", "'responsible' must be an extension (digits)")
     card_query = CardQuery(text=query or None, responsible=responsible,
                            source=_filter_text(request, "source", 128),
                            limit=query_int(request, "limit", 50, 1, 200),
                            cursor=request.query.get("cursor") or None)
+    ext = operator_extension(who)
+    if ext is not None:
+        card_query = dataclasses.replace(card_query, visible=visible_cards(ext))
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
         try:
@@ -128,7 +139,7 @@ async def search(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
     data = await json_object(request)
     _unknown(data, _CARD_FIELDS)
     card_input = CardInput(
@@ -139,6 +150,7 @@ async def create(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         async with runtime.engine.begin() as conn:  # all or nothing
+            await check_responsible(conn, who, None, card_input.responsible)
             client_id = await create_card(conn, card_input, match_settings(runtime.settings),
                                           datetime.now(UTC))
             card = await get_card(conn, client_id)
@@ -152,17 +164,19 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
+    client_id = _id(request)
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
-        card = await get_card(conn, _id(request), phones_limit=1000)
+        await check_card(conn, who, client_id)
+        card = await get_card(conn, client_id, phones_limit=1000)
     if card is None:
         raise ApiError(404, "not_found", "no such client")
     return web.json_response(card)
 
 
 async def update(request: web.Request) -> web.Response:
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
     client_id = _id(request)
     data = await json_object(request)
     _unknown(data, _CHANGE_FIELDS)
@@ -174,6 +188,8 @@ async def update(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         async with runtime.engine.begin() as conn:
+            await check_card(conn, who, client_id)
+            await check_responsible(conn, who, client_id, changes.responsible)
             await update_card(conn, client_id, changes, match_settings(runtime.settings), datetime.now(UTC))
             card = await get_card(conn, client_id, phones_limit=1000)
             conflicts = await phone_conflicts(conn, client_id)
@@ -197,8 +213,7 @@ async def add_note_handler(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     try:
         async with runtime.engine.begin() as conn:
-            if not await card_exists(conn, client_id):
-                raise ApiError(404, "not_found", "no such client")
+            await check_card(conn, who, client_id)
             entry_id = await add_note(conn, client_id, text, now, author=who.name)
             await touch_activity(conn, client_id, now)
     except TimelineError as exc:
@@ -210,7 +225,7 @@ async def add_note_handler(request: web.Request) -> web.Response:
 async def merge_handler(request: web.Request) -> web.Response:
     """POST /api/v1/clients/{id}/merge {"from_id"}: card from_id merged into this one (both
     timelines kept here); its calls now belong to this card."""
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
     keep_id = _id(request)
     data = await json_object(request)
     _unknown(data, {"from_id"})
@@ -220,6 +235,13 @@ async def merge_handler(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         async with runtime.engine.begin() as conn:
+            await check_card(conn, who, keep_id)
+            await check_card(conn, who, drop_id)
+            # Merging moves the card's numbers, so the routing of its calls: an operator may not
+            # take another's customer this way either.
+            dropped = await get_card(conn, drop_id, phones_limit=0)
+            if dropped is not None and dropped["responsible"] is not None:
+                await check_responsible(conn, who, keep_id, dropped["responsible"])
             await merge_cards(conn, keep_id, drop_id, datetime.now(UTC))
             await conn.execute(sa.update(calls).where(calls.c.client_id == drop_id)
                                .values(client_id=keep_id))
@@ -232,16 +254,18 @@ async def merge_handler(request: web.Request) -> web.Response:
 
 
 async def timeline(request: web.Request) -> web.Response:
-    require(request, "crm", "manager", "operator")
+    who = require(request, "crm", "manager", "operator")
     client_id = _id(request)
     limit = query_int(request, "limit", 100, 1, 500)
     before = request.query.get("before_id")
     before_id = query_int(request, "before_id", 0, 1, 2**31 - 1) if before else None
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
-        if await get_card(conn, client_id, phones_limit=0) is None:
-            raise ApiError(404, "not_found", "no such client")
-        entries = await list_timeline(conn, client_id, limit=limit, before_id=before_id)
+        await check_card(conn, who, client_id)
+        ext = operator_extension(who)
+        # An operator sees their own calls only: not another's numbers, times, recordings.
+        entries = await list_timeline(conn, client_id, limit=limit, before_id=before_id,
+                                      visible=visible_entries(ext) if ext is not None else None)
     next_before = entries[-1]["id"] if len(entries) == limit else None
     return web.json_response({"items": entries, "next_before_id": next_before})
 
@@ -254,7 +278,7 @@ async def tasks(request: web.Request) -> web.Response:
     client_raw = request.query.get("client_id")
     client_id = query_int(request, "client_id", 0, 1, 2**31 - 1) if client_raw else None
     assignee = request.query.get("assignee") or None
-    if assignee is not None and (not assignee.isdigit() or len(assignee) > 16):
+    if assignee is not None and (not ascii_digits(assignee) or len(assignee) > 16):
         raise ApiError(422, "invalid_parameter", "'assignee' must be an extension (digits)")
     mine = query_bool(request, "mine") or who.role == "operator"
     group = request.app[RUNTIME].settings.crm.callback_group or None
@@ -293,6 +317,8 @@ async def create_task_handler(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         async with runtime.engine.begin() as conn:
+            if operator_extension(who) is not None:
+                await check_card(conn, who, client_id)
             task_id = await create_task(conn, client_id=client_id, title=_text(data, "title") or "",
                                         assignee=assignee, due_at=due_at, now=datetime.now(UTC),
                                         created_by=who.name)
@@ -307,7 +333,8 @@ async def create_task_handler(request: web.Request) -> web.Response:
 
 
 async def close(request: web.Request) -> web.Response:
-    who = require(request, "crm", "manager", "operator")
+    # Not the manager: a manager oversees tasks, the person who did the work closes them.
+    who = require(request, "crm", "operator")
     task_id = _id(request)
     runtime = request.app[RUNTIME]
     group = runtime.settings.crm.callback_group or None

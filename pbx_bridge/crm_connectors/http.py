@@ -30,6 +30,7 @@ from crm_sync import php_form
 from crm_sync.bitrix24 import items as b24
 from crm_sync.bitrix24.api import Bitrix24Error
 from crm_sync.outbox import enqueue
+from crm_sync.phones import ascii_digits
 from pbx_bridge.click_to_call.service import ClickToCallError, ClickToCallService, NewRequest
 from pbx_bridge.crm_connectors.service import HANDLER_PATH, SERVICE_NAME, ConnectorService
 from pbx_bridge.http.app_keys import RUNTIME
@@ -112,10 +113,8 @@ async def _external_call_start(request: web.Request, service: ConnectorService,
                                data: dict[str, Any]) -> web.Response:
     call_id = str(data.get("CALL_ID") or "").strip()
     number = str(data.get("PHONE_NUMBER_INTERNATIONAL") or data.get("PHONE_NUMBER") or "").strip()
-    try:
-        user_id = int(str(data.get("USER_ID") or ""))
-    except ValueError:
-        user_id = 0
+    raw_user = str(data.get("USER_ID") or "")
+    user_id = int(raw_user) if ascii_digits(raw_user) and len(raw_user) <= 18 else 0
     if not call_id or not number or user_id <= 0:
         raise ApiError(400, "bad_request", "ONEXTERNALCALLSTART needs data[CALL_ID], data[PHONE_NUMBER] "
                                            "and data[USER_ID]")

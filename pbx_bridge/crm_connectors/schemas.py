@@ -3,7 +3,7 @@ event handler (`/hooks/bitrix24`) is outside the API: Bitrix24 calls it, with it
 
 from __future__ import annotations
 
-from pbx_bridge.http.openapi import Fragment, errors, json_body, ref
+from pbx_bridge.http.openapi import Fragment, errors, json_body, ref, text
 
 OPENAPI = Fragment(
     paths={
@@ -23,8 +23,7 @@ OPENAPI = Fragment(
             "type": "object", "required": ["user_id", "phone"],
             "properties": {
                 "user_id": {"type": "integer", "description": "the Kommo user placing the call"},
-                "phone": {"type": "string", "description": "any human format",
-                          "examples": ["8 (916) 555-01-01"]},
+                "phone": text(64, description="any human format", examples=["8 (916) 555-01-01"]),
                 "idempotency_key": {"type": "string", "maxLength": 128},
             }},
     },

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pbx_bridge.events.messages import TYPES
-from pbx_bridge.http.openapi import ISO_TIME, Fragment, errors, query
+from pbx_bridge.http.openapi import ISO_TIME, Fragment, errors, query, text
 
 OPENAPI = Fragment(
     paths={"/api/v1/events": {"get": {
         "summary": "Live events: WebSocket, or Server-Sent Events with Accept: text/event-stream "
                    "(manager, operator: own extension, admin). Browsers may pass ?access_token=.",
         "tags": ["events"],
-        "parameters": [query("types", {"type": "string"}, "comma-separated event types to receive"),
-                       query("access_token", {"type": "string"}, "the token, when headers cannot be set")],
+        "parameters": [query("types", text(1024), "comma-separated event types to receive"),
+                       query("access_token", text(256), "the token, when headers cannot be set")],
         "responses": {
             "101": {"description": "WebSocket: one JSON LiveEvent per text message"},
             "200": {"description": "SSE: `data: <LiveEvent JSON>` frames",

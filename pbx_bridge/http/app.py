@@ -25,6 +25,8 @@ from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.http.server import server_header
+from pbx_bridge.http.request_caps import CAPS, request_caps_middleware
+from pbx_bridge.http.request_caps import index as caps_index
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
@@ -64,7 +66,8 @@ def make_app(runtime: Runtime) -> web.Application:
     # become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
                           middlewares=[metrics_middleware, access_log_middleware, error_middleware,
-                                       auth_middleware, body_timeout_middleware])
+                                       auth_middleware, body_timeout_middleware,
+                                       request_caps_middleware])
     app[RUNTIME] = runtime
     app.on_response_prepare.append(server_header)
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
@@ -76,5 +79,6 @@ def make_app(runtime: Runtime) -> web.Application:
         if fragment is not None:
             fragments.append(fragment)
     app[OPENAPI_DOC] = document(fragments)
+    app[CAPS] = caps_index(app[OPENAPI_DOC])
     setup_web_ui(app)
     return app

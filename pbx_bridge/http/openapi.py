@@ -55,7 +55,19 @@ def path_param(name: str, schema: Schema) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-ISO_TIME: Schema = {"type": "string", "format": "date-time"}
+ISO_TIME: Schema = {"type": "string", "format": "date-time", "maxLength": 64}
+# Digits 0-9 only (not other scripts' digits), as the handlers parse extensions.
+EXTENSION: Schema = {"type": "string", "pattern": "^[0-9]{1,16}$", "maxLength": 16}
+
+
+def text(max_length: int, **extra: Any) -> Schema:
+    """A request string with its cap (every request string has one: pbx_bridge.http.request_caps
+    enforces it from this document)."""
+    return {"type": "string", "maxLength": max_length, **extra}
+
+
+def texts(max_items: int, max_length: int) -> Schema:
+    return {"type": "array", "maxItems": max_items, "items": text(max_length)}
 
 COMMON_SCHEMAS: dict[str, Schema] = {
     "Error": {

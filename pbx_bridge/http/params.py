@@ -8,11 +8,18 @@ from typing import Any
 
 from aiohttp import web
 
+from crm_sync.phones import ascii_digits
 from pbx_bridge.http.errors import ApiError
+from pbx_bridge.http.request_caps import PARSED_BODY
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else."""
+    if PARSED_BODY in request:
+        data = request[PARSED_BODY]
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        return data
     try:
         data = await request.json(loads=json.loads)
     except RecursionError:
@@ -81,10 +88,11 @@ def query_int(request: web.Request, key: str, default: int, low: int, high: int)
     raw = request.query.get(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_parameter", f"'{key}' must be an integer") from None
+    digits = raw[1:] if raw[:1] == "-" else raw
+    # int() alone would take " 5", "5_000" and other scripts' digits ("١٠").
+    if not ascii_digits(digits) or len(digits) > 18:
+        raise ApiError(422, "invalid_parameter", f"'{key}' must be an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(422, "invalid_parameter", f"'{key}' must be between {low} and {high}")
     return value
@@ -114,6 +122,6 @@ def path_id(request: web.Request, what: str, key: str = "id") -> int:
     """A database id from the URL path; anything that cannot be one (not digits, 0, beyond the
     32-bit range PostgreSQL's INTEGER holds) is simply not found."""
     raw = request.match_info[key]
-    if not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) < 2**31:
+    if not ascii_digits(raw) or len(raw) > 10 or not 0 < int(raw) < 2**31:
         raise ApiError(404, "not_found", f"no such {what}")
     return int(raw)

@@ -53,7 +53,8 @@ OPENAPI_PATHS: dict[str, Any] = {
         "summary": "Play a recording by signed link (no token: the signature is the credential)",
         "tags": ["recordings"], "security": [],
         "parameters": [{"name": "token", "in": "path", "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9]+\\.[0-9]+\\.[A-Za-z0-9_-]{43}$"}},
+                        "schema": {"type": "string", "maxLength": 76,
+                                   "pattern": "^[1-9][0-9]{0,18}\\.[1-9][0-9]{0,11}\\.[A-Za-z0-9_-]{43}$"}},
                        _RANGE_HEADER],
         "responses": {**_AUDIO, **_errors(403, 404, 409, 410, 416)}}},
     "/api/v1/calls/{id}/legal-hold": {"post": {

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crm_sync.spreadsheet import safe_row
 from pbx_bridge.config import Settings
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
@@ -48,7 +49,8 @@ async def summary_handler(request: web.Request) -> web.StreamResponse:
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
         for d in [*(r.to_dict() for r in rows), {**total, "group": "total"}]:
-            writer.writerow(["" if d[c] is None else d[c] for c in CSV_COLUMNS])
+            # Group names come from the PBX (a DID) and the config: never a formula.
+            writer.writerow(safe_row(["" if d[c] is None else d[c] for c in CSV_COLUMNS]))
         return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8", headers={
             "Content-Disposition": f'attachment; filename="summary-{group_by}.csv"'})
     return web.json_response({

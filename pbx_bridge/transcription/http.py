@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pbx_bridge.db.schema import calls
+from pbx_bridge.calls.query import get_call, took_part
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
+from pbx_bridge.http.params import path_id
 from recordings.transcription.jobs import latest_job_for_call
 from recordings.transcription.store import load_transcript
 
@@ -24,7 +24,7 @@ ENRICHERS_KEY = "call_enrichers"
 def setup(app: web.Application) -> None:
     from pbx_bridge.http.app import RUNTIME  # http.app imports this module to register it
 
-    app.router.add_get(r"/api/v1/calls/{id:\d+}/transcript", get_transcript)
+    app.router.add_get(r"/api/v1/calls/{id:[0-9]+}/transcript", get_transcript)
     enrichers = app[RUNTIME].services.setdefault(ENRICHERS_KEY, [])
     if transcript_enricher not in enrichers:
         enrichers.append(transcript_enricher)
@@ -60,18 +60,17 @@ async def get_transcript(request: web.Request) -> web.Response:
     from pbx_bridge.http.app import RUNTIME  # http.app imports this module to register it
 
     who = require(request, "manager", "crm", "operator")
-    text = request.match_info["id"]
-    # calls.id is a 32-bit INTEGER: PostgreSQL would refuse a larger parameter (a 500).
-    call_id = int(text) if len(text) <= 10 else MAX_CALL_ID + 1
-    if not 0 < call_id <= MAX_CALL_ID:
-        raise ApiError(404, "not_found", "no such call")
+    call_id = path_id(request, "call")
     runtime = request.app[RUNTIME]
     async with runtime.engine.connect() as conn:
-        operator = (await conn.execute(sa.select(calls.c.operator).where(calls.c.id == call_id))).first()
-        if operator is None:
+        record = await get_call(conn, call_id)
+        # The call endpoint's rule and answer: another operator's call is "no such call" (a 403
+        # would tell that it exists).
+        if record is None or (who.role == "operator" and not took_part(record, who.extension or "")):
             raise ApiError(404, "not_found", "no such call")
-        if who.role == "operator" and (who.extension is None or operator.operator != who.extension):
-            raise ApiError(403, "forbidden", "operators may read only their own calls")
+        if who.role == "operator" and record.operator != who.extension:
+            # A call that rang them (they see the call) but another answered: not their words.
+            raise ApiError(403, "forbidden", "operators may read only the transcripts of calls they answered")
         job = await latest_job_for_call(conn, call_id)
         transcript = await load_transcript(conn, call_id)
     return web.json_response({

@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
+from crm_sync.spreadsheet import safe_cell
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
 from pbx_bridge.reports.http import report_sources
@@ -372,8 +373,5 @@ async def reports_csv(request: web.Request) -> web.StreamResponse:
 
 
 def _csv_safe(value: str) -> str:
-    # A cell starting with = + - @ is a formula in spreadsheets; a DID like +7... stays readable.
-    if value[:1] in ("=", "@") or (value[:1] in ("+", "-") and not value[1:].isdigit()):
-        return "'" + value
-    return value
+    return safe_cell(value)  # the project's one rule (crm_sync.spreadsheet)
 

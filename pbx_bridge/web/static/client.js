@@ -10,6 +10,15 @@
 
   function fact(label, value) { return [h("dt", {}, label), h("dd", {}, value)]; }
 
+  /* The API's rule (README, Roles): a manager closes no task; an operator closes their own and
+     the shared call-back group's (an assignee that is not an extension). */
+  const me = PBX.user || {};
+  function mayClose(t) {
+    if (me.role === "manager") return false;
+    if (me.role !== "operator") return true;
+    return t.assignees.includes(me.extension) || (t.assignee != null && !/^[0-9]+$/.test(String(t.assignee)));
+  }
+
   function renderCard() {
     document.getElementById("client-title").textContent = card.name || T("client.unnamed");
     document.getElementById("client-facts").replaceChildren(...[
@@ -108,7 +117,7 @@
       const title = raw.title || (raw.task === "task" ? T("task.task") : T("task.call_back"));
       return h("li", { class: "tl tl-task" }, h("div", { class: "tl-head" }, when, " ", h("span", { class: "badge" }, T("timeline.task")), " ",
         h("strong", {}, title), " ", h("span", { class: "muted" }, T("task.status." + t.status))),
-        t.status !== "closed" ? h("button", { type: "button", class: "secondary small", onclick: async (ev) => {
+        t.status !== "closed" && mayClose(t) ? h("button", { type: "button", class: "secondary small", onclick: async (ev) => {
           try { await api.closeTask(t.id); ev.target.remove(); UI.toast(T("task.closed"), "ok"); } catch (err) { showError(err); } } }, T("task.close")) : null);
     }
     if (e.kind === "merge") {

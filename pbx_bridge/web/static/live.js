@@ -51,7 +51,8 @@
         shared ? h("span", { class: "badge" }, " " + T("task.shared")) : null,
         h("div", {}, t.client_id ? h("a", { href: "/ui/clients/" + t.client_id }, t.client_name || T("task.client_card")) : null, " ",
           t.phone ? UI.phone(t.phone, t.client_id) : null)),
-      h("button", { type: "button", class: "secondary small", onclick: async (ev) => {
+      // A manager closes no task (README, Roles): no button to refuse.
+      (PBX.user || {}).role === "manager" ? null : h("button", { type: "button", class: "secondary small", onclick: async (ev) => {
         try { await api.closeTask(t.id); ev.target.closest("li").remove(); UI.toast(T("task.closed"), "ok"); tasksEmpty(); } catch (e) { showError(e); }
       } }, T("task.close")));
   }

@@ -24,9 +24,9 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
-from pbx_bridge.http.server import server_header
 from pbx_bridge.http.request_caps import CAPS, request_caps_middleware
 from pbx_bridge.http.request_caps import index as caps_index
+from pbx_bridge.http.server import server_header
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http

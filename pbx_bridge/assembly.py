@@ -23,11 +23,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import QueueItem
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls.backfill import Backfiller
 from pbx_bridge.calls.changes import CallHook
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.store import load_journal_checkpoints
 from pbx_bridge.cel.source import CelSource
 from pbx_bridge.click_to_call.service import ClickToCallService

@@ -16,10 +16,7 @@ from pbx_bridge import __version__
 from pbx_bridge.commands import COMMAND_MODULES
 from pbx_bridge.config import ConfigError
 from pbx_bridge.db.engine import DatabaseUrlError
-
-
-class UserError(Exception):
-    """A failure the user can act on: printed as one line, exit code 1."""
+from pbx_bridge.errors import UserError
 
 
 def build_parser(modules: Sequence[ModuleType] = COMMAND_MODULES) -> argparse.ArgumentParser:

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
 from pbx_bridge.auth.tokens import create_token
-from pbx_bridge.cli import UserError
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
 from pbx_bridge.db.schema import calls
+from pbx_bridge.errors import UserError
 from pbx_bridge.http.app import make_app
 from pbx_bridge.http.auth import Principal
 from pbx_bridge.runtime import Runtime

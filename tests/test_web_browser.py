@@ -32,8 +32,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from crm_sync import cards, tasks, timeline
 from crm_sync.contacts import CallFacts
-from pbx_bridge.ami.events import AmiEvent, QueueItem
+from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.consumer import CallConsumer
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.clients.hook import CrmHook
 from pbx_bridge.clients.options import match_settings
 from pbx_bridge.config import Settings

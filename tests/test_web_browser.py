@@ -36,13 +36,13 @@ from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.consumer import CallConsumer
 from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.clients.hook import CrmHook
-from pbx_bridge.clients.options import match_settings
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
-from pbx_bridge.http.app import make_app
 from pbx_bridge.recording.service import SERVICE_NAME, RecordingService
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.web import users as store
 from recordings import catalog, convert
 from recordings.mixmonitor import Segment

@@ -32,7 +32,7 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.http.params import check_text, path_id, query_bool, query_choice, query_int, query_time
-from pbx_bridge.web.i18n import LANGUAGES, Catalog, choose_language, load_catalogs
+from pbx_bridge.i18n import LANGUAGES, Catalog, choose_language, load_catalogs
 from recordings.transcription.search import SearchHit, SearchQueryError, search_call_ids
 
 log = logging.getLogger("pbx_bridge.calls.http")

@@ -39,7 +39,7 @@ from crm_sync.tasks import (
     visible_to,
 )
 from crm_sync.timeline import TimelineError, add_note, list_timeline
-from pbx_bridge.clients.options import match_settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message, task_message
 from pbx_bridge.http.app_keys import RUNTIME

@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 from crm_sync import outbox
 from crm_sync.csv_io import CsvImportError, export_csv, import_csv
-from pbx_bridge.clients.options import match_settings
 from pbx_bridge.commands.context import database, settings_from_args
+from pbx_bridge.crm_connectors.options import match_settings
 
 
 def register(sub: Any) -> None:

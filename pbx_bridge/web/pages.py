@@ -16,13 +16,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.log import event
-from pbx_bridge.reports.http import report_sources
-from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
-from pbx_bridge.runtime import Runtime
-from pbx_bridge.transcription.model_info import model_info
-from pbx_bridge.web import report_charts
-from pbx_bridge.web.i18n import (
+from pbx_bridge.i18n import (
     LANGUAGES,
     LOCALES,
     Catalog,
@@ -31,6 +25,12 @@ from pbx_bridge.web.i18n import (
     format_number,
     translator,
 )
+from pbx_bridge.log import event
+from pbx_bridge.reports.http import report_sources
+from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
+from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.model_info import model_info
+from pbx_bridge.web import report_charts
 from pbx_bridge.web.login_throttle import LoginThrottle
 from pbx_bridge.web.session_auth import (
     clear_session_cookie,
@@ -68,7 +68,7 @@ WEB_UI: web.AppKey[WebUi] = web.AppKey("web_ui", WebUi)
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.http.app registers this module
+    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.server.app registers this module
 
     return request.app[RUNTIME]
 

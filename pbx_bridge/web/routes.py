@@ -8,8 +8,8 @@ import jinja2
 from aiohttp import web
 
 from pbx_bridge.http.errors import error_middleware
+from pbx_bridge.i18n import load_catalogs
 from pbx_bridge.web import pages
-from pbx_bridge.web.i18n import load_catalogs
 from pbx_bridge.web.login_throttle import LoginThrottle
 from pbx_bridge.web.session_auth import session_middleware
 

@@ -41,7 +41,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.http.app registers this module
+    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.server.app registers this module
 
     return request.app[RUNTIME]
 

@@ -1,4 +1,4 @@
-"""The aiohttp application: operations endpoints here, features add their routes."""
+"""The aiohttp application: health and OpenAPI here, each feature adds its routes."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.ops import http as ops_http
-from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
 from pbx_bridge.recording import schemas as recording_schemas
 from pbx_bridge.reports import http as reports_http
@@ -59,10 +58,10 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    # Outermost first: metrics time everything, the access log sees final statuses, errors
-    # become JSON, then the token is checked.
+    # Outermost first: the access log times everything and sees final statuses (and feeds the
+    # metrics), errors become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
-                          middlewares=[metrics_middleware, access_log_middleware, error_middleware,
+                          middlewares=[access_log_middleware, error_middleware,
                                        auth_middleware, body_timeout_middleware])
     app[RUNTIME] = runtime
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)

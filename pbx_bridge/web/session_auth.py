@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from pbx_bridge.http.auth import Principal
+from pbx_bridge.http.auth import PRINCIPAL, Principal
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
@@ -111,10 +111,10 @@ async def check_csrf(request: web.Request) -> None:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Set request["principal"] from the session cookie for /api/ and /ui/ paths."""
+    """Set request[PRINCIPAL] from the session cookie for /api/ and /ui/ paths."""
     path = request.path
     if (
-        "principal" not in request
+        PRINCIPAL not in request
         and "Authorization" not in request.headers
         and (path.startswith("/api/") or path.startswith("/ui/"))
         and not path.startswith("/ui/static/")
@@ -123,7 +123,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         found = await principal_from_session(request)
         if found is not None:
             await check_csrf(request)
-            request["principal"] = found
+            request[PRINCIPAL] = found
     return await handler(request)
 
 

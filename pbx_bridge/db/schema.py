@@ -60,6 +60,10 @@ sa.Index("ix_calls_operator", calls.c.operator)
 sa.Index("ix_calls_client_id", calls.c.client_id)
 sa.Index("ix_calls_click_to_call_id", calls.c.click_to_call_id)
 sa.Index("ix_calls_crm_done_at", calls.c.crm_done_at)
+# The journal read by wait or talk time (GET /api/v1/calls?sort=): on PostgreSQL with NULLS FIRST
+# (migration 0014_layers), so calls without a value are the smallest there as in SQLite.
+sa.Index("ix_calls_wait_seconds_id", calls.c.wait_seconds.nulls_first(), calls.c.id)
+sa.Index("ix_calls_talk_seconds_id", calls.c.talk_seconds.nulls_first(), calls.c.id)
 
 call_legs = sa.Table(
     "call_legs",

@@ -435,15 +435,32 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await page.select_option("#page-size", "25")
     await page.click("#filters button[type=submit]")
     await expect(page.locator("#journal tbody tr")).to_have_count(25)
-    await page.click("th[data-sort=wait_seconds]")
-    waits = await page.locator("#journal tbody tr td:nth-child(5)").all_inner_texts()
-    seconds = [int(w.split(":")[0]) * 60 + int(w.split(":")[1]) for w in waits]
-    assert seconds == sorted(seconds, reverse=True) and seconds[0] > seconds[-1]
+    # The API sorts the whole journal (?sort=-wait_seconds), not the page loaded: the first page
+    # holds the 25 longest waits, the second the 13 shortest.
+    async with page.expect_response(lambda r: "sort=-wait_seconds" in r.url):
+        await page.click("th[data-sort=wait_seconds]")
+    await expect(page.locator("th[data-sort=wait_seconds]")).to_have_class(re.compile(r"\bdesc\b"))
+
+    async def shown_waits() -> list[int]:
+        waits = await page.locator("#journal tbody tr td:nth-child(5)").all_inner_texts()
+        return [int(w.split(":")[0]) * 60 + int(w.split(":")[1]) if ":" in w else -1 for w in waits]
+
+    first = await shown_waits()
+    assert first == sorted(first, reverse=True) and first[0] > first[-1]
+    assert "sort=-wait_seconds" in page.url  # a reload keeps the order
     await page.click("#next-page")
     await expect(page.locator("#journal tbody tr")).to_have_count(13)
+    second = await shown_waits()
+    assert second == sorted(second, reverse=True) and max(second) <= min(first)
     assert await page.is_disabled("#next-page") and not await page.is_disabled("#prev-page")
     await page.click("#prev-page")
     await expect(page.locator("#journal tbody tr")).to_have_count(25)
+    assert await shown_waits() == first
+    # Back to newest first, from the first page.
+    async with page.expect_response(lambda r: "sort=-started_at" in r.url):
+        await page.click("th[data-sort=started_at]")
+    await expect(page.locator("th[data-sort=started_at]")).to_have_class(re.compile(r"\bdesc\b"))
+    assert await page.is_disabled("#prev-page")
     # Play a recording from its row.
     row = f"#journal tbody tr[data-call-id='{site.call_ids['recorded']}']"
     await page.click(f"{row} button.play")

@@ -107,7 +107,8 @@ async def test_a_sorted_page_is_read_from_an_index(api: Api, sort: str) -> None:
     async with api.runtime.engine.connect() as conn:
         compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
         if conn.dialect.name == "sqlite":
-            plan = " | ".join(str(r[-1]) for r in await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+            rows = await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))
+            plan = " | ".join(str(r[-1]) for r in rows)
             assert f"INDEX ix_calls_{order.field}_id" in plan and "TEMP B-TREE" not in plan, plan
         else:
             # A few rows: PostgreSQL would rather read them all and sort. Told to avoid that, it

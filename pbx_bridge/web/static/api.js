@@ -227,7 +227,7 @@ const PBX = (() => {
                                 return { items: listOf(d, "calls").map(call), next: nextCursor(d) }; },
     exportUrl: (params, format) => {
       const url = new URL("/api/v1/calls/export", location.origin);
-      for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "" && k !== "limit" && k !== "cursor") url.searchParams.set(k, String(v));
+      for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "" && k !== "limit" && k !== "cursor" && k !== "sort") url.searchParams.set(k, String(v));
       url.searchParams.set("format", format); url.searchParams.set("lang", ctx.lang || "ru");
       return url.pathname + url.search;
     },

@@ -33,8 +33,8 @@ from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
-from pbx_bridge.http.app import make_app
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 
 RATE = 200.0
 CLIENTS = 100

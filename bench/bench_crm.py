@@ -143,8 +143,8 @@ def serve_routing(path: str, port: int, constant: bool) -> None:
             from pbx_bridge.auth.tokens import hash_token
             from pbx_bridge.config import Settings
             from pbx_bridge.db.engine import make_engine, make_sessionmaker
-            from pbx_bridge.http.app import make_app
             from pbx_bridge.runtime import Runtime
+            from pbx_bridge.server.app import make_app
 
             settings = Settings()
             settings.database.url = f"sqlite+aiosqlite:///{path}"

@@ -23,9 +23,9 @@ from pbx_bridge.config import Settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
 from pbx_bridge.db.schema import calls
-from pbx_bridge.http.app import make_app
 from pbx_bridge.reports.summary import summary_report
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.web import users as store
 
 

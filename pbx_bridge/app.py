@@ -9,8 +9,8 @@ import logging
 import signal
 
 from pbx_bridge.assembly import Bridge, assemble
-from pbx_bridge.commands.context import database
 from pbx_bridge.config import Settings
+from pbx_bridge.db.connect import database
 from pbx_bridge.log import event
 
 log = logging.getLogger("pbx_bridge.app")

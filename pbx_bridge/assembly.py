@@ -23,11 +23,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import QueueItem
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls.backfill import Backfiller
 from pbx_bridge.calls.changes import CallHook
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.store import load_journal_checkpoints
 from pbx_bridge.cel.source import CelSource
 from pbx_bridge.click_to_call.service import ClickToCallService
@@ -35,13 +35,13 @@ from pbx_bridge.clients.service import CrmServices
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.events.notifier import Notifier
-from pbx_bridge.http.app import make_app
-from pbx_bridge.http.server import app_runner
 from pbx_bridge.log import event
 from pbx_bridge.recording.hook import RecordingHook
 from pbx_bridge.recording.install import install as install_recordings
 from pbx_bridge.recording.service import RecordingService, simulator_locations
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
+from pbx_bridge.server.runner import app_runner
 from pbx_bridge.simulator.embedded import simulator_pbx_config, simulator_settings
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 from pbx_bridge.standby.leadership import Alone, Leadership

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -17,10 +18,7 @@ from pbx_bridge import __version__
 from pbx_bridge.commands import COMMAND_MODULES
 from pbx_bridge.config import ConfigError
 from pbx_bridge.db.engine import DatabaseUrlError
-
-
-class UserError(Exception):
-    """A failure the user can act on: printed as one line, exit code 1."""
+from pbx_bridge.errors import UserError
 
 
 def build_parser(modules: Sequence[ModuleType] = COMMAND_MODULES) -> argparse.ArgumentParser:
@@ -72,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pbx-bridge calls list | head`): stop quietly with the status of
+        # a program ended by SIGPIPE. Standard output goes to /dev/null first, or Python would
+        # report the broken pipe again when it flushes it at exit. (SIGPIPE is not restored to
+        # its default: `serve` writes to sockets that may close, which must not kill it.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         logging.getLogger("pbx_bridge").debug("os error", exc_info=True)
         print(f"pbx-bridge: {exc}", file=sys.stderr)

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import QueueItem
 from pbx_bridge.calls import store
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.config import PbxConfig, PhoneConfig
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings

@@ -15,7 +15,8 @@ import pytest
 import trustme
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.config import ConfigError, load_settings
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 from tests.e2e_support import ROOT

@@ -12,12 +12,13 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx_bridge.ami.events import AmiEvent, QueueItem
+from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.app import serve
 from pbx_bridge.assembly import Bridge, uses_simulator
 from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.consumer import CallConsumer
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.config import PbxConfig, Settings
 from tests.e2e_support import wait_until
 from tests.test_consumer import lab_settings

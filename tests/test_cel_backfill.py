@@ -14,12 +14,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls import store
 from pbx_bridge.calls.backfill import OVERLAP_SECONDS, Backfiller
 from pbx_bridge.calls.changes import CallChange, CallHook
 from pbx_bridge.calls.consumer import CallConsumer
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import TrackerSettings
 from pbx_bridge.cel.source import CelSource

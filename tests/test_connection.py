@@ -16,7 +16,8 @@ from panoramisk import Manager
 from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.config import PbxConfig
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 

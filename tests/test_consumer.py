@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.tracker import TrackerSettings
 from pbx_bridge.config import PbxConfig, PhoneConfig
 from pbx_bridge.db.schema import calls, raw_events

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pbx_bridge.clients.options import connector_settings, contact_policy, match_settings, retry_policy
 from pbx_bridge.config import ConfigError, effective_config, load_settings
+from pbx_bridge.crm_connectors.options import connector_settings, contact_policy, match_settings, retry_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

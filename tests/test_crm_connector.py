@@ -434,7 +434,7 @@ async def test_refused_items_are_dead_letters_listed_and_retried_via_cli(
 async def test_lookup_signed_and_mapped(settings: Settings, crm_server: Server) -> None:
     crm = FakeCrm()
     external(settings, await crm_server(crm))
-    from pbx_bridge.clients.options import connector_settings
+    from pbx_bridge.crm_connectors.options import connector_settings
 
     async with aiohttp.ClientSession() as session:
         connector = HttpConnector(connector_settings(settings), session)

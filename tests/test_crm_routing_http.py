@@ -20,8 +20,8 @@ from crm_sync.matching import MatchSettings
 from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
-from pbx_bridge.http.app import make_app
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from tests.crm_trace_records import replay, trace_records
 
 # Name -> (role, extension) of the real tokens each test creates.

@@ -12,10 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pbx_bridge.all_tables import all_metadata
 from pbx_bridge.calls.query import SEARCH_OBJECTS
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine
-from pbx_bridge.db.metadata import all_metadata
 from recordings.transcription.schema import FTS_OBJECTS as TRANSCRIPT_FTS
 
 FTS_OBJECTS = TRANSCRIPT_FTS | SEARCH_OBJECTS

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.ami.protocol import MAX_PENDING_BYTES, BridgeAmiProtocol
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker
 from pbx_bridge.config import PbxConfig

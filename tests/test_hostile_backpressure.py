@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.config import PbxConfig
 from pbx_bridge.simulator.server import AmiSimulator, ReceivedAction, Session, SimulatorSettings
 

@@ -88,7 +88,7 @@ def test_the_wheel_carries_what_serve_needs(installed: Installed) -> None:
                  "pbx_bridge/sample_config/asterisk/manager.conf",
                  "pbx_bridge/simulator/data/recording-sample.raw"):
         assert path in names, path
-    for folder, pattern in (("web/templates", "*.html"), ("web/static", "*"), ("web/i18n", "*"),
+    for folder, pattern in (("web/templates", "*.html"), ("web/static", "*"), ("i18n", "*.json"),
                             ("simulator/data", "*.ami"), ("sample_config/asterisk", "*")):
         expected = [p.name for p in (ROOT / "pbx_bridge" / folder).glob(pattern) if p.is_file()]
         assert expected, folder

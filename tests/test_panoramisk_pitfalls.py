@@ -13,7 +13,8 @@ from panoramisk import Manager
 
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.errors import PbxUnavailable
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 from tests.test_connection import next_item, pbx_config, until
 

@@ -21,10 +21,10 @@ from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
 from pbx_bridge.db.schema import calls
-from pbx_bridge.http.app import make_app
 from pbx_bridge.http.auth import Principal
 from pbx_bridge.recording.service import RecordingService
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from recordings import convert, signing
 from recordings.schema import recordings
 

@@ -18,7 +18,8 @@ import pytest
 
 from pbx_bridge.ami.connection import PbxConnection
 from pbx_bridge.ami.errors import ActionFailed
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionUp
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.simulator import media
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 from pbx_bridge.simulator.templates import broadcast_events

@@ -253,3 +253,32 @@ def test_calls_list_empty_and_unmigrated_database(tmp_path: Path) -> None:
     empty = _cli(f"sqlite+aiosqlite:///{tmp_path / 'none.sqlite3'}")
     assert empty.returncode == 1 and "db upgrade" in empty.stderr
     assert format_table([]) == "no calls"
+
+
+async def test_calls_list_into_a_pipe_closed_early(engine: AsyncEngine, db_url: str) -> None:
+    """`pbx-bridge calls list | head -1`: the reader leaves after one line; the command stops
+    quietly (no "Broken pipe", no traceback) with the status of a program ended by SIGPIPE."""
+    now = datetime.now(UTC)
+    rows = [{"pbx": "lab", "linkedid": f"pipe-{i}", "state": "ended", "direction": "inbound",
+             "status": "answered", "customer_number": f"+7903555{i:04d}", "operators_rung": [],
+             "transfers": [], "tags": [], "started_at": now - timedelta(seconds=i), "updated_at": now}
+            for i in range(3000)]  # about 300 KB of table: far more than a pipe's buffer
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(calls), rows)
+
+    def run() -> tuple[bytes, bytes, int]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_BRIDGE_")}
+        env["PBX_BRIDGE_DATABASE__URL"] = db_url
+        with subprocess.Popen([sys.executable, "-m", "pbx_bridge", "calls", "list", "--limit", "3000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            first = proc.stdout.readline()
+            proc.stdout.close()  # like `head -1` exiting
+            err = proc.stderr.read()
+            return first, err, proc.wait(timeout=60)
+
+    first, err, code = await asyncio.to_thread(run)
+    assert first.split()[:3] == [b"id", b"started", b"(UTC)"]
+    # (stderr has the log's start-up lines, nothing about the pipe.)
+    assert b"Broken pipe" not in err and b"Traceback" not in err and b"Exception" not in err, err.decode()
+    assert code == 128 + 13  # SIGPIPE

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker
 from tests.conftest import TRACES

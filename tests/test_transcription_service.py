@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
 from pbx_bridge.auth.tokens import create_token
-from pbx_bridge.cli import UserError
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
 from pbx_bridge.db.schema import calls
-from pbx_bridge.http.app import make_app
+from pbx_bridge.errors import UserError
 from pbx_bridge.http.auth import Principal
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.transcription.http import transcript_enricher
 from pbx_bridge.transcription.openapi_doc import SCHEMAS
 from pbx_bridge.transcription.service import TranscriptionService, recording_path, start_transcription

@@ -32,16 +32,17 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from crm_sync import cards, tasks, timeline
 from crm_sync.contacts import CallFacts
-from pbx_bridge.ami.events import AmiEvent, QueueItem
+from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.consumer import CallConsumer
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.clients.hook import CrmHook
-from pbx_bridge.clients.options import match_settings
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine, make_sessionmaker
-from pbx_bridge.http.app import make_app
 from pbx_bridge.recording.service import SERVICE_NAME, RecordingService
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.web import users as store
 from recordings import catalog, convert
 from recordings.mixmonitor import Segment
@@ -434,15 +435,32 @@ async def test_journal_filters_sorting_paging_and_playback(site: Site, browser: 
     await page.select_option("#page-size", "25")
     await page.click("#filters button[type=submit]")
     await expect(page.locator("#journal tbody tr")).to_have_count(25)
-    await page.click("th[data-sort=wait_seconds]")
-    waits = await page.locator("#journal tbody tr td:nth-child(5)").all_inner_texts()
-    seconds = [int(w.split(":")[0]) * 60 + int(w.split(":")[1]) for w in waits]
-    assert seconds == sorted(seconds, reverse=True) and seconds[0] > seconds[-1]
+    # The API sorts the whole journal (?sort=-wait_seconds), not the page loaded: the first page
+    # holds the 25 longest waits, the second the 13 shortest.
+    async with page.expect_response(lambda r: "sort=-wait_seconds" in r.url):
+        await page.click("th[data-sort=wait_seconds]")
+    await expect(page.locator("th[data-sort=wait_seconds]")).to_have_class(re.compile(r"\bdesc\b"))
+
+    async def shown_waits() -> list[int]:
+        waits = await page.locator("#journal tbody tr td:nth-child(5)").all_inner_texts()
+        return [int(w.split(":")[0]) * 60 + int(w.split(":")[1]) if ":" in w else -1 for w in waits]
+
+    first = await shown_waits()
+    assert first == sorted(first, reverse=True) and first[0] > first[-1]
+    assert "sort=-wait_seconds" in page.url  # a reload keeps the order
     await page.click("#next-page")
     await expect(page.locator("#journal tbody tr")).to_have_count(13)
+    second = await shown_waits()
+    assert second == sorted(second, reverse=True) and max(second) <= min(first)
     assert await page.is_disabled("#next-page") and not await page.is_disabled("#prev-page")
     await page.click("#prev-page")
     await expect(page.locator("#journal tbody tr")).to_have_count(25)
+    assert await shown_waits() == first
+    # Back to newest first, from the first page.
+    async with page.expect_response(lambda r: "sort=-started_at" in r.url):
+        await page.click("th[data-sort=started_at]")
+    await expect(page.locator("th[data-sort=started_at]")).to_have_class(re.compile(r"\bdesc\b"))
+    assert await page.is_disabled("#prev-page")
     # Play a recording from its row.
     row = f"#journal tbody tr[data-call-id='{site.call_ids['recorded']}']"
     await page.click(f"{row} button.play")
@@ -624,53 +642,66 @@ async def test_reports_page(site: Site, browser: Browser) -> None:
     no_js_errors(page)
 
 
-async def test_api_shape_variants_are_normalized(site: Site, browser: Browser) -> None:
-    """api.js accepts the shapes the parallel API work might choose (see its header comment)."""
+async def test_api_js_reads_the_api_field_names_only(site: Site, browser: Browser) -> None:
+    """api.js normalizes the API's own shapes (the OpenAPI document's names); the legacy
+    spellings it used to accept (full_name, owner, {phone, kind}, "event", "snippet", bare
+    transcripts, tag objects) are no longer read (issue 17)."""
     page = await new_page(browser)
     await sign_in(page, site, "anna", "pass-word-1")
     got = await page.evaluate("""(() => {
       const a = PBX.api;
-      const call1 = a._call({id: 1, status: "answered", ended_at: "2026-11-20T10:00:00Z", tags: ["цена"]});
-      const call2 = a._call({id: 2, status: "answered", ended_at: null, recording: null,
-                             client: {id: 5, full_name: "X", phones: ["+7916"]}});
+      const call1 = a._call({id: 1, status: "answered", ended_at: "2026-11-20T10:00:00Z",
+                             transcript: {state: "done", analytics: {tags: ["keyword:цена"]}}});
+      const call2 = a._call({id: 2, status: "answered", ended_at: null, recording: null, client_id: 5,
+                             client: {id: 5, name: "X", phones: [{e164: "+7916", raw: "8 916"}]}});
       const missing = a._call({id: 3, status: "answered", ended_at: "x", recording: {state: "missing"}});
       const cut = a._call({id: 4, status: "answered", ended_at: "x", recording: {state: "truncated"}});
-      const hit = a._call({id: 5, snippet: "цену доставки"});
-      const client = a._client({id: 3, name: "Y", phones: [{phone: "+7495", kind: "work"}], owner: "102"});
+      const hit = a._call({id: 5, match: {snippet: "цену [доставки]", speaker: "customer", offset: 12.5}});
       const card = a._client({id: 4, name: "Z", phones: [{e164: "+7916", raw: "8 916"}], emails: ["z@x.ru"],
                               responsible: "101", auto_created: true});
-      const event = a._event({event: "call.ringing", call: {id: 9}, extension: "101", client: null});
+      const event = a._event({type: "call.ringing", call: {id: 9}, extension: "101", client: null});
       const tl = a._timelineEntry({id: 1, kind: "call", call_id: 7, at: "2026-11-20T10:00:00Z",
                                    payload: {status: "answered", ended_at: "x",
                                              links: {recording: {state: "ready"}}}});
       const empty = a._transcript({call_id: 1, job: {state: "running"}, transcript: null});
-      const bare = a._transcript({turns: [{speaker: "operator", words: [{word: "да", start: 1, end: 1.2}]}],
-                                  tags: ["keyword:да", {keyword: "нет", at: 2}]});
+      const full = a._transcript({call_id: 1, job: null, transcript: {language: "ru", model: "m", text: "да",
+        turns: [{speaker: "operator", start: 1, end: 1.2, text: "да",
+                 words: [{word: "да", start: 1, end: 1.2, conf: 1}]}],
+        analytics: {keyword_hits: [{term: "да", start: 1}], tags: ["keyword:да", "flagged:нет"]}}});
+      // Legacy spellings: read no more.
+      const oldClient = a._client({id: 3, full_name: "Y", phones: [{phone: "+7495", kind: "work"}],
+                                   owner: "102"});
+      const oldEvent = a._event({event: "call.ringing"});
+      const oldHit = a._call({id: 6, snippet: "цену доставки"});
+      const oldBare = a._transcript({turns: [{speaker: "operator", start: 1, end: 2, text: "да",
+                                              words: []}]});
       return {
-        call1: [call1.live, call1.hasRecording, call1.tags[0].label],
+        call1: [call1.live, call1.hasRecording, call1.tags.map(t => [t.label, t.kind])],
         call2: [call2.live, call2.hasRecording, call2.client.name, call2.client.phones[0].number,
                 call2.client_id],
         recordings: [missing.hasRecording, cut.hasRecording],
-        hit: [hit.snippet.text, hit.snippet.offset],
-        client: [client.phones[0].number, client.phones[0].label, client.responsible],
+        hit: [hit.snippet.text, hit.snippet.offset, hit.snippet.speaker],
         card: [card.phones[0].number, card.email, card.responsible, card.isNew],
         event: [event.type, event.call.id, event.client],
         timeline: [tl.kind, tl.call.id, tl.call.hasRecording],
         empty: [empty.turns.length, empty.job.state],
-        bare: [bare.turns[0].start, bare.turns[0].text, bare.tags.map(t => [t.label, t.kind, t.start])],
+        full: [full.turns[0].start, full.turns[0].text, full.language,
+               full.tags.map(t => [t.label, t.kind, t.start])],
+        legacy: [oldClient.name, oldClient.phones[0].number, oldClient.responsible, oldEvent.type,
+                 oldHit.snippet, oldBare.turns.length],
       };
     })()""")
     assert got == {
-        "call1": [False, True, "цена"],
+        "call1": [False, True, [["цена", "keyword"]]],
         "call2": [True, True, "X", "+7916", 5],  # null recording = not told: an answered call may have one
         "recordings": [False, True],
-        "hit": ["цену доставки", None],
-        "client": ["+7495", "work", "102"],
+        "hit": ["цену [доставки]", 12.5, "customer"],
         "card": ["+7916", "z@x.ru", "101", True],
         "event": ["call.ringing", 9, None],
         "timeline": ["call", 7, True],
         "empty": [0, "running"],
-        "bare": [1, "да", [["да", "keyword", None], ["нет", "", 2]]],
+        "full": [1, "да", "ru", [["да", "keyword", 1], ["нет", "flagged", None]]],
+        "legacy": ["", "", None, "", None, 0],
     }
 
 

@@ -25,8 +25,8 @@ from playwright.async_api import Browser, Page, expect
 
 from crm_sync import cards, tasks, timeline
 from pbx_bridge.assembly import Bridge, assemble
-from pbx_bridge.clients.options import match_settings
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db import migrate
 from pbx_bridge.db.engine import make_engine
 from pbx_bridge.simulator.calls import CallValues

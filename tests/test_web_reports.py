@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
-from pbx_bridge.http.app import make_app
 from pbx_bridge.reports.summary import ad_channels, summary_report
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.web import users as store
 from pbx_bridge.web.svg_charts import Series, nice_max, stacked_columns, stacked_rows
 from tests.web_seed import insert_call

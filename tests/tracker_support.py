@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
 from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.replay import trace_items
 from pbx_bridge.calls.tracker import CallTracker, TrackerSettings

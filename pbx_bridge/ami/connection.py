@@ -22,13 +22,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from panoramisk.actions import Action
 
 from pbx_bridge.ami.backoff import backoff_delay
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, AmiItem, ChannelsSnapshot, ConnectionLost, ConnectionUp
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.ami.protocol import BridgeAmiProtocol, BridgeManager, message_to_event
 from pbx_bridge.ami.tasks import cancel_and_wait
@@ -81,8 +81,17 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class ItemSink(Protocol):
+    """The call pipeline's queue as a connection sees it: it only puts AMI items on it (the
+    queue also carries other sources' items, which the AMI layer need not know)."""
+
+    def put_nowait(self, item: AmiItem, /) -> None: ...
+
+    async def put(self, item: AmiItem, /) -> None: ...
+
+
 class PbxConnection:
-    def __init__(self, config: PbxConfig, queue: asyncio.Queue[QueueItem], *,
+    def __init__(self, config: PbxConfig, queue: ItemSink, *,
                  clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random,
                  journal: Journal | None = None) -> None:
@@ -105,7 +114,7 @@ class PbxConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self._up = False  # ConnectionUp delivered and no ConnectionLost since
         self._stopping = False
-        self._overflow: deque[QueueItem] = deque()
+        self._overflow: deque[AmiItem] = deque()
         self._read_pauses = 0  # times reading was paused because the queue was full
         self._drainer: asyncio.Task[None] | None = None
         # A standby (pbx_bridge.standby) stays logged in but passes nothing on: not listening.
@@ -288,7 +297,7 @@ class PbxConnection:
 
     # -- the queue -------------------------------------------------------------------------
 
-    def _deliver(self, item: QueueItem) -> None:
+    def _deliver(self, item: AmiItem) -> None:
         """Never raises, never reorders. A bounded queue that is full pauses reading (Asterisk
         will eventually drop us, as it would any slow reader) instead of dropping events."""
         if not self.listening:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pbx_bridge.cel.rows import CelCalls
-
 
 @dataclass(slots=True)
 class AmiEvent:
@@ -62,4 +60,6 @@ class ChannelsSnapshot:
     channels: list[AmiEvent]
 
 
-QueueItem = AmiEvent | ConnectionUp | ConnectionLost | ChannelsSnapshot | CelCalls
+# What a PBX connection puts on the call pipeline's queue (which also takes the CEL's calls:
+# pbx_bridge.calls.queue.QueueItem).
+AmiItem = AmiEvent | ConnectionUp | ConnectionLost | ChannelsSnapshot

@@ -1,4 +1,4 @@
-"""Bearer token -> request["principal"] for the API; 401 for a missing or invalid token.
+"""Bearer token -> request[PRINCIPAL] for the API; 401 for a missing or invalid token.
 
 Guarded: everything under /api/ plus /readyz and /metrics (the process probe /healthz is open).
 A principal already set by an earlier middleware (the web UI's session cookie) is kept. Web UI
@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pbx_bridge.auth.tokens import TokenVerifier
+from pbx_bridge.http.auth import PRINCIPAL
 from pbx_bridge.http.errors import ApiError, Handler
 
 PUBLIC_PATHS = frozenset({"/healthz", "/healthz/active"})
@@ -42,7 +43,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not guarded(request.path) or request.get("principal") is not None:
+    if not guarded(request.path) or request.get(PRINCIPAL) is not None:
         return await handler(request)
     token = bearer_token(request)
     if token is None:
@@ -52,5 +53,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if found is None:
         raise ApiError(401, "unauthorized", "the token is invalid or revoked",
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    request["principal"] = found
+    request[PRINCIPAL] = found
     return await handler(request)

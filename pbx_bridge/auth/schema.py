@@ -1,12 +1,11 @@
-"""API tokens (migration 0003_api). `metadata` holds every table of the HTTP API feature."""
+"""API tokens (migration 0003_api), on the shared MetaData."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pbx_bridge.db.metadata import metadata
 from pbx_bridge.db.types import UtcDateTime
-
-metadata = sa.MetaData()
 
 api_tokens = sa.Table(
     "api_tokens",
@@ -24,10 +23,3 @@ api_tokens = sa.Table(
     sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
 )
 
-
-def _register_feature_tables() -> None:
-    # The click-to-call table lives with its feature but on this MetaData (one per migration).
-    import pbx_bridge.click_to_call.schema  # noqa: F401
-
-
-_register_feature_tables()

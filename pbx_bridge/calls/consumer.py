@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, ConnectionLost, ConnectionUp
 from pbx_bridge.ami.journal import Journal
 from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import BatchPreparingHook, CallChange, CallHook
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.rebuild import rebuild_calls
 from pbx_bridge.calls.record import CallRecord
 from pbx_bridge.calls.tracker import CallTracker, TrackerSettings

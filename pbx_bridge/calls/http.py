@@ -17,8 +17,10 @@ from crm_sync.phones import ascii_digits, normalize
 from pbx_bridge.calls.enrich import PLACEHOLDERS, enrichers
 from pbx_bridge.calls.export import cells, csv_chunk, file_name, headers, label_for, pages, write_xlsx
 from pbx_bridge.calls.query import (
+    DEFAULT_SORT,
     BadCursor,
     CallFilter,
+    Sort,
     called_back,
     count_calls,
     get_call,
@@ -32,7 +34,7 @@ from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.http.params import check_text, path_id, query_bool, query_choice, query_int, query_time
-from pbx_bridge.web.i18n import LANGUAGES, Catalog, choose_language, load_catalogs
+from pbx_bridge.i18n import LANGUAGES, Catalog, choose_language, load_catalogs
 from recordings.transcription.search import SearchHit, SearchQueryError, search_call_ids
 
 log = logging.getLogger("pbx_bridge.calls.http")
@@ -129,9 +131,14 @@ async def list_handler(request: web.Request) -> web.Response:
     f = call_filter(request, who)
     limit = query_int(request, "limit", api.default_page_size, 1, api.max_page_size)
     try:
+        sort = Sort.parse(request.query.get("sort") or DEFAULT_SORT)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", str(exc)) from None
+    try:
         async with runtime.engine.connect() as conn:
             matches = await _narrow_to_transcripts(request, conn, f)
-            records, next_cursor = await list_calls(conn, f, limit, request.query.get("cursor") or None)
+            records, next_cursor = await list_calls(conn, f, limit, request.query.get("cursor") or None,
+                                                    sort)
             returned = await called_back(conn, records)
     except BadCursor as exc:
         raise ApiError(422, "invalid_parameter", str(exc)) from None

@@ -2,7 +2,8 @@
 
 Written against pbx_bridge/db/schema.py directly (the tracker stores; this only reads).
 The cursor is opaque to clients: base64 of (started_at, id) of the last row of a page, so
-pages stay stable while new calls arrive.
+pages stay stable while new calls arrive; for another sort order (`sort`), of the order and the
+last row's (value, id), so a cursor only continues the order it was made in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,59 @@ from pbx_bridge.db.schema import call_legs, calls
 
 class BadCursor(ValueError):
     pass
+
+
+# The orders the journal can be read in: each has an index on (column, id) (pbx_bridge/db/schema.py),
+# so a page is an index range whatever the order. Calls without a value (a call not answered has no
+# talk time) count as the smallest: last when descending, first when ascending.
+SORT_FIELDS = ("started_at", "wait_seconds", "talk_seconds")
+DEFAULT_SORT = "-started_at"
+
+
+@dataclass(frozen=True)
+class Sort:
+    field: str = "started_at"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> Sort:
+        """`started_at` (ascending) or `-started_at` (descending); ValueError for anything else."""
+        name = text[1:] if text.startswith("-") else text
+        if name not in SORT_FIELDS:
+            raise ValueError(f"'sort' must be one of {', '.join(SORT_FIELDS)}, optionally after '-' "
+                             f"(descending), got {text[:40]!r}")
+        return cls(name, text.startswith("-"))
+
+    @property
+    def text(self) -> str:
+        return ("-" if self.descending else "") + self.field
+
+    @property
+    def is_default(self) -> bool:
+        return self.text == DEFAULT_SORT
+
+    def order_by(self) -> list[Any]:
+        column, key = calls.c[self.field], calls.c.id
+        if not column.nullable:
+            return [column.desc(), key.desc()] if self.descending else [column.asc(), key.asc()]
+        if self.descending:
+            return [column.desc().nulls_last(), key.desc()]
+        return [column.asc().nulls_first(), key.asc()]
+
+    def after(self, value: Any, last_id: int) -> Any:
+        """The rows after (value, last_id) in this order."""
+        column, key = calls.c[self.field], calls.c.id
+        if not column.nullable:
+            if self.descending:
+                return sa.or_(column < value, sa.and_(column == value, key < last_id))
+            return sa.or_(column > value, sa.and_(column == value, key > last_id))
+        if self.descending:
+            if value is None:
+                return sa.and_(column.is_(None), key < last_id)
+            return sa.or_(column < value, sa.and_(column == value, key < last_id), column.is_(None))
+        if value is None:
+            return sa.or_(sa.and_(column.is_(None), key > last_id), column.is_not(None))
+        return sa.or_(column > value, sa.and_(column == value, key > last_id))
 
 
 @dataclass
@@ -95,6 +149,40 @@ def leg_dict(leg: Leg) -> dict[str, Any]:
 def encode_cursor(started_at: datetime, call_id: int) -> str:
     raw = json.dumps([started_at.astimezone(UTC).isoformat(), call_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def encode_sorted_cursor(sort: Sort, value: Any, call_id: int) -> str:
+    shown = value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+    raw = json.dumps({"sort": sort.text, "after": [shown, call_id]}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_sorted_cursor(cursor: str, sort: Sort) -> tuple[Any, int]:
+    """The (value, id) a cursor of a `sort` page continues after; BadCursor when it is not one, or
+    was made for another order."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("the cursor is not one this API gave out") from None
+    if not isinstance(raw, dict):
+        raise BadCursor("the cursor is not one this API gave out for this 'sort'")
+    if raw.get("sort") != sort.text:
+        raise BadCursor("the cursor was given out for another 'sort'")
+    after = raw.get("after")
+    if not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], int)
+            and not isinstance(after[1], bool)):
+        raise BadCursor("the cursor is not one this API gave out")
+    value, call_id = after
+    if sort.field == "started_at":
+        try:
+            value = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise BadCursor("the cursor is not one this API gave out") from None
+        if value.tzinfo is None:
+            raise BadCursor("the cursor is not one this API gave out")
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise BadCursor("the cursor is not one this API gave out")
+    return value, call_id
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
@@ -172,18 +260,26 @@ def _where(f: CallFilter, dialect: str = "sqlite") -> list[Any]:
     return conds + f.extra
 
 
-async def list_calls(conn: AsyncConnection, f: CallFilter, limit: int,
-                     cursor: str | None = None) -> tuple[list[CallRecord], str | None]:
-    """A page of calls, newest first, and the cursor of the next page (None on the last)."""
+async def list_calls(conn: AsyncConnection, f: CallFilter, limit: int, cursor: str | None = None,
+                     sort: Sort | None = None) -> tuple[list[CallRecord], str | None]:
+    """A page of calls in `sort` order (newest first by default), and the cursor of the next page
+    (None on the last)."""
+    sort = sort or Sort()
     query = sa.select(calls).where(*_where(f, conn.dialect.name))
-    if cursor:
+    if cursor and sort.is_default:
+        # The newest-first cursor keeps its original shape: cursors given out before stay valid.
         when, last_id = decode_cursor(cursor)
-        query = query.where(sa.or_(calls.c.started_at < when,
-                                   sa.and_(calls.c.started_at == when, calls.c.id < last_id)))
-    query = query.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit + 1)
+        query = query.where(sort.after(when, last_id))
+    elif cursor:
+        query = query.where(sort.after(*decode_sorted_cursor(cursor, sort)))
+    query = query.order_by(*sort.order_by()).limit(limit + 1)
     rows = (await conn.execute(query)).all()
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].started_at, page[-1].id) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = (encode_cursor(last.started_at, last.id) if sort.is_default
+                       else encode_sorted_cursor(sort, getattr(last, sort.field), last.id))
     return [record_from_row(r) for r in page], next_cursor
 
 

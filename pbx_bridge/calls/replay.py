@@ -4,7 +4,8 @@ ChannelsSnapshot, as the connection hands it over after a (re)login."""
 
 from __future__ import annotations
 
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot, QueueItem
+from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
+from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.simulator.trace import Frame
 
 

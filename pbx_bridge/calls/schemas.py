@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pbx_bridge.calls.query import DEFAULT_SORT, SORT_FIELDS
 from pbx_bridge.http.openapi import (
     EXTENSION,
     ISO_TIME,
@@ -38,7 +39,8 @@ RECORD_PROPERTIES = {
 OPENAPI = Fragment(
     paths={
         "/api/v1/calls": {"get": {
-            "summary": "Call log, newest first (crm, manager, operator: own calls, admin)",
+            "summary": "Call log, newest first unless `sort` says otherwise (crm, manager, operator: own "
+                       "calls, admin)",
             "tags": ["calls"],
             "parameters": [
                 query("from", ISO_TIME, "started at or after"),
@@ -60,7 +62,12 @@ OPENAPI = Fragment(
                       "full-text search in transcripts (words, \"phrases\", or, -word); each "
                       "item then carries `match` (snippet, speaker, offset in seconds)"),
                 query("limit", {"type": "integer", "minimum": 1}, "page size"),
-                query("cursor", text(512), "next_cursor of the previous page"),
+                query("sort", {"enum": [f"{d}{f}" for f in SORT_FIELDS for d in ("-", "")]},
+                      "order of the whole journal (every page): a field, descending after '-'; "
+                      f"default {DEFAULT_SORT}. Calls without the value (no talk time: not "
+                      "answered) come last when descending, first when ascending; a cursor only "
+                      "continues the sort it was given out with"),
+                                query("cursor", text(512), "next_cursor of the previous page"),
             ],
             "responses": {"200": json_body(ref("CallPage")), **errors(400, 422)}}},
         "/api/v1/calls/export": {"get": {

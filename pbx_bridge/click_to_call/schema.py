@@ -1,10 +1,10 @@
-"""Click-to-call requests (migration 0003_api), on the HTTP API feature's MetaData."""
+"""Click-to-call requests (migration 0003_api), on the shared MetaData."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pbx_bridge.auth.schema import metadata
+from pbx_bridge.db.metadata import metadata
 from pbx_bridge.db.types import UtcDateTime
 
 click_to_call_requests = sa.Table(

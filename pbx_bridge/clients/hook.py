@@ -34,8 +34,8 @@ from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord, to_datetime
 from pbx_bridge.calls.store import ended_without_crm
 from pbx_bridge.clients.caller_lookup import CallerLookup
-from pbx_bridge.clients.options import contact_policy, match_settings
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.options import contact_policy, match_settings
 from pbx_bridge.crm_connectors.planner import OutboxPlanner
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message, task_message

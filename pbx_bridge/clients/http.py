@@ -47,7 +47,7 @@ from pbx_bridge.clients.access import (
     visible_cards,
     visible_entries,
 )
-from pbx_bridge.clients.options import match_settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message, task_message
 from pbx_bridge.http.app_keys import RUNTIME

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.connector import HttpConnector
 from crm_sync.outbox import run_delivery_loop
-from pbx_bridge.clients.options import connector_settings, retry_policy
 from pbx_bridge.config import Settings
+from pbx_bridge.crm_connectors.options import connector_settings, retry_policy
 from pbx_bridge.log import event
 
 log = logging.getLogger("pbx_bridge.clients.outbox_worker")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pbx_bridge.clients.caller_lookup import CallerLookup
-from pbx_bridge.clients.options import match_settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError

@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 async def run_backup(args: argparse.Namespace) -> int:
     from pbx_bridge.backup.backup import make_backup
     from pbx_bridge.backup.manifest import BackupError
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     try:
@@ -55,7 +55,7 @@ async def run_backup(args: argparse.Namespace) -> int:
 async def run_restore(args: argparse.Namespace) -> int:
     from pbx_bridge.backup.manifest import BackupError
     from pbx_bridge.backup.restore import restore
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     try:

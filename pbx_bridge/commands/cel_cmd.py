@@ -50,7 +50,7 @@ def _time(text: str) -> datetime:
 
 
 def _sources(settings: Settings, only: str | None) -> list[PbxConfig]:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     pbxes = [p for p in settings.pbx if only is None or p.name == only]
     if only is not None and not pbxes:
@@ -95,14 +95,14 @@ async def run_check(args: argparse.Namespace) -> int:
 async def run_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pbx_bridge.ami.events import QueueItem
     from pbx_bridge.calls.backfill import Backfiller
     from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
+    from pbx_bridge.calls.queue import QueueItem
     from pbx_bridge.cel.source import CelSource, CelUnavailable
-    from pbx_bridge.cli import UserError
     from pbx_bridge.clients.hook import CrmHook
     from pbx_bridge.commands.context import database, settings_from_args
     from pbx_bridge.db.engine import make_sessionmaker
+    from pbx_bridge.errors import UserError
     from pbx_bridge.recording.hook import RecordingHook
     from pbx_bridge.recording.service import RecordingService
     from pbx_bridge.runtime import Runtime

@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 from crm_sync import outbox
 from crm_sync.csv_io import CsvImportError, export_csv, import_csv
-from pbx_bridge.clients.options import match_settings
 from pbx_bridge.commands.context import database, settings_from_args
+from pbx_bridge.crm_connectors.options import match_settings
 
 
 def register(sub: Any) -> None:
@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 
 
 def _parse_map(items: list[str]) -> dict[str, str]:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     mapping: dict[str, str] = {}
     for item in items:
@@ -64,7 +64,7 @@ def _parse_map(items: list[str]) -> dict[str, str]:
 
 
 async def run_import(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     mapping = _parse_map(args.map)
@@ -137,7 +137,7 @@ async def run_outbox_list(args: argparse.Namespace) -> int:
 
 
 async def run_outbox_retry(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     async with database(settings) as engine:

@@ -37,7 +37,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
     from pbx_bridge.install.sample_config import AlreadyThere, init
 
     target = Path(args.dir)

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 async def run_list(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     if args.limit <= 0:
         raise UserError("--limit must be a positive number")
@@ -51,7 +51,7 @@ async def run_list(args: argparse.Namespace) -> int:
 async def run_retry(args: argparse.Namespace) -> int:
     """Queue only: the running server's conversion job does the work, so two processes never
     convert the same files at once."""
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     async with database(settings) as engine, engine.begin() as conn:

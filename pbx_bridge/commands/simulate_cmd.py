@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 def _listen(text: str) -> tuple[str, int]:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -54,7 +54,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
     from pbx_bridge.simulator.embedded import simulator_settings
     from pbx_bridge.simulator.server import AmiSimulator
 

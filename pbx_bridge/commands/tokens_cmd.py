@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 
 async def run_create(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     async with database(settings) as engine, engine.begin() as conn:
@@ -62,7 +62,7 @@ async def run_list(args: argparse.Namespace) -> int:
 
 
 async def run_revoke(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     async with database(settings) as engine, engine.begin() as conn:

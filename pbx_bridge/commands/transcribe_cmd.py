@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
 
 
 def _user_error(message: str) -> Exception:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     return UserError(message)
 

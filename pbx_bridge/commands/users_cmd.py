@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 
 def read_password(from_stdin: bool) -> str:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     if from_stdin:
         line = sys.stdin.readline()
@@ -59,7 +59,7 @@ def read_password(from_stdin: bool) -> str:
 
 
 async def run_create(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     try:
         store.validate_user_fields(args.username, args.role, args.extension)
@@ -93,7 +93,7 @@ async def run_list(args: argparse.Namespace) -> int:
 
 
 async def run_disable(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     async with database(settings) as engine:
@@ -107,7 +107,7 @@ async def run_disable(args: argparse.Namespace) -> int:
 
 
 async def run_password(args: argparse.Namespace) -> int:
-    from pbx_bridge.cli import UserError
+    from pbx_bridge.errors import UserError
 
     settings = settings_from_args(args)
     password = read_password(args.password_stdin)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_sync.bitrix24 import items as b24
@@ -31,7 +30,7 @@ from crm_sync.kommo import items as kommo
 from crm_sync.outbox import enqueue
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.record import CallRecord, to_datetime
-from pbx_bridge.click_to_call.schema import click_to_call_requests
+from pbx_bridge.click_to_call.lookup import idempotency_key
 
 # Click-to-call requests placed for Bitrix24's OnExternalCallStart carry this idempotency key
 # prefix before Bitrix24's CALL_ID (pbx_bridge.crm_connectors.http).
@@ -116,10 +115,9 @@ class Bitrix24Planner:
             for record in unchecked:
                 card = self._card(record)
                 card.checked_origin = True
-                key = (await conn.execute(sa.select(click_to_call_requests.c.idempotency_key).where(
-                    click_to_call_requests.c.id == record.click_to_call_id))).scalar()
-                if key and str(key).startswith(BITRIX24_C2C_PREFIX):
-                    card.external_id = str(key)[len(BITRIX24_C2C_PREFIX):]
+                key = await idempotency_key(conn, str(record.click_to_call_id))
+                if key and key.startswith(BITRIX24_C2C_PREFIX):
+                    card.external_id = key[len(BITRIX24_C2C_PREFIX):]
                     await remember_external_id(conn, "bitrix24", record.pbx, record.linkedid,
                                                card.external_id, "click_to_call", datetime.now(UTC))
 

@@ -26,9 +26,9 @@ from crm_sync.kommo.api import KommoClient, KommoSettings
 from crm_sync.kommo.sender import KommoSender
 from crm_sync.outbox import CrmCircuit
 from crm_sync.phones import normalize
-from pbx_bridge.clients.options import contact_policy, retry_policy
 from pbx_bridge.config import Settings
 from pbx_bridge.crm_connectors.media import StoredCallMedia
+from pbx_bridge.crm_connectors.options import contact_policy, retry_policy
 from pbx_bridge.crm_connectors.planner import Bitrix24Planner, KommoPlanner, OutboxPlanner
 from pbx_bridge.db.schema import calls
 from pbx_bridge.log import event

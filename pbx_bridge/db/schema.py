@@ -1,24 +1,16 @@
 """The application's own tables: calls, their legs, raw AMI events.
 
-Libraries (crm_sync, recordings) define their tables on their own MetaData; the migrations in
-pbx_bridge/db/migrations create them all. Cross-library links are plain ids.
+On the shared MetaData (pbx_bridge.db.metadata), like every feature's tables. Libraries (crm_sync,
+recordings) define theirs on their own MetaData; the migrations in pbx_bridge/db/migrations create
+them all. Cross-library links are plain ids.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pbx_bridge.db.metadata import metadata
 from pbx_bridge.db.types import UtcDateTime
-
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = sa.MetaData(naming_convention=NAMING)
 
 calls = sa.Table(
     "calls",
@@ -68,6 +60,10 @@ sa.Index("ix_calls_operator", calls.c.operator)
 sa.Index("ix_calls_client_id", calls.c.client_id)
 sa.Index("ix_calls_click_to_call_id", calls.c.click_to_call_id)
 sa.Index("ix_calls_crm_done_at", calls.c.crm_done_at)
+# The journal read by wait or talk time (GET /api/v1/calls?sort=): on PostgreSQL with NULLS FIRST
+# (migration 0015_call_sort), so calls without a value are the smallest there as in SQLite.
+sa.Index("ix_calls_wait_seconds_id", calls.c.wait_seconds.nulls_first(), calls.c.id)
+sa.Index("ix_calls_talk_seconds_id", calls.c.talk_seconds.nulls_first(), calls.c.id)
 
 call_legs = sa.Table(
     "call_legs",

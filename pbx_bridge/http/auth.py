@@ -1,7 +1,7 @@
 """Who is calling the API, and what their role may do.
 
 The authentication middleware (token lookup, see the API feature) stores a Principal in
-``request["principal"]``; handlers call ``require(request, *roles)``.
+``request[PRINCIPAL]``; handlers call ``require(request, *roles)``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ class Principal:
     extension: str | None = None  # operators: their own extension
 
 
+# Set by the token middleware (pbx_bridge.auth) or the web UI's session middleware.
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
 def principal(request: web.Request) -> Principal:
-    found = request.get("principal")
+    found = request.get(PRINCIPAL)
     if not isinstance(found, Principal):
         raise ApiError(401, "unauthorized", "a valid bearer token is required")
     return found

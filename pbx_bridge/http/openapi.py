@@ -1,7 +1,7 @@
 """The OpenAPI 3 document, assembled from each feature's fragment (paths + schemas).
 
 Features describe their endpoints next to their handlers (`<feature>/schemas.py`, an
-`OPENAPI` Fragment); pbx_bridge.http.app passes them here. tests/api check real responses
+`OPENAPI` Fragment); pbx_bridge.server.app passes them here. tests/api check real responses
 against this document, so it stays true.
 """
 

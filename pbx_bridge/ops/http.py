@@ -7,9 +7,10 @@ import asyncio
 import sqlalchemy as sa
 from aiohttp import web
 
+from pbx_bridge.http.access_log import REQUEST_OBSERVERS
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
-from pbx_bridge.ops.metrics import METRICS, Metrics, connection_state, metrics_handler
+from pbx_bridge.ops.metrics import METRICS, Metrics, connection_state, metrics_handler, observe_request
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.transcription.model_info import model_info
 
@@ -70,6 +71,7 @@ async def active(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[METRICS] = Metrics()
+    app.setdefault(REQUEST_OBSERVERS, []).append(observe_request)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/healthz/active", active)
     app.router.add_get("/metrics", metrics_handler)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -29,7 +28,6 @@ from crm_sync.schema import outbox
 from pbx_bridge.db.schema import calls
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
-from pbx_bridge.http.errors import Handler
 from pbx_bridge.runtime import Runtime
 from recordings.transcription.schema import JOB_STATES, transcription_jobs
 
@@ -244,24 +242,13 @@ def connection_state(connection: Any) -> str:
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        # The route pattern, not the path: ids in paths would explode the label set.
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        request.app[METRICS].http_seconds.labels(
-            method=request.method, route=route, status=str(status)
-        ).observe(time.perf_counter() - start)
+def observe_request(request: web.Request, status: int, seconds: float) -> None:
+    """The HTTP latency histogram, fed by the access log's timing (pbx_bridge.http.access_log)."""
+    # The route pattern, not the path: ids in paths would explode the label set.
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    histogram = request.app[METRICS].http_seconds
+    histogram.labels(method=request.method, route=route, status=str(status)).observe(seconds)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

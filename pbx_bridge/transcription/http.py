@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pbx_bridge.calls.query import get_call, took_part
+from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.http.params import path_id
@@ -22,8 +23,6 @@ ENRICHERS_KEY = "call_enrichers"
 
 
 def setup(app: web.Application) -> None:
-    from pbx_bridge.http.app import RUNTIME  # http.app imports this module to register it
-
     app.router.add_get(r"/api/v1/calls/{id:[0-9]+}/transcript", get_transcript)
     enrichers = app[RUNTIME].services.setdefault(ENRICHERS_KEY, [])
     if transcript_enricher not in enrichers:
@@ -57,8 +56,6 @@ async def transcript_summary(conn: AsyncConnection, call_id: int) -> dict[str, A
 
 
 async def get_transcript(request: web.Request) -> web.Response:
-    from pbx_bridge.http.app import RUNTIME  # http.app imports this module to register it
-
     who = require(request, "manager", "crm", "operator")
     call_id = path_id(request, "call")
     runtime = request.app[RUNTIME]

@@ -187,7 +187,7 @@ class TranscriptionService:
 async def start_transcription(runtime: Runtime) -> TranscriptionService:
     """serve's start-up step: the service registered as runtime.services["transcription"]. A
     configured model that cannot be loaded stops start-up with one line."""
-    from pbx_bridge.cli import UserError  # the CLI imports the commands, which import serve
+    from pbx_bridge.errors import UserError
 
     service = TranscriptionService(runtime)
     try:

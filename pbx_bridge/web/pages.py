@@ -17,13 +17,7 @@ from markupsafe import Markup
 
 from crm_sync.spreadsheet import safe_cell
 from pbx_bridge.http.errors import ApiError
-from pbx_bridge.log import event
-from pbx_bridge.reports.http import report_sources
-from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
-from pbx_bridge.runtime import Runtime
-from pbx_bridge.transcription.model_info import model_info
-from pbx_bridge.web import report_charts
-from pbx_bridge.web.i18n import (
+from pbx_bridge.i18n import (
     LANGUAGES,
     LOCALES,
     Catalog,
@@ -32,6 +26,12 @@ from pbx_bridge.web.i18n import (
     format_number,
     translator,
 )
+from pbx_bridge.log import event
+from pbx_bridge.reports.http import report_sources
+from pbx_bridge.reports.summary import DIRECTIONS, ReportDirection, SummaryReport, summary_report
+from pbx_bridge.runtime import Runtime
+from pbx_bridge.transcription.model_info import model_info
+from pbx_bridge.web import report_charts
 from pbx_bridge.web.login_throttle import LoginThrottle
 from pbx_bridge.web.session_auth import (
     clear_session_cookie,
@@ -69,7 +69,7 @@ WEB_UI: web.AppKey[WebUi] = web.AppKey("web_ui", WebUi)
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.http.app registers this module
+    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.server.app registers this module
 
     return request.app[RUNTIME]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from pbx_bridge.i18n import format_number
 from pbx_bridge.reports.summary import Bucket, SummaryReport
-from pbx_bridge.web.i18n import format_number
 from pbx_bridge.web.svg_charts import Series, stacked_columns, stacked_rows
 
 

@@ -8,8 +8,8 @@ import jinja2
 from aiohttp import web
 
 from pbx_bridge.http.errors import error_middleware
+from pbx_bridge.i18n import load_catalogs
 from pbx_bridge.web import pages
-from pbx_bridge.web.i18n import load_catalogs
 from pbx_bridge.web.login_throttle import LoginThrottle
 from pbx_bridge.web.session_auth import session_middleware
 
@@ -27,7 +27,7 @@ def setup(app: web.Application) -> None:
     app[pages.WEB_UI] = pages.WebUi(templates=templates, catalogs=load_catalogs(),
                                     throttle=LoginThrottle())
     # Right after the error middleware (so its 403s get the JSON error shape) and before any
-    # token middleware, which then finds request["principal"] already set for a session.
+    # token middleware, which then finds request[PRINCIPAL] already set for a session.
     position = app.middlewares.index(error_middleware) + 1 if error_middleware in app.middlewares else 0
     app.middlewares.insert(position, session_middleware)
     app.middlewares.insert(position + 1, pages.forbidden_page_middleware)

@@ -1,13 +1,11 @@
-"""The web UI's tables: people who sign in, and their sessions."""
+"""The web UI's tables: people who sign in, and their sessions (on the shared MetaData)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pbx_bridge.db.schema import NAMING
+from pbx_bridge.db.metadata import metadata
 from pbx_bridge.db.types import UtcDateTime
-
-metadata = sa.MetaData(naming_convention=NAMING)
 
 web_users = sa.Table(
     "web_users",

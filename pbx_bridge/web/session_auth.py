@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from pbx_bridge.http.auth import Principal
+from pbx_bridge.http.auth import PRINCIPAL, Principal
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
@@ -44,7 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _runtime(request: web.Request) -> Runtime:
-    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.http.app registers this module
+    from pbx_bridge.http.app_keys import RUNTIME  # local: pbx_bridge.server.app registers this module
 
     return request.app[RUNTIME]
 
@@ -119,10 +119,10 @@ def _has_bearer(request: web.Request) -> bool:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Set request["principal"] from the session cookie for /api/ and /ui/ paths."""
+    """Set request[PRINCIPAL] from the session cookie for /api/ and /ui/ paths."""
     path = request.path
     if (
-        "principal" not in request
+        PRINCIPAL not in request
         and (path.startswith("/ui/") or (path.startswith("/api/") and not _has_bearer(request)))
         and not path.startswith("/ui/static/")
         and path != "/ui/login"  # signing in (again) replaces the session; it checks Origin itself
@@ -130,7 +130,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         found = await principal_from_session(request)
         if found is not None:
             await check_csrf(request)
-            request["principal"] = found
+            request[PRINCIPAL] = found
     return await handler(request)
 
 

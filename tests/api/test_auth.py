@@ -123,13 +123,13 @@ async def test_principal_set_before_is_kept(api: Api, aiohttp_client: Any) -> No
     """The web UI's session middleware runs first and sets the principal; no token is needed."""
     from aiohttp import web
 
-    from pbx_bridge.http.app import make_app
-    from pbx_bridge.http.auth import Principal
+    from pbx_bridge.http.auth import PRINCIPAL, Principal
+    from pbx_bridge.server.app import make_app
 
     @web.middleware
     async def session(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.headers.get("Cookie") == "session=ok":
-            request["principal"] = Principal("user", 9, "anna", "manager")
+            request[PRINCIPAL] = Principal("user", 9, "anna", "manager")
         return await handler(request)
 
     app = make_app(api.runtime)

@@ -22,7 +22,7 @@ from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.tracker import CallTracker
 from pbx_bridge.clients.hook import CrmHook, call_facts
-from pbx_bridge.clients.options import match_settings
+from pbx_bridge.crm_connectors.options import match_settings
 from pbx_bridge.db.schema import calls
 from tests.api.conftest import Api
 from tests.api.seed import insert_call

@@ -1,9 +1,9 @@
 /* The JSON API as the UI sees it. Every assumption about paths and shapes (issues 5, 6, 7) lives
    in this file: the rest of the UI uses only the normalized objects returned from here.
    The browser tests run these against the real API (calls, events, clients, tasks, timeline,
-   transcript, recording states, q= search matches); the other spellings accepted below date
-   from before the API was merged and cost little. Who may see what is the API's decision: the
-   pages never hide things by role, they say so calmly when the API answers 403. */
+   transcript, recording states, q= search matches); only the API's own field names are read
+   (the OpenAPI document, /api/v1/openapi.json, names them). Who may see what is the API's
+   decision: the pages never hide things by role, they say so calmly when the API answers 403. */
 "use strict";
 
 const PBX = (() => {
@@ -62,16 +62,12 @@ const PBX = (() => {
     return data;
   }
 
-  /* Lists: {"items": [...], "next_cursor": ...} (issue 5); a bare array is accepted too. */
-  function listOf(data, ...keys) {
-    if (Array.isArray(data)) return data;
-    if (!data || typeof data !== "object") return [];
-    for (const k of ["items", ...keys]) if (Array.isArray(data[k])) return data[k];
-    return [];
+  /* Lists: {"items": [...], "next_cursor": ...}. */
+  function listOf(data) {
+    return data && Array.isArray(data.items) ? data.items : [];
   }
   function nextCursor(data) {
-    if (!data || Array.isArray(data)) return null;
-    return data.next_cursor ?? data.cursor ?? null;
+    return (data && data.next_cursor) ?? null;
   }
 
   /* Call record: CallRecord.to_dict() (list items), plus on GET /calls/{id} the keys "legs",
@@ -85,41 +81,34 @@ const PBX = (() => {
     c.client_id = c.client_id ?? (c.client ? c.client.id : null);
     c.live = !c.ended_at;
     const rec = c.recording;
-    if (rec && typeof rec === "object") {
-      const state = rec.state || rec.status;
-      c.hasRecording = state ? PLAYABLE.includes(state) : true;
-    } else if (rec === true || (typeof rec === "string" && rec)) {
-      c.hasRecording = true;
-    } else {
-      c.hasRecording = c.status === "answered";  // not told: answered calls may have one
-    }
-    c.tags = tags(c.tags || (c.transcript && c.transcript.tags) || []);
-    c.snippet = snippet(c.snippet ?? c.match ?? c.search ?? c.hit ?? null);
+    if (rec && typeof rec === "object") c.hasRecording = PLAYABLE.includes(rec.state);
+    else c.hasRecording = c.status === "answered";  // not told (list items): answered calls may have one
+    const analytics = c.transcript && c.transcript.analytics;
+    c.tags = tags((analytics && analytics.tags) || []);
+    c.snippet = snippet(c.match || null);
     return c;
   }
 
-  /* A transcript search hit: a string, or {snippet|text, offset|start, speaker}. */
+  /* A transcript search hit (q=): {snippet, speaker, offset}. */
   function snippet(d) {
-    if (!d) return null;
-    if (typeof d === "string") return { text: d, offset: null, speaker: null };
-    const text = d.snippet || d.text || "";
-    return text ? { text, offset: d.offset ?? d.start ?? null, speaker: d.speaker || null } : null;
+    return d && d.snippet ? { text: d.snippet, offset: d.offset ?? null, speaker: d.speaker || null } : null;
   }
 
   /* Client card (crm_sync Card / CardSummary): phones [{e164, raw}], emails [], responsible,
-     auto_created, tags. Strings and {number|phone} phones are accepted too. */
+     auto_created, tags; the screen pop's summary adds last_call and open_tasks, a create or
+     update answer conflicts. */
   function client(d) {
     if (!d || typeof d !== "object") return null;
-    const phones = (d.phones || (d.phone ? [d.phone] : [])).map(p =>
-      typeof p === "string" ? { number: p, label: "" } : { number: p.e164 || p.number || p.phone || p.raw || "", label: p.label || p.kind || "" });
+    const phones = (d.phones || []).map(p => ({ number: p.e164 || p.raw || "" }));
+    const emails = Array.isArray(d.emails) ? d.emails : [];
     return {
       id: d.id ?? null,
-      name: d.name || d.full_name || d.display_name || "",
-      company: d.company || d.organization || "",
-      email: d.email || (Array.isArray(d.emails) && d.emails.length ? d.emails[0] : ""),
-      emails: Array.isArray(d.emails) ? d.emails : (d.email ? [d.email] : []),
-      notes: d.notes || d.note || d.comment || "",
-      responsible: d.responsible ?? d.responsible_operator ?? d.owner ?? d.operator ?? null,
+      name: d.name || "",
+      company: d.company || "",
+      email: emails.length ? emails[0] : "",
+      emails,
+      notes: d.notes || "",
+      responsible: d.responsible ?? null,
       tags: Array.isArray(d.tags) ? d.tags.map(String) : [],
       source: d.source || "",
       lastCall: d.last_call || null,
@@ -127,28 +116,23 @@ const PBX = (() => {
       conflicts: Array.isArray(d.conflicts) ? d.conflicts : [],
       lastActivity: d.last_activity_at || null,
       phones,
-      isNew: Boolean(d.auto_created || d.is_new || d.created),
+      isNew: Boolean(d.auto_created),
       raw: d,
     };
   }
 
   /* Transcript (GET /calls/{id}/transcript): {call_id, job: {state, last_error, ...}|null,
      transcript: {turns: [{speaker, start, end, text, words: [{word, start, end, conf}]}], text,
-     analytics: {keyword_hits, flagged_hits, required_phrases, tags, talk_seconds, ...}}|null}.
-     A bare {turns, tags} object is accepted too. */
+     analytics: {keyword_hits, flagged_hits, required_phrases, tags, talk_seconds, ...}}|null}. */
   function transcript(d) {
     if (!d) return null;
-    const inner = d.transcript;
-    const src = inner && typeof inner === "object" && !Array.isArray(inner) ? inner : (inner === null ? {} : d);
-    const turns = (src.turns || src.dialog || []).map(t => {
-      const words = (t.words || t.result || []).map(w => ({
-        word: w.word ?? w.text ?? "", start: Number(w.start), end: Number(w.end), conf: w.conf ?? w.confidence ?? null,
-      })).filter(w => Number.isFinite(w.start) && Number.isFinite(w.end));
-      return { speaker: t.speaker || t.channel || t.side || "customer", start: Number(t.start ?? (words[0] && words[0].start) ?? 0),
-               end: Number(t.end ?? (words.length ? words[words.length - 1].end : 0)), text: t.text || words.map(w => w.word).join(" "), words };
-    });
+    const src = d.transcript || {};
+    const turns = (src.turns || []).map(t => ({
+      speaker: t.speaker, start: Number(t.start), end: Number(t.end), text: t.text,
+      words: (t.words || []).map(w => ({ word: w.word, start: Number(w.start), end: Number(w.end), conf: w.conf })),
+    }));
     const analytics = src.analytics || null;
-    const found = tags(src.tags || d.tags || []);
+    const found = [];
     if (analytics) {
       for (const h of analytics.keyword_hits || []) found.push({ label: h.term, kind: "keyword", start: h.start ?? null });
       for (const h of analytics.flagged_hits || []) found.push({ label: h.term, kind: "flagged", start: h.start ?? null });
@@ -161,16 +145,11 @@ const PBX = (() => {
     return { turns, tags: uniqueTags(found), analytics, job, model: src.model || null, language: src.language || null };
   }
 
-  /* Tags: strings ("keyword:цена", "flagged:...", "missing_phrase:..." or plain), or
-     {label|keyword|term|phrase|name|tag, kind|list|type, start|at|offset}. */
+  /* Tags (the transcript's analytics): "keyword:цена", "flagged:...", "missing_phrase:...". */
   function tags(list) {
     return (Array.isArray(list) ? list : []).map(t => {
-      if (typeof t === "string") {
-        const m = /^(keyword|flagged|missing_phrase|required):(.+)$/.exec(t);
-        return m ? { label: m[2], kind: m[1] === "missing_phrase" ? "missing" : m[1], start: null } : { label: t, kind: "", start: null };
-      }
-      return { label: t.label || t.keyword || t.term || t.phrase || t.name || t.tag || "", kind: t.kind || t.list || t.type || "",
-               start: t.start ?? t.at ?? t.offset ?? null };
+      const m = /^(keyword|flagged|missing_phrase):(.+)$/.exec(String(t));
+      return m ? { label: m[2], kind: m[1] === "missing_phrase" ? "missing" : m[1], start: null } : { label: String(t), kind: "", start: null };
     }).filter(t => t.label);
   }
 
@@ -188,10 +167,10 @@ const PBX = (() => {
   /* Task (crm_sync Task): {id, client_id, number, kind: "call_back", assignee, status: open|closed,
      due_at, created_at, closed_at, created_by_call_id}. */
   function task(d) {
-    return { id: d.id ?? d.task_id, title: d.title || d.text || d.description || "", kind: d.kind || d.type || "",
-             status: d.status || (d.closed_at ? "closed" : "open"), due: d.due_at || d.due || null,
-             created: d.created_at || null, client_id: d.client_id ?? null, call_id: d.call_id ?? d.created_by_call_id ?? null,
-             phone: d.number || d.phone || d.customer_number || null, assignee: d.assignee ?? null,
+    return { id: d.id, title: d.title || "", kind: d.kind || "",
+             status: d.status || (d.closed_at ? "closed" : "open"), due: d.due_at || null,
+             created: d.created_at || null, client_id: d.client_id ?? null, call_id: d.created_by_call_id ?? null,
+             phone: d.number || null, assignee: d.assignee ?? null,
              assignees: Array.isArray(d.assignees) ? d.assignees : (d.assignee ? [d.assignee] : []),
              client_name: d.client_name || null };
   }
@@ -199,24 +178,23 @@ const PBX = (() => {
   /* Timeline entry (crm_sync): {id, kind: call|task|note|recording|transcript, call_id, payload, at};
      a call's payload is the call's facts plus links {recording, transcript}; a note's {text, author}. */
   function timelineEntry(d) {
-    const kind = d.kind || d.type || (d.call ? "call" : d.task ? "task" : "note");
+    const kind = d.kind;
     const p = d.payload && typeof d.payload === "object" ? d.payload : {};
     let entryCall = null;
-    if (d.call) entryCall = call(d.call);
-    else if (kind === "call") {
-      const facts = Object.assign({}, p, { id: d.call_id ?? p.id ?? null });
+    if (kind === "call") {
+      const facts = Object.assign({}, p, { id: d.call_id ?? null });
       if (p.links && typeof p.links === "object") facts.recording = p.links.recording || null;
       delete facts.links;
       entryCall = call(facts);
     }
-    return { id: d.id ?? null, kind, at: d.at || d.created_at || p.started_at || (d.call && d.call.started_at) || null,
-             call: entryCall, task: d.task ? task(d.task) : (kind === "task" ? task(Object.assign({ id: p.task_id }, p)) : null),
-             text: d.text || p.text || d.note || p.note || d.body || "", author: p.author || null, raw: d };
+    return { id: d.id ?? null, kind, at: d.at || null,
+             call: entryCall, task: kind === "task" ? task(Object.assign({ id: p.task_id }, p)) : null,
+             text: p.text || "", author: p.author || null, raw: d };
   }
 
   /* Live event (issue 5): {"type": "call.ringing", "call": record, "extension": "101", "client": card|null}. */
   function liveEvent(m) {
-    return { type: m.type || m.event || "", call: m.call ? call(m.call) : null, extension: m.extension ?? null,
+    return { type: m.type || "", call: m.call ? call(m.call) : null, extension: m.extension ?? null,
              client: m.client ? client(m.client) : null, reason: m.reason || null, from: m.from_extension || null,
              adChannel: m.ad_channel || null, task: m.task ? task(m.task) : null,
              c2c: m.click_to_call || null, raw: m };
@@ -224,27 +202,27 @@ const PBX = (() => {
 
   const api = {
     calls: async (params) => { const d = await request("GET", "/api/v1/calls", { params });
-                                return { items: listOf(d, "calls").map(call), next: nextCursor(d) }; },
+                                return { items: listOf(d).map(call), next: nextCursor(d) }; },
     exportUrl: (params, format) => {
       const url = new URL("/api/v1/calls/export", location.origin);
-      for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "" && k !== "limit" && k !== "cursor") url.searchParams.set(k, String(v));
+      for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== null && v !== "" && k !== "limit" && k !== "cursor" && k !== "sort") url.searchParams.set(k, String(v));
       url.searchParams.set("format", format); url.searchParams.set("lang", ctx.lang || "ru");
       return url.pathname + url.search;
     },
-    call: async (id) => { const d = await request("GET", `/api/v1/calls/${encodeURIComponent(id)}`); return call(d && d.call ? d.call : d); },
+    call: async (id) => call(await request("GET", `/api/v1/calls/${encodeURIComponent(id)}`)),
     recordingUrl: (id) => `/api/v1/calls/${encodeURIComponent(id)}/recording`,
     transcript: async (id) => {
       try { return transcript(await request("GET", `/api/v1/calls/${encodeURIComponent(id)}/transcript`)); }
       catch (e) { if (e.status === 404) return null; throw e; }
     },
     clients: async (params) => { const d = await request("GET", "/api/v1/clients", { params });
-                                 return { items: listOf(d, "clients").map(client), next: nextCursor(d) }; },
-    client: async (id) => { const d = await request("GET", `/api/v1/clients/${encodeURIComponent(id)}`); return client(d && d.client ? d.client : d); },
+                                 return { items: listOf(d).map(client), next: nextCursor(d) }; },
+    client: async (id) => client(await request("GET", `/api/v1/clients/${encodeURIComponent(id)}`)),
     createClient: async (fields) => client(await request("POST", "/api/v1/clients", { body: fields })),
     updateClient: async (id, fields) => client(await request("PATCH", `/api/v1/clients/${encodeURIComponent(id)}`, { body: fields })),
     timeline: async (id) => { const d = await request("GET", `/api/v1/clients/${encodeURIComponent(id)}/timeline`);
-                              return listOf(d, "timeline", "events").map(timelineEntry); },
-    tasks: async (params) => { const d = await request("GET", "/api/v1/tasks", { params }); return listOf(d, "tasks").map(task); },
+                              return listOf(d).map(timelineEntry); },
+    tasks: async (params) => { const d = await request("GET", "/api/v1/tasks", { params }); return listOf(d).map(task); },
     createTask: async (body) => task(await request("POST", "/api/v1/tasks", { body })),
     addNote: async (id, text) => request("POST", `/api/v1/clients/${encodeURIComponent(id)}/notes`, { body: { text } }),
     mergeClients: async (keepId, fromId) => client(await request("POST", `/api/v1/clients/${encodeURIComponent(keepId)}/merge`, { body: { from_id: Number(fromId) } })),

@@ -1,4 +1,5 @@
-/* Call journal: filters in the URL, cursor pagination, sorting of the loaded page, a play button. */
+/* Call journal: filters in the URL, cursor pagination, sorting by the API (the whole journal, not
+   the page loaded: GET /api/v1/calls?sort=), a play button. */
 "use strict";
 
 (() => {
@@ -10,12 +11,16 @@
   let cursors = [null];  // cursor of each page seen; the last is the current page's
   let next = null;
   let rows = [];
-  let sortKey = null, sortDir = -1;
+  // The API's order (its `sort`): newest first unless a sortable column header says otherwise.
+  const SORTABLE = ["started_at", "wait_seconds", "talk_seconds"];
+  let sortKey = "started_at", sortDir = -1;
 
   function filtersFromUrl() {
     const q = new URLSearchParams(location.search);
     for (const f of FIELDS) if (form.elements[f]) form.elements[f].value = q.get(f) || "";
     if (!form.elements.operator_role.value) form.elements.operator_role.value = "answered";
+    const sort = q.get("sort") || "";
+    if (SORTABLE.includes(sort.replace(/^-/, ""))) { sortKey = sort.replace(/^-/, ""); sortDir = sort.startsWith("-") ? -1 : 1; }
   }
 
   /* Dates in the form are local days; the API takes ISO 8601 instants, "to" exclusive. */
@@ -29,6 +34,7 @@
     for (const f of ["operator", "did", "number", "q"]) if (v(f)) p[f] = v(f);
     if (p.operator) p.operator_role = v("operator_role") || "answered";
     p.limit = document.getElementById("page-size").value;
+    p.sort = (sortDir < 0 ? "-" : "") + sortKey;
     return p;
   }
 
@@ -54,17 +60,8 @@
       .map(part => part.startsWith("[") && part.endsWith("]") ? h("mark", {}, part.slice(1, -1)) : part);
   }
 
-  function sortValue(c, key) {
-    if (key === "customer") return (c.customer_name || c.customer_number || "").toLowerCase();
-    const v = c[key];
-    return v === null || v === undefined ? -Infinity : v;
-  }
-
   function render() {
-    let shown = rows;
-    if (sortKey) shown = [...rows].sort((a, b) => { const x = sortValue(a, sortKey), y = sortValue(b, sortKey);
-                                                    return (x < y ? -1 : x > y ? 1 : 0) * sortDir; });
-    tbody.replaceChildren(...shown.flatMap(c => {
+    tbody.replaceChildren(...rows.flatMap(c => {
       const tr = h("tr", { dataset: { callId: c.id } },
         h("td", {}, h("a", { href: "/ui/calls/" + c.id }, fmt.dateTime(c.started_at))),
         h("td", {}, UI.direction(c)),
@@ -128,20 +125,26 @@
   }
   player.addEventListener("ended", () => document.querySelectorAll("button.play").forEach(b => { b.textContent = "▶"; }));
 
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
+  function saveUrl() {
     const q = new URLSearchParams();
     for (const f of FIELDS) if (form.elements[f].value) q.set(f, form.elements[f].value);
+    if (sortKey !== "started_at" || sortDir !== -1) q.set("sort", (sortDir < 0 ? "-" : "") + sortKey);
     history.replaceState(null, "", "?" + q.toString());
+  }
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    saveUrl();
     cursors = [null]; load();
   });
-  form.addEventListener("reset", () => { setTimeout(() => { history.replaceState(null, "", location.pathname); cursors = [null]; load(); }, 0); });
+  form.addEventListener("reset", () => { setTimeout(() => { history.replaceState(null, "", location.pathname); sortKey = "started_at"; sortDir = -1; cursors = [null]; load(); }, 0); });
   document.getElementById("next-page").addEventListener("click", () => { if (next) { cursors.push(next); load(); } });
   document.getElementById("prev-page").addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); load(); } });
   document.getElementById("page-size").addEventListener("change", () => { cursors = [null]; load(); });
+  /* A new order is a new first page: the API sorts the whole journal. */
   document.querySelectorAll("#journal th.sort").forEach(th => th.addEventListener("click", () => {
-    if (sortKey === th.dataset.sort) sortDir = -sortDir; else { sortKey = th.dataset.sort; sortDir = th.classList.contains("num") ? -1 : 1; }
-    render();
+    if (sortKey === th.dataset.sort) sortDir = -sortDir; else { sortKey = th.dataset.sort; sortDir = -1; }
+    saveUrl();
+    cursors = [null]; load();
   }));
 
   filtersFromUrl();

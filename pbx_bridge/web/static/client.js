@@ -22,7 +22,7 @@
   function renderCard() {
     document.getElementById("client-title").textContent = card.name || T("client.unnamed");
     document.getElementById("client-facts").replaceChildren(...[
-      fact(T("client.phones"), h("span", { class: "phones" }, ...card.phones.map(p => h("span", { class: "phone-line" }, UI.phone(p.number, card.id), p.label ? h("span", { class: "muted" }, " " + p.label) : "")))),
+      fact(T("client.phones"), h("span", { class: "phones" }, ...card.phones.map(p => h("span", { class: "phone-line" }, UI.phone(p.number, card.id))))),
       fact(T("client.responsible"), card.responsible ? String(card.responsible) : "—"),
       card.company ? fact(T("client.company"), card.company) : null,
       card.source ? fact(T("client.source"), card.source) : null,

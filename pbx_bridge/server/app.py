@@ -1,4 +1,4 @@
-"""The aiohttp application: operations endpoints here, features add their routes."""
+"""The aiohttp application: health and OpenAPI here, each feature adds its routes."""
 
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.http.request_caps import CAPS, request_caps_middleware
 from pbx_bridge.http.request_caps import index as caps_index
-from pbx_bridge.http.server import server_header
+from pbx_bridge.server.runner import server_header
 from pbx_bridge.ops import http as ops_http
-from pbx_bridge.ops.metrics import metrics_middleware
 from pbx_bridge.recording import http as recording_http
 from pbx_bridge.recording import schemas as recording_schemas
 from pbx_bridge.reports import http as reports_http
@@ -62,10 +61,10 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    # Outermost first: metrics time everything, the access log sees final statuses, errors
-    # become JSON, then the token is checked.
+    # Outermost first: the access log times everything and sees final statuses (and feeds the
+    # metrics), errors become JSON, then the token is checked.
     app = web.Application(client_max_size=1024 * 1024,
-                          middlewares=[metrics_middleware, access_log_middleware, error_middleware,
+                          middlewares=[access_log_middleware, error_middleware,
                                        auth_middleware, body_timeout_middleware,
                                        request_caps_middleware])
     app[RUNTIME] = runtime

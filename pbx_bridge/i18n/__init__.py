@@ -1,4 +1,6 @@
-"""UI languages: one catalog per language (i18n/<lang>.json), and which one a request gets."""
+"""UI languages: one catalog per language (<lang>.json here), and which one a request gets.
+
+In the core, not in the web UI: the calls export labels its columns from the same catalogs."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-CATALOG_DIR = Path(__file__).with_name("i18n")
+CATALOG_DIR = Path(__file__).parent
 LANGUAGES = ("ru", "en")
 # Locale tags for Intl in the browser and for number formats on the server.
 LOCALES = {"ru": "ru-RU", "en": "en-GB"}

@@ -30,6 +30,7 @@ from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
 from pbx_bridge.calls.queue import QueueItem
 from pbx_bridge.calls.store import load_journal_checkpoints
 from pbx_bridge.cel.source import CelSource
+from pbx_bridge.click_to_call.service import SERVICE_KEY as CLICK_TO_CALL_KEY
 from pbx_bridge.click_to_call.service import ClickToCallService
 from pbx_bridge.clients.service import CrmServices
 from pbx_bridge.config import Settings
@@ -41,6 +42,7 @@ from pbx_bridge.recording.install import install as install_recordings
 from pbx_bridge.recording.service import RecordingService, simulator_locations
 from pbx_bridge.runtime import Runtime
 from pbx_bridge.server.app import make_app
+from pbx_bridge.server.identities import known_extension
 from pbx_bridge.server.runner import app_runner
 from pbx_bridge.simulator.embedded import simulator_pbx_config, simulator_settings
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
@@ -51,7 +53,7 @@ log = logging.getLogger("pbx_bridge.assembly")
 
 # Names under which the parts are published in runtime.services (metrics read queue_depth).
 CONSUMER_SERVICE = "calls"
-CLICK_TO_CALL_SERVICE = "click_to_call"
+CLICK_TO_CALL_SERVICE = CLICK_TO_CALL_KEY
 CEL_SERVICE = "cel"
 LEADERSHIP_SERVICE = "leadership"
 # A burst beyond this many queued items pauses reading from the PBX (TCP backpressure) instead
@@ -319,7 +321,8 @@ def assemble(settings: Settings, engine: AsyncEngine) -> Bridge:
                                         sim_settings.spool_dir)
     recordings = install_recordings(runtime, locations)
     click_to_call = ClickToCallService(settings, engine, runtime.bus, runtime.pbx,
-                                       acting=lambda: runtime.acting())
+                                       acting=lambda: runtime.acting(),
+                                       known_extension=known_extension(engine))
     runtime.services[CLICK_TO_CALL_SERVICE] = click_to_call
     return Bridge(runtime=runtime, queue=asyncio.Queue(QUEUE_SIZE), simulator_settings=sim_settings,
                   crm=CrmServices(runtime), recordings=recordings, click_to_call=click_to_call)

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx_bridge.auth.tokens import create_token
 from pbx_bridge.config import Settings
 from pbx_bridge.db.engine import make_sessionmaker
-from pbx_bridge.server.app import make_app
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.app import make_app
 from pbx_bridge.web import users as store
 
 Client = TestClient[Any, Any]

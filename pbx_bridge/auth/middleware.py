@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pbx_bridge.auth.tokens import TokenVerifier
-from pbx_bridge.http.auth import PRINCIPAL
+from pbx_bridge.auth.tokens import TokenVerifier, hash_token
+from pbx_bridge.http.auth import CREDENTIAL, PRINCIPAL, Credential
 from pbx_bridge.http.errors import ApiError, Handler
 
 PUBLIC_PATHS = frozenset({"/healthz", "/healthz/active"})
@@ -54,4 +54,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(401, "unauthorized", "the token is invalid or revoked",
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     request[PRINCIPAL] = found
+    request[CREDENTIAL] = Credential("token", hash_token(token))
     return await handler(request)

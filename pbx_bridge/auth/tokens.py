@@ -93,6 +93,23 @@ async def list_tokens(conn: AsyncConnection) -> list[TokenInfo]:
     return [_info(r) for r in rows]
 
 
+async def valid_token_credentials(conn: AsyncConnection,
+                                  hashes: set[str]) -> dict[str, tuple[str, str | None]]:
+    """Of these token hashes, those not revoked, with their role and extension now."""
+    t = api_tokens.c
+    rows = await conn.execute(sa.select(t.token_hash, t.role, t.extension)
+                              .where(t.token_hash.in_(hashes), t.revoked_at.is_(None)))
+    return {row.token_hash: (row.role, row.extension) for row in rows}
+
+
+async def extension_has_token(conn: AsyncConnection, extension: str) -> bool:
+    """Whether an unrevoked API token is bound to this extension."""
+    t = api_tokens.c
+    found = await conn.execute(sa.select(t.id).where(t.extension == extension,
+                                                     t.revoked_at.is_(None)).limit(1))
+    return found.first() is not None
+
+
 async def revoke_token(conn: AsyncConnection, token_id: int) -> TokenInfo | None:
     """Revoke (idempotent); None when there is no such token."""
     await conn.execute(

@@ -7,7 +7,12 @@ import math
 from aiohttp import web
 
 from pbx_bridge.click_to_call.ratelimit import RateLimiter
-from pbx_bridge.click_to_call.service import ClickToCallError, ClickToCallService, NewRequest
+from pbx_bridge.click_to_call.service import (
+    SERVICE_KEY,
+    ClickToCallError,
+    ClickToCallService,
+    NewRequest,
+)
 from pbx_bridge.http.app_keys import RUNTIME
 from pbx_bridge.http.auth import require
 from pbx_bridge.http.errors import ApiError
@@ -67,10 +72,8 @@ async def show(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     runtime = app[RUNTIME]
-    service = runtime.services.get("click_to_call")
-    if service is None:
-        service = ClickToCallService(runtime.settings, runtime.engine, runtime.bus, runtime.pbx)
-        runtime.services["click_to_call"] = service
+    service = runtime.services[SERVICE_KEY]  # made by the assembly, or by the server
+    assert isinstance(service, ClickToCallService)
     app[SERVICE] = service
     cfg = runtime.settings.click_to_call
     app[LIMITER] = RateLimiter(cfg.rate_per_minute, cfg.burst)

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_sync.phones import InvalidPhoneNumber, ascii_digits, parse_or_raise
 from pbx_bridge.ami.errors import ActionFailed, ActionTimeout, PbxUnavailable
 from pbx_bridge.ami.events import AmiEvent
-from pbx_bridge.auth.schema import api_tokens
 from pbx_bridge.bus import EventBus
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.click_to_call.dialing import dial_string, originate_fields
@@ -40,7 +39,6 @@ from pbx_bridge.config import PbxConfig, Settings
 from pbx_bridge.db.schema import calls
 from pbx_bridge.events.messages import make_message
 from pbx_bridge.log import event as log_event
-from pbx_bridge.web.schema import web_users
 
 log = logging.getLogger("pbx_bridge.click_to_call")
 
@@ -142,10 +140,22 @@ class NewRequest:
     idempotency_key: str | None = None
 
 
+# runtime.services key of the one ClickToCallService (made by the assembly, or by the server).
+SERVICE_KEY = "click_to_call"
+
+# Whether some person or API token of the bridge has this extension.
+KnownExtension = Callable[[str], Awaitable[bool]]
+
+
 class ClickToCallService:
     def __init__(self, settings: Settings, engine: AsyncEngine, bus: EventBus,
-                 pbx: Mapping[str, Any], acting: Callable[[], bool] = lambda: True) -> None:
+                 pbx: Mapping[str, Any], acting: Callable[[], bool] = lambda: True,
+                 known_extension: KnownExtension | None = None) -> None:
         self._settings = settings
+        # Whether the bridge knows an extension (a web user's or an API token's): asked of the
+        # features that keep them, passed in by the server (pbx_bridge.server.identities).
+        # Without it only the configured lists count.
+        self._known_extension = known_extension
         # With standbys only the active bridge places calls (pbx_bridge.standby).
         self.acting = acting
         self._engine = engine
@@ -207,12 +217,7 @@ class ClickToCallService:
             configured.update(self._settings.simulator.operators)
         if ext in configured:
             return
-        async with self._engine.connect() as conn:
-            user = (await conn.execute(sa.select(web_users.c.id).where(
-                web_users.c.extension == ext, web_users.c.disabled.is_(False)).limit(1))).first()
-            token = user or (await conn.execute(sa.select(api_tokens.c.id).where(
-                api_tokens.c.extension == ext, api_tokens.c.revoked_at.is_(None)).limit(1))).first()
-        if token is None:
+        if self._known_extension is None or not await self._known_extension(ext):
             raise ClickToCallError(422, "unknown_extension",
                                    f"extension {ext} is not known: no web user or API token has it "
                                    "(or set click_to_call.extensions)")

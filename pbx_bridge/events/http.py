@@ -15,17 +15,14 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from pbx_bridge.auth.middleware import bearer_token
-from pbx_bridge.auth.tokens import hash_token
 from pbx_bridge.bus import Message, Subscription
 from pbx_bridge.events.messages import TYPES, accepts, now_iso
-from pbx_bridge.events.stream_guard import GUARD, CredentialKind, StreamGuard, Watched, guard_ctx
+from pbx_bridge.events.stream_guard import GUARD, StreamGuard, Watched, guard_ctx
 from pbx_bridge.http.app_keys import RUNTIME
-from pbx_bridge.http.auth import Principal, require
+from pbx_bridge.http.auth import CREDENTIAL, CREDENTIAL_CHECKS, Principal, require
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event as log_event
 from pbx_bridge.ops.metrics import METRICS
-from pbx_bridge.web.session_auth import WEB_SESSION
 
 log = logging.getLogger("pbx_bridge.events")
 
@@ -59,23 +56,15 @@ def _types(request: web.Request) -> frozenset[str] | None:
     return wanted
 
 
-def _credential(request: web.Request, who: Principal) -> tuple[CredentialKind, str] | None:
-    """What authenticated this stream, as the stream guard re-checks it."""
-    info = request.get(WEB_SESSION)
-    if who.kind == "user" and info is not None:
-        return "session", info.id
-    token = bearer_token(request)
-    return ("token", hash_token(token)) if token else None
-
-
 @contextlib.contextmanager
 def _watched(request: web.Request, who: Principal, sub: Subscription) -> Iterator[Watched | None]:
-    credential = _credential(request, who)
-    if credential is None:
+    """The stream under the guard, by the credential that authenticated it."""
+    credential = request.get(CREDENTIAL)
+    guard: StreamGuard = request.app[GUARD]
+    if credential is None or not guard.watches(credential.kind):
         yield None
         return
-    guard: StreamGuard = request.app[GUARD]
-    with guard.watch(who, credential[0], credential[1], sub) as watched:
+    with guard.watch(who, credential.kind, credential.key, sub) as watched:
         yield watched
 
 
@@ -272,6 +261,7 @@ def setup(app: web.Application) -> None:
     runtime.services.setdefault("notifier", Notifier(runtime.bus, settings.crm.did_sources,
                                                      settings.phone.default_region))
     app[ENCODER] = MessageEncoder()
-    app[GUARD] = StreamGuard(runtime.engine, settings.api.token_cache_seconds)
+    app[GUARD] = StreamGuard(runtime.engine, settings.api.token_cache_seconds,
+                             app[CREDENTIAL_CHECKS])
     app.cleanup_ctx.append(guard_ctx)
     app.router.add_get("/api/v1/events", events)

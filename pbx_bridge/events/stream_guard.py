@@ -13,26 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal
 
-import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx_bridge.auth.schema import api_tokens
 from pbx_bridge.bus import Subscription
-from pbx_bridge.http.auth import Principal
+from pbx_bridge.http.auth import CredentialCheck, CredentialKind, Principal
 from pbx_bridge.log import event as log_event
-from pbx_bridge.web.schema import web_sessions, web_users
 
 log = logging.getLogger("pbx_bridge.events")
 
 # With a cache time of 0 (tests) the loop still sleeps this long between checks.
 MIN_INTERVAL = 0.2
-CredentialKind = Literal["token", "session"]
 
 
 @dataclass(eq=False)
@@ -60,10 +54,17 @@ def _same(before: Principal, role: str, extension: str | None) -> bool:
 
 
 class StreamGuard:
-    def __init__(self, engine: AsyncEngine, interval: float) -> None:
+    def __init__(self, engine: AsyncEngine, interval: float,
+                 checks: Mapping[CredentialKind, CredentialCheck]) -> None:
         self._engine = engine
         self.interval = max(interval, MIN_INTERVAL)
+        # One check per kind of credential, from the feature that stores it (the server's
+        # CREDENTIAL_CHECKS): the guard knows no token or session table.
+        self._checks = checks
         self._open: set[Watched] = set()
+
+    def watches(self, kind: CredentialKind) -> bool:
+        return kind in self._checks
 
     @contextlib.contextmanager
     def watch(self, principal: Principal, kind: CredentialKind, key: str,
@@ -84,26 +85,13 @@ class StreamGuard:
         streams = list(self._open)
         if not streams:
             return 0
-        token_keys = {w.key for w in streams if w.kind == "token"}
-        session_keys = {w.key for w in streams if w.kind == "session"}
         valid: dict[tuple[str, str], tuple[str, str | None]] = {}
-        now = datetime.now(UTC)
         async with self._engine.connect() as conn:
-            if token_keys:
-                t = api_tokens.c
-                rows = await conn.execute(
-                    sa.select(t.token_hash, t.role, t.extension)
-                    .where(t.token_hash.in_(token_keys), t.revoked_at.is_(None)))
-                for row in rows:
-                    valid[("token", row.token_hash)] = (row.role, row.extension)
-            if session_keys:
-                s, u = web_sessions.c, web_users.c
-                rows = await conn.execute(
-                    sa.select(s.id, s.expires_at, u.role, u.extension, u.disabled)
-                    .join(web_users, u.id == s.user_id).where(s.id.in_(session_keys)))
-                for row in rows:
-                    if not row.disabled and now < row.expires_at:
-                        valid[("session", row.id)] = (row.role, row.extension)
+            for kind, check in self._checks.items():
+                keys = {w.key for w in streams if w.kind == kind}
+                if keys:  # one query per kind for all open streams
+                    for key, now in (await check(conn, keys)).items():
+                        valid[(kind, key)] = now
         ended = 0
         for watched in streams:
             current = valid.get((watched.kind, watched.key))

@@ -6,10 +6,12 @@ The authentication middleware (token lookup, see the API feature) stores a Princ
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pbx_bridge.http.errors import ApiError
 
@@ -28,6 +30,28 @@ class Principal:
 
 # Set by the token middleware (pbx_bridge.auth) or the web UI's session middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+CredentialKind = Literal["token", "session"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What authenticated a request: an API token (its SHA-256) or a web session (its id). Set
+    beside PRINCIPAL by whoever authenticated it, so that a live stream can be re-checked later
+    without knowing how tokens or sessions are stored."""
+
+    kind: CredentialKind
+    key: str
+
+
+CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("credential", Credential)
+
+# Of the given keys of one kind, those that still hold, with their (role, extension) now. Each
+# kind's check belongs to the feature that stores it (pbx_bridge.auth, pbx_bridge.web); the
+# server passes them to whoever re-checks (the live streams) under CREDENTIAL_CHECKS.
+CredentialCheck = Callable[[AsyncConnection, set[str]], Awaitable[dict[str, tuple[str, str | None]]]]
+CREDENTIAL_CHECKS: web.AppKey[Mapping[CredentialKind, CredentialCheck]] = web.AppKey(
+    "credential_checks", Mapping)
 
 
 def principal(request: web.Request) -> Principal:

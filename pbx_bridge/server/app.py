@@ -12,6 +12,8 @@ from pbx_bridge.calls import http as calls_http
 from pbx_bridge.calls import schemas as calls_schemas
 from pbx_bridge.click_to_call import http as click_to_call_http
 from pbx_bridge.click_to_call import schemas as click_to_call_schemas
+from pbx_bridge.click_to_call.service import SERVICE_KEY as CLICK_TO_CALL_KEY
+from pbx_bridge.click_to_call.service import ClickToCallService
 from pbx_bridge.clients import http as clients_http
 from pbx_bridge.clients import routing_http
 from pbx_bridge.clients import schemas as clients_schemas
@@ -21,18 +23,20 @@ from pbx_bridge.events import http as events_http
 from pbx_bridge.events import schemas as events_schemas
 from pbx_bridge.http.access_log import access_log_middleware
 from pbx_bridge.http.app_keys import RUNTIME
+from pbx_bridge.http.auth import CREDENTIAL_CHECKS as CREDENTIAL_CHECKS_KEY
 from pbx_bridge.http.errors import error_middleware
 from pbx_bridge.http.limits import body_timeout_middleware
 from pbx_bridge.http.openapi import OPENAPI_DOC, Fragment, document, openapi_handler
 from pbx_bridge.http.request_caps import CAPS, request_caps_middleware
 from pbx_bridge.http.request_caps import index as caps_index
-from pbx_bridge.server.runner import server_header
 from pbx_bridge.ops import http as ops_http
 from pbx_bridge.recording import http as recording_http
 from pbx_bridge.recording import schemas as recording_schemas
 from pbx_bridge.reports import http as reports_http
 from pbx_bridge.reports import schemas as reports_schemas
 from pbx_bridge.runtime import Runtime
+from pbx_bridge.server.identities import CREDENTIAL_CHECKS, known_extension
+from pbx_bridge.server.runner import server_header
 from pbx_bridge.transcription import http as transcription_http
 from pbx_bridge.transcription import openapi_doc as transcription_schemas
 from pbx_bridge.web.routes import setup as setup_web_ui
@@ -70,6 +74,11 @@ def make_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app.on_response_prepare.append(server_header)
     app[VERIFIER] = TokenVerifier(runtime.engine, runtime.settings.api.token_cache_seconds)
+    app[CREDENTIAL_CHECKS_KEY] = CREDENTIAL_CHECKS
+    if CLICK_TO_CALL_KEY not in runtime.services:  # an app without the assembly (tests)
+        runtime.services[CLICK_TO_CALL_KEY] = ClickToCallService(
+            runtime.settings, runtime.engine, runtime.bus, runtime.pbx,
+            known_extension=known_extension(runtime.engine))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi_handler)
     fragments = []

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from pbx_bridge.http.auth import PRINCIPAL, Principal
+from pbx_bridge.http.auth import CREDENTIAL, PRINCIPAL, Credential, Principal
 from pbx_bridge.http.errors import ApiError
 from pbx_bridge.log import event
 from pbx_bridge.runtime import Runtime
@@ -128,9 +128,11 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         and path != "/ui/login"  # signing in (again) replaces the session; it checks Origin itself
     ):
         found = await principal_from_session(request)
-        if found is not None:
+        info = request.get(WEB_SESSION)
+        if found is not None and info is not None:
             await check_csrf(request)
             request[PRINCIPAL] = found
+            request[CREDENTIAL] = Credential("session", info.id)
     return await handler(request)
 
 

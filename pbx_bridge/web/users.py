@@ -209,5 +209,27 @@ async def load_session(
                        expires_at=row.expires_at)
 
 
+async def valid_session_credentials(conn: AsyncConnection,
+                                    ids: set[str]) -> dict[str, tuple[str, str | None]]:
+    """Of these session ids, those not ended nor expired whose person is not disabled, with the
+    person's role and extension now. (The idle clock is not applied: an open live page is the
+    operator at work.)"""
+    s, u = web_sessions.c, web_users.c
+    rows = await conn.execute(
+        sa.select(s.id, s.expires_at, u.role, u.extension, u.disabled)
+        .join(web_users, u.id == s.user_id).where(s.id.in_(ids)))
+    now = now_utc()
+    return {row.id: (row.role, row.extension) for row in rows
+            if not row.disabled and now < row.expires_at}
+
+
+async def extension_has_user(conn: AsyncConnection, extension: str) -> bool:
+    """Whether a web user who is not disabled has this extension."""
+    u = web_users.c
+    found = await conn.execute(sa.select(u.id).where(u.extension == extension,
+                                                     u.disabled.is_(False)).limit(1))
+    return found.first() is not None
+
+
 async def end_session(conn: AsyncConnection, session_id: str) -> None:
     await conn.execute(web_sessions.delete().where(web_sessions.c.id == session_id))

@@ -17,7 +17,7 @@ from pbx_bridge.calls import store
 from pbx_bridge.calls.changes import CallChange
 from pbx_bridge.calls.consumer import CallConsumer, tracker_settings_for
 from pbx_bridge.calls.queue import QueueItem
-from pbx_bridge.calls.tracker import TrackerSettings
+from pbx_bridge.calls.tracker import CallTracker, TrackerSettings
 from pbx_bridge.config import PbxConfig, PhoneConfig
 from pbx_bridge.db.schema import calls, raw_events
 from tests.tracker_support import EXPECTED, check_record, load_items, rewrite_ids, settings_for
@@ -275,3 +275,47 @@ async def test_a_failing_batch_step_falls_back_to_each_change(engine: AsyncEngin
     assert hook.prepared == consumer.hook_errors > 0
     assert [c.kind for c in hook.seen] == [c.kind for c in recorder.seen]
     assert hook.seen[-1].kind == "ended"
+
+
+class Order:
+    """Which call's change each hook call was for, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def on_change(self, change: CallChange) -> None:
+        self.seen.append((change.record.linkedid, change.kind))
+
+
+def _until(items: list[QueueItem], kind: str) -> list[QueueItem]:
+    """The call's events up to the first that gives a change of this kind."""
+    tracker = CallTracker(settings_for("lab"))
+    for n, item in enumerate(items):
+        assert isinstance(item, AmiEvent)
+        if any(c.kind == kind for c in tracker.feed(item)):
+            return items[:n + 1]
+    raise AssertionError(f"no {kind} change")
+
+
+async def test_a_ringing_call_is_hooked_before_the_other_calls_of_its_batch(
+        engine: AsyncEngine, traces: Path) -> None:
+    """Under load one batch holds many calls: the one ringing an operator (its screen pop) must
+    not wait behind the others' hooks; each call's own changes stay in order."""
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    order = Order()
+    consumer = CallConsumer(queue, engine, lab_settings, [order])
+    # A call that has started and not yet rung anyone, then one up to its first ring.
+    quiet = _until([i for i in load_items(traces, "inbound_busy") if isinstance(i, AmiEvent)],
+                   "ringing")[:-1]
+    ringing = _until([i for i in load_items(traces, "inbound_noanswer") if isinstance(i, AmiEvent)],
+                     "ringing")
+    # All queued before the pipeline starts: one batch, the quiet call's start first.
+    for item in [*rewrite_ids(quiet, "quiet-"), *rewrite_ids(ringing, "ring-")]:
+        queue.put_nowait(item)
+    await _run_until_idle(consumer, queue)
+    assert consumer.batches == 1
+    kinds = [(linkedid.split("-")[0], kind) for linkedid, kind in order.seen]
+    assert ("ring", "ringing") in kinds and ("quiet", "started") in kinds
+    assert kinds.index(("ring", "ringing")) < kinds.index(("quiet", "started"))
+    ring_kinds = [kind for who, kind in kinds if who == "ring"]
+    assert ring_kinds[0] == "started" and "ringing" in ring_kinds

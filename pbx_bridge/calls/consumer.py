@@ -433,6 +433,10 @@ class CallConsumer:
         # calls that ended in this batch. Each call's changes stay together and in order.
         ending = {(c.record.pbx, c.record.linkedid) for c in saved if c.kind == "ended"}
         going = [c for c in saved if (c.record.pbx, c.record.linkedid) not in ending]
+        # Of those, the calls ringing an operator first: under load a batch holds dozens of
+        # calls, and a screen pop waited behind every other call's hooks (bench_ui pop).
+        ringing = {(c.record.pbx, c.record.linkedid) for c in going if c.kind == "ringing"}
+        going.sort(key=lambda c: (c.record.pbx, c.record.linkedid) not in ringing)  # stable
         for change in going:
             await self._run_hooks(change)
         if ending:

@@ -6,6 +6,7 @@ SQLAlchemy Core on an AsyncConnection the caller opens (one transaction per drai
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,11 +72,15 @@ def _leg_values(call_id: int, leg: Leg) -> dict[str, Any]:
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
+    return _insert_for(conn.dialect.name, table)
+
+
+def _insert_for(dialect: str, table: sa.Table) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database {conn.dialect.name}")  # pragma: no cover
+    raise RuntimeError(f"unsupported database {dialect}")  # pragma: no cover
 
 
 async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
@@ -103,7 +108,7 @@ async def save_changes(conn: AsyncConnection, changes: Sequence[CallChange],
         gone = sa.select(calls.c.id).where(where)
         await conn.execute(sa.delete(call_legs).where(call_legs.c.call_id.in_(gone)))
         await conn.execute(sa.delete(calls).where(where))
-    ids = (await _write(conn, latest, now, calls.c.state != "ended"))[0] if latest else {}
+    ids = (await _write(conn, latest, now, LIVE_ONLY))[0] if latest else {}
     skipped: set[int] = set()
     if backfilled:
         done = await _save_backfilled(conn, backfilled, now)
@@ -130,18 +135,46 @@ def _keys_where(keys: Sequence[Key], size: int = 500) -> list[Any]:
             for pbx, linkedids in by_pbx.items() for i in range(0, len(linkedids), size)]
 
 
-async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: datetime,
-                 guard: Any) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
-    """Upsert the records (an existing row only where `guard` holds) and their legs; returns
-    (pbx, linkedid) -> (id, state) for every record, and the keys written."""
-    rows = [_call_values(rec, now) for rec in latest.values()]
-    stmt = _insert(conn, calls)
+# Which existing call rows a write may change: live ones (the AMI pipeline), and also those
+# that ended during an outage (a call rebuilt from CEL completes them).
+LIVE_ONLY = "live"
+LIVE_OR_OUTAGE = "live_or_outage"
+_GUARDS = {
+    LIVE_ONLY: lambda: calls.c.state != "ended",
+    LIVE_OR_OUTAGE: lambda: sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True)),
+}
+
+
+@functools.cache
+def _calls_upsert(dialect: str, guard: str) -> Any:
+    """The calls upsert, built once per dialect and guard: building it (the `excluded` alias
+    of every column) and its cache key cost more CPU than the rest of a small save, and the
+    save is on every screen pop's path (bench_ui pop)."""
+    stmt = _insert_for(dialect, calls)
     update = {c.name: stmt.excluded[c.name] for c in calls.columns
               if c.name not in _OWNED_ELSEWHERE and c.name not in ("pbx", "linkedid")}
     stmt = stmt.on_conflict_do_update(
-        index_elements=[calls.c.pbx, calls.c.linkedid], set_=update, where=guard)
-    result = await conn.execute(
-        stmt.returning(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state), rows)
+        index_elements=[calls.c.pbx, calls.c.linkedid], set_=update, where=_GUARDS[guard]())
+    return stmt.returning(calls.c.pbx, calls.c.linkedid, calls.c.id, calls.c.state)
+
+
+@functools.cache
+def _legs_upsert(dialect: str) -> Any:
+    legs_stmt = _insert_for(dialect, call_legs)
+    return legs_stmt.on_conflict_do_update(
+        index_elements=[call_legs.c.call_id, call_legs.c.uniqueid],
+        set_={name: legs_stmt.excluded[name] for name in
+              ("channel", "role", "extension", "created_at", "answered_at", "hungup_at",
+               "hangup_cause")},
+    )
+
+
+async def _write(conn: AsyncConnection, latest: dict[Key, CallRecord], now: datetime,
+                 guard: str) -> tuple[dict[Key, tuple[int, str]], set[Key]]:
+    """Upsert the records (an existing row only where `guard` holds) and their legs; returns
+    (pbx, linkedid) -> (id, state) for every record, and the keys written."""
+    rows = [_call_values(rec, now) for rec in latest.values()]
+    result = await conn.execute(_calls_upsert(conn.dialect.name, guard), rows)
     ids: dict[tuple[str, str], tuple[int, str]] = {
         (pbx, linkedid): (call_id, state) for pbx, linkedid, call_id, state in result}
     written = set(ids)
@@ -162,14 +195,7 @@ async def _write_legs(conn: AsyncConnection, written: dict[Key, tuple[int, CallR
     leg_rows = [_leg_values(call_id, leg) for call_id, rec in written.values() for leg in rec.legs]
     if not leg_rows:
         return
-    legs_stmt = _insert(conn, call_legs)
-    legs_stmt = legs_stmt.on_conflict_do_update(
-        index_elements=[call_legs.c.call_id, call_legs.c.uniqueid],
-        set_={name: legs_stmt.excluded[name] for name in
-              ("channel", "role", "extension", "created_at", "answered_at", "hungup_at",
-               "hangup_cause")},
-    )
-    await conn.execute(legs_stmt, leg_rows)
+    await conn.execute(_legs_upsert(conn.dialect.name), leg_rows)
     if tidy:
         # A Local channel's leg is named after its ;1 half once that is seen: drop the row the
         # ;2 half made before.
@@ -214,8 +240,7 @@ async def _save_backfilled(conn: AsyncConnection, changes: Sequence[CallChange],
         change.record = combine(change.record, calls_from_rows([row])[0])
         latest[key] = change.record
     if latest:
-        guard = sa.or_(calls.c.state != "ended", calls.c.ended_during_outage.is_(True))
-        ids, written = await _write(conn, latest, now, guard)
+        ids, written = await _write(conn, latest, now, LIVE_OR_OUTAGE)
         for key in written:
             latest[key].id = ids[key][0]
             done[key] = ids[key]

@@ -19,9 +19,7 @@ from typing import Any
 
 import trustme
 
-from pbx_bridge.ami.connection import PbxConnection
-from pbx_bridge.ami.events import AmiEvent, ChannelsSnapshot
-from pbx_bridge.calls.queue import QueueItem
+from bench.bench_wire import read_through
 from pbx_bridge.config import PbxConfig
 from pbx_bridge.simulator.server import AmiSimulator, SimulatorSettings
 
@@ -55,39 +53,13 @@ async def events_per_second(calls: int, certs: dict[str, str] | None) -> tuple[f
     process.start()
     try:
         port = await asyncio.to_thread(ports.get, True, 60)
-        queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         config = PbxConfig(name="bench", port=port, secret="simulator", ping_interval=3600,
                            tls=certs is not None, tls_ca_file=certs["ca"] if certs else "")
-        conn = PbxConnection(config, queue)
-        times: list[float] = []
-        count = 0
-        ready = asyncio.Event()
 
-        async def consume() -> None:
-            nonlocal count
-            while True:
-                item = await queue.get()
-                if isinstance(item, ChannelsSnapshot):
-                    ready.set()
-                elif isinstance(item, AmiEvent) and item.name != "FullyBooted":
-                    count += 1
-                    now = time.perf_counter()
-                    if not times:
-                        times.extend([now, now])
-                    times[1] = now
+        async def sent() -> int:
+            return int((await asyncio.to_thread(results.get, True, 600))[0])
 
-        consumer = asyncio.create_task(consume())
-        await conn.start()
-        await asyncio.wait_for(ready.wait(), 60)
-        sent, _took = await asyncio.to_thread(results.get, True, 600)
-        deadline = time.monotonic() + 600
-        while count < sent:
-            if time.monotonic() > deadline:
-                raise TimeoutError("not every event arrived")
-            await asyncio.sleep(0.01)
-        await conn.stop()
-        consumer.cancel()
-        return sent / (times[1] - times[0]), sent
+        return await read_through(config, sent)
     finally:
         process.terminate()
         process.join(10)

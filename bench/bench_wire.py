@@ -15,6 +15,7 @@ import asyncio
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from panoramisk import Manager
@@ -99,36 +100,47 @@ async def bare_panoramisk(calls: int) -> tuple[float, int]:
         return sent / (times[1] - times[0]), sent
 
 
+async def read_through(config: PbxConfig,
+                       sent_by_server: Callable[[], Awaitable[int]]) -> tuple[float, int]:
+    """`PbxConnection` logs in with `config` and reads into its queue until it has every event the
+    server says it sent: events per second from the first event read to the last."""
+    queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+    conn = PbxConnection(config, queue)
+    times: list[float] = []
+    count = 0
+    ready = asyncio.Event()
+
+    async def consume() -> None:
+        nonlocal count
+        while True:
+            item = await queue.get()
+            if isinstance(item, ChannelsSnapshot):
+                ready.set()
+            elif isinstance(item, AmiEvent) and item.name != "FullyBooted":
+                count += 1
+                now = time.perf_counter()
+                if not times:
+                    times.extend([now, now])
+                times[1] = now
+
+    consumer = asyncio.create_task(consume())
+    await conn.start()
+    await asyncio.wait_for(ready.wait(), 60)
+    sent = await sent_by_server()
+    await _until(lambda: count >= sent)
+    await conn.stop()
+    consumer.cancel()
+    return sent / (times[1] - times[0]), sent
+
+
 async def through_pbx_connection(calls: int) -> tuple[float, int]:
     with _Server(calls) as server:
-        queue: asyncio.Queue[QueueItem] = asyncio.Queue()
-        conn = PbxConnection(PbxConfig(name="bench", port=server.port, secret="simulator",
-                                       ping_interval=3600), queue)
-        times: list[float] = []
-        count = 0
-        ready = asyncio.Event()
 
-        async def consume() -> None:
-            nonlocal count
-            while True:
-                item = await queue.get()
-                if isinstance(item, ChannelsSnapshot):
-                    ready.set()
-                elif isinstance(item, AmiEvent) and item.name != "FullyBooted":
-                    count += 1
-                    now = time.perf_counter()
-                    if not times:
-                        times.extend([now, now])
-                    times[1] = now
+        async def sent() -> int:
+            return (await server.result())[0]
 
-        consumer = asyncio.create_task(consume())
-        await conn.start()
-        await asyncio.wait_for(ready.wait(), 60)
-        sent, _ = await server.result()
-        await _until(lambda: count >= sent)
-        await conn.stop()
-        consumer.cancel()
-        return sent / (times[1] - times[0]), sent
+        return await read_through(
+            PbxConfig(name="bench", port=server.port, secret="simulator", ping_interval=3600), sent)
 
 
 async def generator_alone(calls: int) -> tuple[float, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -101,6 +102,20 @@ class Api:
                     fields[key] = value
             out.append(fields)
         return out
+
+    async def cookie_session(self, username: str,
+                             password: str = "pass-word-1") -> tuple[aiohttp.ClientSession, str]:
+        """A browser-like client signed in as `username` through /ui/login, and the session's CSRF
+        token (from the page's meta tag). The caller closes the session."""
+        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{self.port}",
+                                        cookie_jar=aiohttp.CookieJar(unsafe=True))
+        resp = await session.post("/ui/login", data={"username": username, "password": password},
+                                  allow_redirects=False)
+        assert resp.status == 302, await resp.text()
+        page = await session.get("/ui/settings")
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)">', await page.text())
+        assert match
+        return session, match.group(1)
 
     async def new_token(self, role: str, extension: str | None = None, name: str = "extra") -> str:
         async with self.runtime.engine.begin() as conn:

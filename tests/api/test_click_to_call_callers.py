@@ -4,7 +4,6 @@ N and web user N neither share a limit nor see each other's requests."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import aiohttp
@@ -44,18 +43,6 @@ async def _same_ids(api: Api, role: str, extension: str | None) -> tuple[str, st
     raise AssertionError("could not line up a user id with a token id")
 
 
-async def _cookie_session(api: Api, username: str) -> tuple[aiohttp.ClientSession, str]:
-    session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{api.port}",
-                                    cookie_jar=aiohttp.CookieJar(unsafe=True))
-    resp = await session.post("/ui/login", data={"username": username, "password": "pass-word-1"},
-                              allow_redirects=False)
-    assert resp.status == 302, await resp.text()
-    page = await session.get("/ui/settings")
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', await page.text())
-    assert match
-    return session, match.group(1)
-
-
 async def _call(session: aiohttp.ClientSession, body: dict[str, Any],
                 headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     async with session.post("/api/v1/click-to-call", json=body, headers=headers) as resp:
@@ -66,7 +53,7 @@ async def test_token_and_web_user_with_the_same_id_have_separate_rate_limits(
         make_api: ApiFactory) -> None:
     api = await make_api(rate_per_minute=0.5, burst=2)
     username, token, same_id = await _same_ids(api, "operator", "101")
-    session, csrf = await _cookie_session(api, username)
+    session, csrf = await api.cookie_session(username)
     try:
         body = {"extension": "101", "number": NUMBER}
         bearer = {"Authorization": f"Bearer {token}"}
@@ -82,7 +69,7 @@ async def test_token_and_web_user_with_the_same_id_have_separate_rate_limits(
 async def test_admin_token_and_admin_user_do_not_share_idempotency_keys(make_api: ApiFactory) -> None:
     api = await make_api()
     username, token, _same_id = await _same_ids(api, "admin", None)
-    session, csrf = await _cookie_session(api, username)
+    session, csrf = await api.cookie_session(username)
     try:
         body = {"extension": "101", "number": NUMBER, "idempotency_key": "crm-42"}
         status, by_token = await _call(api.client.session, body, {"Authorization": f"Bearer {token}"})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -133,15 +132,7 @@ async def _signed_in(api: Api, username: str, role: str, extension: str | None) 
     async with api.runtime.engine.begin() as conn:
         await store.create_user(conn, username=username, password="pass-word-1", role=role,
                                 extension=extension)
-    session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{api.port}",
-                                    cookie_jar=aiohttp.CookieJar(unsafe=True))
-    resp = await session.post("/ui/login", data={"username": username, "password": "pass-word-1"},
-                              allow_redirects=False)
-    assert resp.status == 302, await resp.text()
-    page = await session.get("/ui/settings")
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', await page.text())
-    assert match
-    return session, match.group(1)
+    return await api.cookie_session(username)
 
 
 async def test_cookie_websocket_ends_at_sign_out(api: Api) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pbx_bridge.auth.tokens import TokenVerifier, hash_token
+from pbx_bridge.auth.tokens import MAX_TOKEN_LENGTH, TokenVerifier, hash_token
 from pbx_bridge.http.auth import CREDENTIAL, PRINCIPAL, Credential
 from pbx_bridge.http.errors import ApiError, Handler
 
@@ -49,10 +49,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token is None:
         raise ApiError(401, "unauthorized", "a bearer token is required (Authorization: Bearer ...)",
                        {"WWW-Authenticate": "Bearer"})
-    found = await request.app[VERIFIER].verify(token)
-    if found is None:
+    digest = hash_token(token) if len(token) <= MAX_TOKEN_LENGTH else None
+    found = None if digest is None else await request.app[VERIFIER].verify_digest(digest)
+    if digest is None or found is None:
         raise ApiError(401, "unauthorized", "the token is invalid or revoked",
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     request[PRINCIPAL] = found
-    request[CREDENTIAL] = Credential("token", hash_token(token))
+    request[CREDENTIAL] = Credential("token", digest)
     return await handler(request)

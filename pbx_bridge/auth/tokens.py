@@ -121,6 +121,10 @@ async def revoke_token(conn: AsyncConnection, token_id: int) -> TokenInfo | None
     return None if row is None else _info(row)
 
 
+# Longer is no token of ours (a prefix and 43 characters): refused before hashing or lookup.
+MAX_TOKEN_LENGTH = 256
+
+
 class TokenVerifier:
     """Bearer token -> Principal, with a short cache so a request costs no query when warm."""
 
@@ -131,9 +135,13 @@ class TokenVerifier:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def verify(self, token: str) -> Principal | None:
-        if not token or len(token) > 256:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
-        digest = hash_token(token)
+        return await self.verify_digest(hash_token(token))
+
+    async def verify_digest(self, digest: str) -> Principal | None:
+        """The same for a token already hashed (the caller keeps the digest as the request's
+        credential: one SHA-256 a request)."""
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < self._cache_seconds:

@@ -61,6 +61,7 @@ class StreamGuard:
         # One check per kind of credential, from the feature that stores it (the server's
         # CREDENTIAL_CHECKS): the guard knows no token or session table.
         self._checks = checks
+        self._stopping = asyncio.Event()
         self._open: set[Watched] = set()
 
     def watches(self, kind: CredentialKind) -> bool:
@@ -105,20 +106,32 @@ class StreamGuard:
         return ended
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+                break
             try:
                 await self.check()
             except Exception:  # a database hiccup must not end the loop: the next round retries
                 log.exception("events.stream_check_failed")
+
+    def stop(self) -> None:
+        """Ends run() after the round in progress: cancelling a round in the middle of its
+        query can leave the engine's pooled connection waiting forever at shutdown."""
+        self._stopping.set()
 
 
 GUARD: web.AppKey[StreamGuard] = web.AppKey("stream_guard", StreamGuard)
 
 
 async def guard_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[GUARD].run())
+    guard = app[GUARD]
+    task = asyncio.create_task(guard.run())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    guard.stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 10)
+    except TimeoutError:  # a round stuck on the database: cancel it as the last resort
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -7,7 +7,8 @@ measured in the same run.
    The digits searched are 4-7 consecutive digits of an existing number's subscriber part (what
    people type); the worst case, a prefix nearly every number shares ("9160"), is its own row.
 2. Export of 100,000 calls from a `pbx-bridge serve` process (CSV and XLSX): wall time and the
-   growth of the server's peak RSS (sampled every 10 ms) over its RSS before the request.
+   growth of the server's peak RSS (sampled every 10 ms) over its RSS before the request; for
+   XLSX also the peak RSS of the writer process the server starts (pbx_bridge.calls.xlsx_worker).
    Reference: the same calls read through GET /api/v1/calls, pages of 500.
 3. Screen pop under load: the whole stack (serve on PostgreSQL, AMI from the simulator in this
    process, 100 WebSocket clients in a third process), 20 calls/s: p99 from the simulator writing
@@ -299,16 +300,23 @@ def _free_port() -> int:
         return port
 
 
-async def _download(url: str, token: str, proc: psutil.Process) -> tuple[float, int, int]:
-    """Seconds, bytes, and the server's peak RSS growth while it answered."""
+async def _download(url: str, token: str, proc: psutil.Process) -> tuple[float, int, int, int]:
+    """Seconds, bytes, the server's peak RSS growth while it answered, and the peak RSS of its
+    child processes (the XLSX writer runs as one)."""
     base = proc.memory_info().rss
     peak = base
+    children_peak = 0
     done = asyncio.Event()
 
     async def sample() -> None:
-        nonlocal peak
+        nonlocal peak, children_peak
         while not done.is_set():
             peak = max(peak, proc.memory_info().rss)
+            children = 0
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    children += child.memory_info().rss
+            children_peak = max(children_peak, children)
             await asyncio.sleep(0.01)
 
     sampler = asyncio.create_task(sample())
@@ -322,7 +330,7 @@ async def _download(url: str, token: str, proc: psutil.Process) -> tuple[float, 
     elapsed = time.perf_counter() - t0
     done.set()
     await sampler
-    return elapsed, size, peak - base
+    return elapsed, size, peak - base, children_peak
 
 
 async def bench_export(quick: bool) -> list[Row]:
@@ -374,7 +382,7 @@ async def bench_export(quick: bool) -> list[Row]:
             reference = time.perf_counter() - t0
             assert seen == count, seen
             for fmt in ("csv", "xlsx"):
-                seconds, size, growth = await _download(
+                seconds, size, growth, children = await _download(
                     f"{base}/api/v1/calls/export?format={fmt}&lang=ru", token, proc)
                 rows.append(row(f"export of {count:,} calls as {fmt.upper()} ({size / 2**20:.1f} MB): time",
                                 seconds, "s", "<= 5 s", reference,
@@ -382,6 +390,10 @@ async def bench_export(quick: bool) -> list[Row]:
                 rows.append(row(f"export of {count:,} calls as {fmt.upper()}: server peak RSS growth",
                                 growth / 2**20, "MB", "<= 50 MB", proc.memory_info().rss / 2**20,
                                 "server RSS after"))
+                if fmt == "xlsx":
+                    rows.append(row(f"export of {count:,} calls as XLSX: peak RSS of the writer process "
+                                    "(server + writer growth must stay <= 50 MB)", children / 2**20, "MB",
+                                    f"<= {50 - growth / 2**20:.1f} MB"))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -405,6 +417,8 @@ async def bench_pop(quick: bool) -> list[Row]:
         soak = Soak(Path(tmp), quick)
         await soak.setup()
         try:
+            offered: dict[str, tuple[float, float]] = {}  # label -> (calls/s offered, load after)
+
             async def measure(calls: int, rate: float, label: str) -> list[float]:
                 out = Path(tmp) / f"clients-{label}.json"
                 ws_url = (f"ws://127.0.0.1:{soak.http_port}/api/v1/events?access_token={soak.token}"
@@ -413,7 +427,10 @@ async def bench_pop(quick: bool) -> list[Row]:
                                             "--clients", ws_url, "100", str(out)], cwd=ROOT)
                 await asyncio.sleep(3.0)
                 soak.rate = rate
+                first = len(soak.sim.added_at)
                 truth = await soak.generate(calls)
+                added = soak.sim.added_at[first:]
+                offered[label] = ((len(added) - 1) / max(added[-1] - added[0], 1e-9), os.getloadavg()[0])
                 await asyncio.sleep(2.0)
                 clients.send_signal(signal.SIGTERM)
                 await asyncio.to_thread(clients.wait, 60)
@@ -431,6 +448,9 @@ async def bench_pop(quick: bool) -> list[Row]:
                     f"unloaded p99 (one call at a time, {len(unloaded)} deliveries)"))
     rows.append(row("screen pop p50 at 20 calls/s", soak_pct(loaded, 0.5) * 1000, "ms", "-",
                     soak_pct(unloaded, 0.5) * 1000, "unloaded p50"))
+    rate, load = offered["loaded"]
+    rows.append(row("screen pop: calls/s the simulator offered in the loaded phase", rate, "calls/s",
+                    "20", load, "load average (1 min) as the phase ended"))
     return rows
 
 

@@ -3,8 +3,8 @@ reader's language) or XLSX (XlsxWriter in constant-memory mode), written a page 
 memory stays flat however many calls there are.
 
 The database is read in keyset pages of PAGE calls; CSV goes out as it is made; an XLSX file is
-a zip whose directory comes last, so it is written to a temporary file (in a thread, page by
-page) and then sent.
+a zip whose directory comes last, so it is written to a temporary file (by a child process,
+pbx_bridge.calls.xlsx_worker, page by page) and then sent.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.spreadsheet import safe_cell
 from pbx_bridge.calls.query import CallFilter, select_page
+from pbx_bridge.calls.xlsx_worker import TIME_COLUMN, encode
 from pbx_bridge.db.schema import calls
 
 PAGE = 2000
@@ -34,8 +36,6 @@ READ = [calls.c.id, calls.c.started_at, calls.c.direction, calls.c.status, calls
         calls.c.operators_rung, calls.c.wait_seconds, calls.c.talk_seconds]
 
 Labels = Callable[[str], str]
-_NUMBER_COLUMNS = frozenset({0, 10, 11})  # id, wait, talk
-_TIME_COLUMN = 1
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 
 
@@ -91,72 +91,49 @@ def _csv_cell(value: Any) -> str:
     return csv_safe(str(value))
 
 
-class XlsxFile:
-    """An XLSX workbook written row by row to a temporary file (XlsxWriter constant_memory:
-    each row is flushed as the next begins)."""
+def xlsx_cells(values: list[Any]) -> list[Any]:
+    """A row for the XLSX writer: the start as Excel's serial day number (what XlsxWriter's
+    write_datetime computes), so only strings and numbers cross to the worker."""
+    started = values[TIME_COLUMN]
+    out = list(values)
+    out[TIME_COLUMN] = (started - _EXCEL_EPOCH).total_seconds() / 86400
+    return out
 
-    def __init__(self, header: list[str], sheet: str) -> None:
-        import xlsxwriter  # here: only exports need it
 
-        self.tmp = tempfile.NamedTemporaryFile(prefix="pbx-export-", suffix=".xlsx", delete=False)
-        self.tmp.close()
-        self.path = Path(self.tmp.name)
-        self.book = xlsxwriter.Workbook(str(self.path), {"constant_memory": True,
-                                                         "strings_to_formulas": False,
-                                                         "strings_to_numbers": False,
-                                                         "strings_to_urls": False})
-        self.sheet = self.book.add_worksheet(sheet[:31])
-        bold = self.book.add_format({"bold": True})
-        self.when = self.book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-        self.sheet.set_column(1, 1, 19)
-        self.sheet.set_column(4, 7, 16)
-        self.sheet.write_row(0, 0, header, bold)
-        self.row = 1
-
-    def write(self, rows: list[list[Any]]) -> None:
-        # The hot loop of a big export: the cells' kinds are known by column; a time goes in as
-        # Excel's serial day number with a date format (what write_datetime would compute).
-        number, string, when = self.sheet.write_number, self.sheet.write_string, self.when
-        for values in rows:
-            r = self.row
-            for col, value in enumerate(values):
-                if value is None or value == "":
-                    continue
-                if col in _NUMBER_COLUMNS:
-                    number(r, col, value)
-                elif col == _TIME_COLUMN:
-                    number(r, col, (value - _EXCEL_EPOCH).total_seconds() / 86400, when)
-                else:
-                    string(r, col, value)
-            self.row = r + 1
-
-    def close(self) -> Path:
-        self.book.close()
-        return self.path
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+class ExportFailed(Exception):
+    """The XLSX writer process did not produce a whole file (its stderr says why)."""
 
 
 async def write_xlsx(engine: AsyncEngine, f: CallFilter, header: list[str], sheet: str,
                      row: Callable[[Any], list[Any]]) -> Path:
-    """The whole export as an XLSX file (the caller sends and deletes it). A page is written in
-    a thread while the next one is read."""
-    book = await asyncio.to_thread(XlsxFile, header, sheet)
-    writing: asyncio.Future[None] | None = None
+    """The whole export as an XLSX file (the caller sends and deletes it), written by a child
+    process (pbx_bridge.calls.xlsx_worker) while this one reads the next pages."""
+    tmp = tempfile.NamedTemporaryFile(prefix="pbx-export-", suffix=".xlsx", delete=False)
+    tmp.close()
+    path = Path(tmp.name)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx_bridge.calls.xlsx_worker", str(path),
+        stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert worker.stdin is not None and worker.stderr is not None
     try:
-        async for records in pages(engine, f):
-            values = [row(r) for r in records]
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(asyncio.to_thread(book.write, values))
-        if writing is not None:
-            await writing
-        return await asyncio.to_thread(book.close)
+        try:
+            worker.stdin.write(encode([header, sheet]))
+            async for records in pages(engine, f):
+                worker.stdin.write(encode([xlsx_cells(row(r)) for r in records]))
+                await worker.stdin.drain()
+            worker.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker is gone: its status and stderr below say why
+        error = await worker.stderr.read()
+        if await worker.wait() != 0:
+            raise ExportFailed(f"the XLSX writer exited with {worker.returncode}: "
+                               f"{error.decode(errors='replace')[-500:]}")
+        return path
     except BaseException:
-        if writing is not None:
-            await asyncio.gather(writing, return_exceptions=True)
-        await asyncio.to_thread(book.discard)
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await asyncio.to_thread(path.unlink, True)
         raise
 
 

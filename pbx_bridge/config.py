@@ -347,6 +347,9 @@ class ApiConfig:
     max_page_size: int = 500
     # The journal export (CSV / XLSX) holds at most this many calls.
     export_max_rows: int = 1_000_000
+    # At most this many XLSX exports are written at once, each by a child process of about
+    # 25 MB that keeps a core busy; more wait their turn.
+    export_xlsx_writers: int = 2
 
 
 @dataclass
@@ -479,7 +482,7 @@ class Settings:
     # native connectors
     crm: CrmConfig = field(default_factory=CrmConfig)
     # token cache time, live-event send timeout and queue size, page sizes, the export's maximum
-    # (`export_max_rows`)
+    # (`export_max_rows`) and how many XLSX exports are written at once
     api: ApiConfig = field(default_factory=ApiConfig)
     # which PBX places calls, allowed extensions, dial format, ring time, per-token rate limit, Retry-After
     click_to_call: ClickToCallConfig = field(default_factory=ClickToCallConfig)
@@ -691,6 +694,8 @@ def _check(settings: Settings, source: str) -> None:
     _check_crm(settings.crm, source)
     _check_cel(settings.cel, settings.standby, source)
     _check_recordings(settings.recordings, source)
+    if settings.api.export_xlsx_writers < 1:
+        raise ConfigError(f"{source}: 'api.export_xlsx_writers' must be at least 1")
     tr = settings.transcription
     if tr.workers < 0:
         raise ConfigError(f"{source}: 'transcription.workers' must be 0 (one per core) or more")

@@ -67,6 +67,7 @@ def test_secrets_masked_in_effective_config(tmp_path: Path) -> None:
         ("[server\nport = 1\n", "invalid TOML"),
         ('[phone]\ndefault_region = "XX"\n', "'phone.default_region'"),
         ('[[pbx]]\nsecret = "s"\noperator_channel = "^PJSIP/"\n', "needs a (?P<ext>...) group"),
+        ("[api]\nexport_xlsx_writers = 0\n", "'api.export_xlsx_writers' must be at least 1"),
     ],
 )
 def test_broken_config_one_line_exit_2(tmp_path: Path, content: str, expected: str) -> None:

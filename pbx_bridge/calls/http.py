@@ -46,6 +46,9 @@ OPERATOR_ROLES = ("answered", "rang")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # The UI's catalogs: export headers and values in the reader's language.
 EXPORT_CATALOGS: web.AppKey[dict[str, Catalog]] = web.AppKey("calls_export_catalogs", dict)
+# XLSX exports being written (api.export_xlsx_writers at once): a burst of clicks must not start
+# a process each.
+XLSX_WRITERS: web.AppKey[asyncio.Semaphore] = web.AppKey("calls_xlsx_writers", asyncio.Semaphore)
 
 
 def _phone(request: web.Request, key: str) -> str | None:
@@ -180,7 +183,8 @@ async def export_handler(request: web.Request) -> web.StreamResponse:
 
     now = datetime.now(tz)
     if fmt == "xlsx":
-        path = await write_xlsx(runtime.engine, f, headers(label), label("export.sheet"), row)
+        async with request.app[XLSX_WRITERS]:
+            path = await write_xlsx(runtime.engine, f, headers(label), label("export.sheet"), row)
         try:
             return await _send_file(request, path, file_name("calls", now, "xlsx"), XLSX_TYPE)
         finally:
@@ -233,6 +237,7 @@ async def detail_handler(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app[EXPORT_CATALOGS] = load_catalogs()
+    app[XLSX_WRITERS] = asyncio.Semaphore(app[RUNTIME].settings.api.export_xlsx_writers)
     app.router.add_get("/api/v1/calls", list_handler)
     app.router.add_get("/api/v1/calls/export", export_handler)
     app.router.add_get("/api/v1/calls/{id}", detail_handler)

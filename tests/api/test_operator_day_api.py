@@ -20,6 +20,7 @@ from crm_sync import tasks as crm_tasks
 from crm_sync.timeline import attach_call, list_timeline
 from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.calls.changes import CallChange
+from pbx_bridge.calls.http import XLSX_WRITERS
 from pbx_bridge.calls.tracker import CallTracker
 from pbx_bridge.clients.hook import CrmHook, call_facts
 from pbx_bridge.crm_connectors.options import match_settings
@@ -121,6 +122,34 @@ async def test_export_csv_for_excel_and_xlsx(api: Api, tmp_path: Path) -> None:
     assert status == 422 and body["error"]["code"] == "export_too_large"
     status, body = await _get(api, "/api/v1/calls/export", format="pdf")
     assert status == 422
+
+
+async def test_xlsx_exports_beyond_the_writer_limit_wait_their_turn(api: Api, tmp_path: Path) -> None:
+    """api.export_xlsx_writers (2 by default) XLSX exports are written at once; one more waits
+    for a slot rather than starting another writer process."""
+    async with api.runtime.engine.begin() as conn:
+        for i in range(5):
+            await insert_call(conn, minutes=i, customer_number=f"+7916000{i:04d}")
+    slots = api.client.app[XLSX_WRITERS]
+    for _ in range(api.runtime.settings.api.export_xlsx_writers):
+        await slots.acquire()
+
+    async def export() -> tuple[int, bytes]:
+        async with api.client.get("/api/v1/calls/export", params={"format": "xlsx"},
+                                  headers=api.auth("manager")) as resp:
+            return resp.status, await resp.read()
+
+    waiting = asyncio.create_task(export())
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # every slot is taken: it waits
+    slots.release()
+    status, body = await asyncio.wait_for(waiting, 30)
+    for _ in range(api.runtime.settings.api.export_xlsx_writers - 1):
+        slots.release()
+    assert status == 200
+    (tmp_path / "calls.xlsx").write_bytes(body)
+    book = await asyncio.to_thread(openpyxl.load_workbook, tmp_path / "calls.xlsx", read_only=True)
+    assert len(list(book.active.iter_rows(values_only=True))) == 6
 
 
 async def test_card_list_notes_tasks_and_merge(api: Api) -> None:

@@ -3,6 +3,7 @@ and the check that says so fails on a modified copy of each of the three."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import subprocess
@@ -28,23 +29,30 @@ def changed(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+@contextlib.contextmanager
+def loaded(source: str, tmp_path: Path, name: str) -> Iterator[types.ModuleType]:
+    """A changed config.py, loaded as a module of its own."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the dataclasses' string annotations resolve there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+
+
 @pytest.fixture
 def modified_config(tmp_path: Path) -> Iterator[types.ModuleType]:
     """config.py with one more key in [server], loaded as a module of its own."""
     source = changed(CONFIG_SOURCE, '    data_dir: str = "var"\n',
                      '    data_dir: str = "var"\n    # A key the sample and the document lack.\n'
                      '    colour: str = "blue"\n')
-    path = tmp_path / "modified_config.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("modified_config", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["modified_config"] = module  # the dataclasses' string annotations resolve there
-    try:
-        spec.loader.exec_module(module)
+    with loaded(source, tmp_path, "modified_config") as module:
         yield module
-    finally:
-        del sys.modules["modified_config"]
 
 
 def test_the_settings_the_sample_and_the_reference_agree() -> None:
@@ -124,32 +132,15 @@ def test_a_new_field_in_the_settings_is_missing_from_the_sample_and_the_document
 
 def test_a_field_without_a_comment_is_named(tmp_path: Path) -> None:
     source = changed(CONFIG_SOURCE, '    # Log every SQL statement (debugging only).\n', "")
-    path = tmp_path / "uncommented_config.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("uncommented_config", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["uncommented_config"] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded(source, tmp_path, "uncommented_config") as module:
         found = problems(module, SAMPLE, DOC)
-    finally:
-        del sys.modules["uncommented_config"]
     # echo follows auto_upgrade: it now shares that comment, so the document changes ...
     assert "docs/configuration.md is not the one generated from the settings: " \
            "run `python -m pbx_bridge.config_reference`" in found
     source = changed(CONFIG_SOURCE, "class LoggingConfig:\n    # The least severe level logged.\n",
                      "class LoggingConfig:\n")
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("uncommented_config", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["uncommented_config"] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded(source, tmp_path, "uncommented_config") as module:
         found = problems(module, SAMPLE, DOC)
-    finally:
-        del sys.modules["uncommented_config"]
     # ... while the first field of a class has nothing to share.
     assert "logging.level: no comment in config.py" in found
 
